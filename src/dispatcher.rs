@@ -1,0 +1,1 @@
+//! The dispatcher: claims due messages for owned connected sessions and sends them at most once.

@@ -1,0 +1,1 @@
+//! The Chromium driver (chromiumoxide).

@@ -1,0 +1,1 @@
+//! A scripted in-memory driver, only for unit tests of the runner's loops.

@@ -1,0 +1,189 @@
+//! The browser boundary. The runner's loops talk only to these traits; `chromium` implements
+//! them with a real browser, `memory` with a script for the loops' unit tests.
+//!
+//! "A browser" and "a session's page" are kept apart (DESIGN.md §7): a `Driver` may own one
+//! browser per session today and one shared browser with a context per session later.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error_code::ErrorCode;
+
+pub mod chromium;
+pub mod memory;
+
+/// What a driver needs to start one session's page.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub session_id: String,
+    /// The session's own profile folder (already restored from the stored login if there was one).
+    pub profile_dir: PathBuf,
+    /// Link by pairing code for this number (digits only) instead of a QR.
+    pub pair_phone: Option<String>,
+}
+
+/// Page → runner events, in the order the page produced them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverEvent {
+    /// A new QR payload (the five comma-separated fields). A credential while valid: never log it.
+    Qr { payload: String },
+    /// The 8-character pairing code to type on the phone.
+    PairingCode { code: String },
+    /// Logged in and synced. `phone` is digits only.
+    Connected {
+        phone: String,
+        push_name: Option<String>,
+    },
+    /// The socket dropped; the page reconnects on its own.
+    Disconnected { reason: String },
+    /// The device was unlinked (from the phone, or by our logout). The stored login is void.
+    LoggedOut { reason: String },
+    /// Ack change of a message this account sent: -1 error, 0 pending, 1 server, 2 device, 3 read, 4 played.
+    Ack { wa_message_id: String, ack: i32 },
+    /// A message this account received.
+    Incoming(IncomingMessage),
+    /// The page or the browser died. The runner closes the session and restarts it with back-off.
+    Crashed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncomingMessage {
+    pub wa_message_id: String,
+    pub from: String,
+    pub chat_id: String,
+    pub kind: String,
+    pub body: Option<String>,
+    /// Seconds since the epoch, as the page reports it.
+    pub timestamp: i64,
+    /// Everything else the page said about it, kept for the wa_event payload.
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Text,
+    Image,
+    Video,
+    Audio,
+    Voice,
+    Document,
+}
+
+impl MessageKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "text" => Self::Text,
+            "image" => Self::Image,
+            "video" => Self::Video,
+            "audio" => Self::Audio,
+            "voice" => Self::Voice,
+            "document" => Self::Document,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Document => "document",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Media {
+    pub data: bytes::Bytes,
+    pub mime: String,
+    pub filename: Option<String>,
+}
+
+/// One message, ready for the page. Its id was chosen (and committed) before `send` is called.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Normalised JID, `15551234567@c.us` or `…@g.us`.
+    pub chat_id: String,
+    /// The id part of the WhatsApp message key, e.g. `3EB0A1B2C3D4E5F60718`.
+    pub id: String,
+    /// The serialized key, `true_<chat_id>_<id>`, as stored in `wa_message.wa_message_id`.
+    pub wa_message_id: String,
+    pub kind: MessageKind,
+    /// Text body, or the caption of media.
+    pub body: Option<String>,
+    pub media: Option<Media>,
+    /// `wa_message.options` (reply_to, link_preview, …), already validated.
+    pub options: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Worth retrying: timeouts, crashes, reloads.
+    #[error("{code}: {message}")]
+    Transient { code: ErrorCode, message: String },
+    /// Retrying cannot help: bad recipient, not on WhatsApp, logged out.
+    #[error("{code}: {message}")]
+    Permanent { code: ErrorCode, message: String },
+}
+
+impl DriverError {
+    pub fn transient(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Transient {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Transient { code, .. } | Self::Permanent { code, .. } => *code,
+        }
+    }
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// Starts sessions. One per runner; shared by all its sessions.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    async fn start(&self, spec: SessionSpec) -> Result<StartedSession, DriverError>;
+}
+
+pub struct StartedSession {
+    pub session: Arc<dyn Session>,
+    pub events: mpsc::Receiver<DriverEvent>,
+}
+
+/// One running session's page. Every method is bounded by a timeout inside the driver.
+#[async_trait]
+pub trait Session: Send + Sync + 'static {
+    /// Does this JID have a WhatsApp account? Groups are not asked (always true).
+    async fn number_exists(&self, chat_id: &str) -> Result<bool, DriverError>;
+    /// Send one message under its pre-chosen id. Returns once the page has accepted it
+    /// (ack >= 0); later acks arrive as events.
+    async fn send(&self, msg: &OutgoingMessage) -> Result<(), DriverError>;
+    /// Recovery after a crash mid-send: does a message with this id exist in that chat?
+    /// `Some(ack)` if it does.
+    async fn find_message(
+        &self,
+        chat_id: &str,
+        wa_message_id: &str,
+    ) -> Result<Option<i32>, DriverError>;
+    /// Unlink the device. A `LoggedOut` event follows.
+    async fn logout(&self) -> Result<(), DriverError>;
+    /// Close the page (and its browser). Idempotent. The profile on disk is kept.
+    async fn close(&self) -> Result<(), DriverError>;
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    wa_outbox::cli::main()
+}

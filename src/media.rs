@@ -1,0 +1,1 @@
+//! Fetching media_url with an SSRF guard, a size cap and a timeout.

@@ -1,0 +1,1 @@
+//! QR payload → PNG data URL and terminal rendering.

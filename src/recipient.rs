@@ -1,0 +1,1 @@
+//! Recipient normalisation to WhatsApp JIDs.

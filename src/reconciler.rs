@@ -1,0 +1,1 @@
+//! The session reconciler: leases, capacity, desired_state.
