@@ -286,8 +286,45 @@ fn hostname() -> String {
 }
 
 pub async fn run_command(config: Config) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`run` with the Chromium driver lands with the driver; config: {:?}",
-        config.web_url
-    )
+    let db = crate::db::resolve(&config).await?;
+    let pool = crate::db::connect(&db.url, 20).await?;
+    if db.embedded.is_some() {
+        // The local default has no separate deploy step: bring the schema up to date here.
+        crate::db::migrate(&pool).await?;
+    }
+    let handle = spawn_production(&config, pool, db.embedded.is_some()).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received; draining");
+    handle.shutdown().await
+}
+
+/// A runner with the real parts: Chromium, the media fetcher, the stored-login store.
+pub async fn spawn_production(config: &Config, pool: PgPool, _embedded: bool) -> anyhow::Result<RunnerHandle> {
+    let driver = crate::driver::chromium::ChromiumDriver::from_config(config);
+    let media = crate::media::MediaFetcher::from_config(config);
+    spawn(RunnerParts {
+        pool,
+        driver: Arc::new(driver),
+        logins: Arc::new(NoLoginStore),
+        media: Some(Arc::new(media)),
+        cfg: RunnerConfig::from_config(config),
+        metrics: None,
+    })
+    .await
+}
+
+/// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
