@@ -16,10 +16,16 @@ class SessionAdmin(admin.ModelAdmin):
     exclude = ("qr_code", "qr_image")
     readonly_fields = tuple(f for f in Session.RUNNER_FIELDS if f not in ("qr_code", "qr_image")) + ("qr",)
 
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            # Runner-owned columns have no value before the insert; show only what a caller sets.
+            return ("id",) + Session.CALLER_FIELDS
+        return super().get_fields(request, obj)
+
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None:
-            return ("id",) + self.readonly_fields
-        return self.readonly_fields
+        if obj is None:
+            return ()
+        return ("id",) + self.readonly_fields
 
     @admin.display(description="QR code")
     def qr(self, obj):
@@ -37,9 +43,19 @@ class MessageAdmin(admin.ModelAdmin):
     exclude = ("media_data",)
     actions = ("cancel_queued",)
 
+    ADD_FIELDS = (
+        "session", "recipient", "kind", "body", "media_url", "media_mime", "media_filename",
+        "options", "idempotency_key", "priority", "not_before", "max_attempts",
+    )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.ADD_FIELDS
+        return super().get_fields(request, obj)
+
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
-            return Message.RUNNER_FIELDS
+            return ()
         # What is sent cannot change after insert (the runner may be sending it right now).
         editable = set(Message.CALLER_FIELDS)
         return tuple(f.name for f in Message._meta.concrete_fields if f.name not in editable and f.name != "media_data")
