@@ -186,3 +186,13 @@ def test_guard_restarts_a_failed_session_when_asked_to_run(sql):
     s.save()
     s.refresh_from_db()
     assert (s.status, s.error_code) == ("new", None)
+
+
+def test_package_migrations_match_the_models():
+    """A host's makemigrations must never write a migration into the installed package."""
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("makemigrations", "wa_outbox", "--check", "--dry-run", stdout=out)

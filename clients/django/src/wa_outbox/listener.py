@@ -22,7 +22,7 @@ from django.db.models.functions import Now
 import psycopg
 
 from . import conf, pgnotify, signals
-from .models import Event, ListenerCursor
+from .models import Event, ListenerCursor, Message, Session
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +170,16 @@ class EventListener:
                 body=payload.get("body"),
             )
         elif event.kind == "ack":
-            kwargs.update(
-                message_id=event.message_id,
-                wa_message_id=event.wa_message_id,
-                ack=payload.get("ack"),
-            )
+            ack = payload.get("ack")
+            if ack is None and event.message_id is not None:
+                # Payload without the level: the row's current ack is the next best thing.
+                ack = Message.objects.using(self.using).filter(pk=event.message_id).values_list("ack", flat=True).first()
+            kwargs.update(message_id=event.message_id, wa_message_id=event.wa_message_id, ack=ack)
         else:
-            kwargs.update(status=payload.get("status"))
+            status = payload.get("status")
+            if status is None:
+                status = Session.objects.using(self.using).filter(pk=event.session_id).values_list("status", flat=True).first()
+            kwargs.update(status=status)
         if self.strict:
             # A failing receiver stops the listener before the cursor moves past this event.
             signal.send(sender=Event, **kwargs)
