@@ -150,12 +150,13 @@ def test_runner_owned_fields_cannot_be_saved():
     s.status = "connected"
     with pytest.raises(ValueError, match="status is written by the wa-outbox runner"):
         s.save(update_fields=["status"])
-    m = Message.objects.create(session_id="s1", recipient="15551234567", body="x")
-    with pytest.raises(ValueError, match="wa_message_id"):
-        m.save(update_fields=["wa_message_id", "priority"])
-    m.priority = 3
-    m.save()
+    m = Message.objects.create(session_id="s1", recipient="15551234567", body="x", priority=3)
     assert Message.objects.get(pk=m.pk).priority == 3
+    with pytest.raises(ValueError, match="priority, wa_message_id are written by the wa-outbox runner"):
+        m.save(update_fields=["wa_message_id", "priority"])
+    m.body = "changed"
+    with pytest.raises(ValueError, match="written by the wa-outbox runner only"):
+        m.save()
 
 
 def test_event_rows_are_read_only(sql):

@@ -53,12 +53,12 @@ class MessageAdmin(admin.ModelAdmin):
             return self.ADD_FIELDS
         return super().get_fields(request, obj)
 
-    def get_readonly_fields(self, request, obj=None):
-        if obj is None:
-            return ()
-        # What is sent cannot change after insert (the runner may be sending it right now).
-        editable = set(Message.CALLER_FIELDS)
-        return tuple(f.name for f in Message._meta.concrete_fields if f.name not in editable and f.name != "media_data")
+    def has_change_permission(self, request, obj=None):
+        # Messages are not edited after insert (the runner may be sending one right now); the
+        # change page is a read-only view, and the cancel action covers what a caller may do.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
     @admin.action(description="Cancel selected messages that are still queued")
     def cancel_queued(self, request, queryset):

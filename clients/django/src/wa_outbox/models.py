@@ -203,8 +203,10 @@ class Session(RunnerTableModel):
 class Message(RunnerTableModel):
     """wa_message: the outbox. Insert a row to send; the runner fills in the rest."""
 
-    # Changing what is sent after insert would race the runner; these only steer when it is sent.
-    CALLER_FIELDS = ("priority", "not_before", "max_attempts")
+    # Nothing: changing a row after insert would race the runner, which may be sending it right
+    # now (and deploy/sql/roles.sql lets Django's role update only `status`, to cancel). Use
+    # cancel(); set priority, not_before and max_attempts when creating the row.
+    CALLER_FIELDS = ()
     RUNNER_FIELDS = (
         "status", "attempts", "chat_id", "wa_message_id", "ack", "error_code", "error",
         "runner_id", "sending_at", "sent_at", "delivered_at", "read_at", "played_at",
