@@ -107,5 +107,3 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-

@@ -44,7 +44,9 @@ def _run(cmd: list[str], *, env=None, timeout: float = 120, user: str | None = N
     except subprocess.TimeoutExpired as exc:
         raise SetupError(f"{cmd[0]} timed out after {timeout}s") from exc
     if proc.returncode != 0:
-        raise SetupError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise SetupError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc.stdout
 
 
@@ -93,7 +95,9 @@ def start() -> TestDatabase:
         def drop():
             with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
                 conn.execute(
-                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname))
+                    sql.SQL("drop database if exists {} with (force)").format(
+                        sql.Identifier(dbname)
+                    )
                 )
 
         db._cleanup.append(drop)
@@ -116,20 +120,42 @@ def _start_cluster(db: TestDatabase) -> str:
         shutil.chown(root, user=user)
     data = root / "data"
     port = _free_port()
-    _run([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-          "--no-sync"], user=user)
+    _run(
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        user=user,
+    )
     log = root / "postgres.log"
     _run(
         [
-            str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  "-c synchronous_commit=off -c full_page_writes=off",
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off",
             "start",
         ],
         user=user,
     )
     db._cleanup.append(
-        lambda: _run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], user=user)
+        lambda: _run(
+            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], user=user
+        )
     )
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 

@@ -19,7 +19,9 @@ QR_CODE = "2@ref,noise-key,identity-key,adv-secret,platform"
 class RunnerThread(threading.Thread):
     """Waits (bounded) until `ready_sql` returns a row, then runs `writes` in one transaction."""
 
-    def __init__(self, url: str, ready_sql: str, ready_params: tuple, writes, timeout: float = 20.0):
+    def __init__(
+        self, url: str, ready_sql: str, ready_params: tuple, writes, timeout: float = 20.0
+    ):
         super().__init__(daemon=True)
         self.url, self.ready_sql, self.ready_params = url, ready_sql, ready_params
         self.writes, self.timeout = writes, timeout
@@ -49,7 +51,9 @@ class RunnerThread(threading.Thread):
             raise self.error
 
 
-def event(conn, session_id: str, kind: str, payload: dict, message_id=None, wa_message_id=None) -> int:
+def event(
+    conn, session_id: str, kind: str, payload: dict, message_id=None, wa_message_id=None
+) -> int:
     return conn.execute(
         "insert into wa_event (session_id, kind, message_id, wa_message_id, payload) "
         "values (%s, %s, %s, %s, %s) returning id",
@@ -106,7 +110,8 @@ def finish_message(url: str, session_id: str, status: str = "sent", **columns) -
         assignments = ", ".join(f"{name} = %s" for name in sets)
         extra = ", sent_at = now()" if status == "sent" else ", finished_at = now()"
         conn.execute(
-            f"update wa_message set {assignments}{extra} where id = %s", (*sets.values(), message_id)
+            f"update wa_message set {assignments}{extra} where id = %s",
+            (*sets.values(), message_id),
         )
         if status == "sent":
             event(conn, session_id, "ack", {"ack": 1}, message_id, sets["wa_message_id"])

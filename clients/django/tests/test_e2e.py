@@ -118,7 +118,7 @@ def stack(database_url, tmp_path):
         prefix = "sim listening on "
         if not line.startswith(prefix):
             pytest.fail(f"unexpected first simulator line {line!r}\n{sim.tail()}", pytrace=False)
-        sim_url = line[len(prefix):]
+        sim_url = line[len(prefix) :]
 
         data_dir = tmp_path / "wa-data"
         data_dir.mkdir()
@@ -146,7 +146,9 @@ def user_client(client):
 
 
 def post(client, name, data):
-    return client.post(reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json")
+    return client.post(
+        reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json"
+    )
 
 
 def link(stack: Stack, client, session_id: str) -> dict:
@@ -183,7 +185,11 @@ def test_init_scan_status_send_delivered(stack, user_client):
     link(stack, user_client, "e2e_session")
 
     text = "Hello from Django " + secrets.token_hex(4)
-    r = post(user_client, "send-text", {"sessionId": "e2e_session", "recipient": RECIPIENT, "message": text})
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "e2e_session", "recipient": RECIPIENT, "message": text},
+    )
     assert r.status_code == 200, f"{r.content!r}\n{stack.logs()}"
     body = r.json()
     assert body["success"] is True, f"{body}\n{stack.logs()}"
@@ -200,7 +206,11 @@ def test_init_scan_status_send_delivered(stack, user_client):
             what="message delivered",
         )
     except AssertionError as exc:
-        row = Message.objects.filter(pk=body["messageId"]).values("status", "error_code", "error").first()
+        row = (
+            Message.objects.filter(pk=body["messageId"])
+            .values("status", "error_code", "error")
+            .first()
+        )
         raise AssertionError(f"{exc}; row {row}\n{stack.logs()}") from None
     assert row.delivered_at is not None and row.sent_at is not None
     assert row.wa_message_id and row.error_code is None
@@ -226,7 +236,9 @@ def test_listener_signals_for_a_live_session(stack, user_client):
 
         return handle
 
-    handlers = {name: recorder(name) for name in ("message_received", "message_ack", "session_status")}
+    handlers = {
+        name: recorder(name) for name in ("message_received", "message_ack", "session_status")
+    }
     for name, handler in handlers.items():
         getattr(signals, name).connect(handler, weak=False)
     stop, ready = threading.Event(), threading.Event()
@@ -241,13 +253,18 @@ def test_listener_signals_for_a_live_session(stack, user_client):
                 return [kw for n, kw in got if n == name and pred(kw)]
 
         # The backlog: the session's own status changes up to connected.
-        wait_until(lambda: seen("session_status", lambda kw: kw["session_id"] == "e2e_signals"), timeout=30,
-                   what="session_status signal")
+        wait_until(
+            lambda: seen("session_status", lambda kw: kw["session_id"] == "e2e_signals"),
+            timeout=30,
+            what="session_status signal",
+        )
 
         stack.sim_call("/_sim/incoming", {"to": PHONE, "from": "15557654321", "body": "hi django"})
         try:
             incoming = wait_until(
-                lambda: seen("message_received", lambda kw: "hi django" in json.dumps(kw["payload"])),
+                lambda: seen(
+                    "message_received", lambda kw: "hi django" in json.dumps(kw["payload"])
+                ),
                 timeout=60,
                 what="message_received signal",
             )
@@ -255,11 +272,18 @@ def test_listener_signals_for_a_live_session(stack, user_client):
             raise AssertionError(f"{exc}\n{stack.logs()}") from None
         assert incoming[0]["session_id"] == "e2e_signals" and incoming[0]["wa_message_id"]
 
-        r = post(user_client, "send-text", {"sessionId": "e2e_signals", "recipient": RECIPIENT, "message": "ack me"})
+        r = post(
+            user_client,
+            "send-text",
+            {"sessionId": "e2e_signals", "recipient": RECIPIENT, "message": "ack me"},
+        )
         message_id = r.json()["messageId"]
         try:
             wait_until(
-                lambda: seen("message_ack", lambda kw: kw["message_id"] == message_id and (kw["ack"] or 0) >= 2),
+                lambda: seen(
+                    "message_ack",
+                    lambda kw: kw["message_id"] == message_id and (kw["ack"] or 0) >= 2,
+                ),
                 timeout=60,
                 what="message_ack signal (ack >= 2)",
             )

@@ -68,33 +68,61 @@ def test_signals_carry_each_kind(sql, session):
     msg_id = sql.execute(
         "insert into wa_message (session_id, recipient, body) values ('s1', '15551234567', 'hi') returning id"
     ).fetchone()[0]
-    e1 = runner_side.event(sql, "s1", "session_status", {"status": "connected", "phone": "15550001"})
+    e1 = runner_side.event(
+        sql, "s1", "session_status", {"status": "connected", "phone": "15550001"}
+    )
     e2 = runner_side.event(sql, "s1", "ack", {"ack": 2}, msg_id, "true_15551234567@c.us_ABC")
     e3 = runner_side.event(
-        sql, "s1", "message", {"from": "15559999999@c.us", "body": "hello back"}, None, "false_15559999999@c.us_XYZ"
+        sql,
+        "s1",
+        "message",
+        {"from": "15559999999@c.us", "body": "hello back"},
+        None,
+        "false_15559999999@c.us_XYZ",
     )
     with Received() as got:
         assert "handled 3 event(s)" in run_command("--once")
     names = [name for name, _ in got.calls]
     assert names == ["session_status", "message_ack", "message_received"]
     status, ack, incoming = (kw for _, kw in got.calls)
-    assert status["event"].id == e1 and status["session_id"] == "s1" and status["status"] == "connected"
+    assert (
+        status["event"].id == e1
+        and status["session_id"] == "s1"
+        and status["status"] == "connected"
+    )
     assert status["payload"] == {"status": "connected", "phone": "15550001"}
     assert (ack["event"].id, ack["message_id"], ack["wa_message_id"], ack["ack"]) == (
-        e2, msg_id, "true_15551234567@c.us_ABC", 2,
+        e2,
+        msg_id,
+        "true_15551234567@c.us_ABC",
+        2,
     )
-    assert (incoming["event"].id, incoming["sender_jid"], incoming["body"], incoming["wa_message_id"]) == (
-        e3, "15559999999@c.us", "hello back", "false_15559999999@c.us_XYZ",
+    assert (
+        incoming["event"].id,
+        incoming["sender_jid"],
+        incoming["body"],
+        incoming["wa_message_id"],
+    ) == (
+        e3,
+        "15559999999@c.us",
+        "hello back",
+        "false_15559999999@c.us_XYZ",
     )
     assert ListenerCursor.objects.get(name="default").last_event_id == e3
 
 
 def test_resumes_after_the_last_event_handled(sql, session):
-    first = [runner_side.event(sql, "s1", "session_status", {"status": s}) for s in ("starting", "qr_pending")]
+    first = [
+        runner_side.event(sql, "s1", "session_status", {"status": s})
+        for s in ("starting", "qr_pending")
+    ]
     with Received() as got:
         run_command("--once")
     assert got.event_ids() == first
-    later = [runner_side.event(sql, "s1", "session_status", {"status": s}) for s in ("connected", "hibernated")]
+    later = [
+        runner_side.event(sql, "s1", "session_status", {"status": s})
+        for s in ("connected", "hibernated")
+    ]
     with Received() as got:
         run_command("--once")
         assert got.event_ids() == later  # nothing handled twice
@@ -147,7 +175,11 @@ def test_a_permanent_gap_is_skipped_after_the_gap_timeout(sql, session):
     listener = EventListener(gap_timeout=0.5)
     with Received() as got:
         listener.run_once()
-        wait_until(lambda: listener.run_once() or got.event_ids() == [base, after], timeout=10, what="gap skip")
+        wait_until(
+            lambda: listener.run_once() or got.event_ids() == [base, after],
+            timeout=10,
+            what="gap skip",
+        )
     assert got.event_ids() == [base, after]
 
 

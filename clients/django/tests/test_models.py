@@ -78,14 +78,36 @@ def test_bulk_create_messages():
         (Session, {"id": "s2", "desired_state": "paused"}, "wa_session_desired_state_check"),
         (Session, {"id": "s2", "status": "dancing"}, "wa_session_status_check"),
         (Session, {"id": "s2", "pair_phone": "12ab"}, "wa_session_pair_phone_check"),
-        (Message, {"session_id": "s1", "recipient": "155", "kind": "sticker"}, "wa_message_kind_check"),
-        (Message, {"session_id": "s1", "recipient": "155", "status": "lost"}, "wa_message_status_check"),
-        (Message, {"session_id": "s1", "recipient": ""}, "wa_message_recipient_check"),
-        (Message, {"session_id": "s1", "recipient": "155", "max_attempts": 0}, "wa_message_max_attempts_check"),
-        (Message, {"session_id": "s1", "recipient": "155", "options": []}, "wa_message_options_check"),
         (
             Message,
-            {"session_id": "s1", "recipient": "155", "kind": "image", "media_url": "https://x/a.png", "media_data": b"x"},
+            {"session_id": "s1", "recipient": "155", "kind": "sticker"},
+            "wa_message_kind_check",
+        ),
+        (
+            Message,
+            {"session_id": "s1", "recipient": "155", "status": "lost"},
+            "wa_message_status_check",
+        ),
+        (Message, {"session_id": "s1", "recipient": ""}, "wa_message_recipient_check"),
+        (
+            Message,
+            {"session_id": "s1", "recipient": "155", "max_attempts": 0},
+            "wa_message_max_attempts_check",
+        ),
+        (
+            Message,
+            {"session_id": "s1", "recipient": "155", "options": []},
+            "wa_message_options_check",
+        ),
+        (
+            Message,
+            {
+                "session_id": "s1",
+                "recipient": "155",
+                "kind": "image",
+                "media_url": "https://x/a.png",
+                "media_data": b"x",
+            },
             "wa_message_one_media_source",
         ),
     ],
@@ -123,7 +145,9 @@ def test_message_for_missing_session_fails():
 
 def test_new_instance_with_existing_id_does_not_overwrite_the_row(sql):
     Session.objects.create(id="s1")
-    sql.execute("update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'")
+    sql.execute(
+        "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
+    )
     with pytest.raises(IntegrityError):
         with transaction.atomic():
             Session(id="s1").save()
@@ -152,7 +176,9 @@ def test_runner_owned_fields_cannot_be_saved():
         s.save(update_fields=["status"])
     m = Message.objects.create(session_id="s1", recipient="15551234567", body="x", priority=3)
     assert Message.objects.get(pk=m.pk).priority == 3
-    with pytest.raises(ValueError, match="priority, wa_message_id are written by the wa-outbox runner"):
+    with pytest.raises(
+        ValueError, match="priority, wa_message_id are written by the wa-outbox runner"
+    ):
         m.save(update_fields=["wa_message_id", "priority"])
     m.body = "changed"
     with pytest.raises(ValueError, match="written by the wa-outbox runner only"):
@@ -161,7 +187,9 @@ def test_runner_owned_fields_cannot_be_saved():
 
 def test_event_rows_are_read_only(sql):
     Session.objects.create(id="s1")
-    sql.execute("insert into wa_event (session_id, kind, payload) values ('s1', 'session_status', '{\"status\": \"new\"}')")
+    sql.execute(
+        "insert into wa_event (session_id, kind, payload) values ('s1', 'session_status', '{\"status\": \"new\"}')"
+    )
     ev = Event.objects.get()
     assert ev.payload == {"status": "new"}
     with pytest.raises(ValueError, match="written by the wa-outbox runner"):
@@ -181,7 +209,9 @@ def test_cancel_only_while_queued(sql):
 
 def test_guard_restarts_a_failed_session_when_asked_to_run(sql):
     Session.objects.create(id="s1")
-    sql.execute("update wa_session set status = 'failed', error_code = 'qr_timeout' where id = 's1'")
+    sql.execute(
+        "update wa_session set status = 'failed', error_code = 'qr_timeout' where id = 's1'"
+    )
     s = Session.objects.get(pk="s1")
     s.desired_state = "running"
     s.save()

@@ -20,7 +20,9 @@ from wa_outbox.services import WhatsAppService
 
 from . import pgcluster, runner_side
 
-ROLES_SQL = Path(os.environ.get("WA_ROLES_SQL", pgcluster.REPO_ROOT / "deploy" / "sql" / "roles.sql"))
+ROLES_SQL = Path(
+    os.environ.get("WA_ROLES_SQL", pgcluster.REPO_ROOT / "deploy" / "sql" / "roles.sql")
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -62,7 +64,9 @@ def test_service_calls_need_no_more_than_the_django_role(as_django_role, databas
     with override_settings(WA_OUTBOX_SEND_TIMEOUT=0):
         sent = svc.send_text_message("user_3_session", "15551234567", "hi", idempotency_key="k1")
         again = svc.send_text_message("user_3_session", "15551234567", "hi", idempotency_key="k1")
-        media = svc.send_media_message("user_3_session", "15551234567", file=b"\x89PNG....", filename="a.png")
+        media = svc.send_media_message(
+            "user_3_session", "15551234567", file=b"\x89PNG....", filename="a.png"
+        )
     assert sent["messageId"] == again["messageId"]
     assert Message.objects.get(pk=media["messageId"]).kind == "image"
     assert svc.cancel_message(sent["messageId"])["status"] == "cancelled"

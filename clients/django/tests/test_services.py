@@ -52,16 +52,33 @@ svc = WhatsAppService()
         (lambda: svc.send_text_message("s1", "15551234567", "   "), "message"),
         (lambda: svc.send_text_message("s1", "15551234567", None), "message"),
         (lambda: svc.send_text_message("s1", "15551234567", "x" * 65_537), "message"),
-        (lambda: svc.send_text_message("s1", "15551234567", "hi", idempotency_key=""), "idempotency_key"),
+        (
+            lambda: svc.send_text_message("s1", "15551234567", "hi", idempotency_key=""),
+            "idempotency_key",
+        ),
         (lambda: svc.send_media_message("s1", "15551234567"), "media_url"),
-        (lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", file=b"x"), "media_url"),
+        (
+            lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", file=b"x"),
+            "media_url",
+        ),
         (lambda: svc.send_media_message("s1", "15551234567", "ftp://a/x.png"), "media_url"),
         (lambda: svc.send_media_message("s1", "15551234567", "/media/x.png"), "media_url"),
-        (lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", media_type="gif"), "media_type"),
-        (lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", caption=5), "caption"),
+        (
+            lambda: svc.send_media_message(
+                "s1", "15551234567", "https://a/x.png", media_type="gif"
+            ),
+            "media_type",
+        ),
+        (
+            lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", caption=5),
+            "caption",
+        ),
         (lambda: svc.send_media_message("s1", "15551234567", file=b""), "file"),
         (lambda: svc.send_media_message("s1", "15551234567", file="not bytes"), "file"),
-        (lambda: svc.send_media_message("s1", "15551234567", file=b"x", mimetype="png"), "mimetype"),
+        (
+            lambda: svc.send_media_message("s1", "15551234567", file=b"x", mimetype="png"),
+            "mimetype",
+        ),
     ],
 )
 def test_bad_input_names_the_field(call, field):
@@ -136,11 +153,18 @@ def test_init_session_explicit_timeout_argument():
 
 @pytest.mark.django_db(transaction=True)
 def test_init_session_of_a_linked_session_needs_no_qr(database_url):
-    runner = runner_side.set_session(database_url, "s1", status="connected", phone_number="+15551230000")
+    runner = runner_side.set_session(
+        database_url, "s1", status="connected", phone_number="+15551230000"
+    )
     runner.start()
     result = svc.init_session(1, "s1")
     runner.join_ok()
-    assert result == {"success": True, "qrCode": None, "status": "connected", "phoneNumber": "+15551230000"}
+    assert result == {
+        "success": True,
+        "qrCode": None,
+        "status": "connected",
+        "phoneNumber": "+15551230000",
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -183,7 +207,12 @@ def test_init_session_pairing_code(database_url):
     runner.start()
     result = svc.init_session(1, "s1", pair_phone="+15551234567")
     runner.join_ok()
-    assert result == {"success": True, "qrCode": None, "pairingCode": "ABCD1234", "status": "pairing"}
+    assert result == {
+        "success": True,
+        "qrCode": None,
+        "pairingCode": "ABCD1234",
+        "status": "pairing",
+    }
     assert Session.objects.get(pk="s1").pair_phone == "+15551234567"
 
 
@@ -203,20 +232,31 @@ def test_get_session_status_shape(sql):
     )
     status = svc.get_session_status("s1")
     assert {k: status[k] for k in ("success", "status", "phoneNumber", "isReady")} == {
-        "success": True, "status": "qr_pending", "phoneNumber": None, "isReady": False,
+        "success": True,
+        "status": "qr_pending",
+        "phoneNumber": None,
+        "isReady": False,
     }
     assert status["qrCode"] == "data:image/png;base64,AAA"
     sql.execute("update wa_session set qr_expires_at = now() - interval '1 second' where id = 's1'")
     assert svc.get_session_status("s1")["qrCode"] is None  # an expired QR is not shown
-    sql.execute("update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'")
+    sql.execute(
+        "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
+    )
     status = svc.get_session_status("s1")
-    assert (status["status"], status["phoneNumber"], status["isReady"]) == ("connected", "+15550001", True)
+    assert (status["status"], status["phoneNumber"], status["isReady"]) == (
+        "connected",
+        "+15550001",
+        True,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_wait_until_ready(database_url):
     Session.objects.create(id="s1")
-    runner = runner_side.set_session(database_url, "s1", status="connected", phone_number="+15550001")
+    runner = runner_side.set_session(
+        database_url, "s1", status="connected", phone_number="+15550001"
+    )
     runner.start()
     status = svc.wait_until_ready("s1", timeout=20)
     runner.join_ok()
@@ -265,7 +305,12 @@ def test_send_text_waits_for_the_runner_to_send(database_url):
     runner.join_ok()
     assert result == {"success": True, "messageId": result["messageId"], "status": "sent"}
     row = Message.objects.get(pk=result["messageId"])
-    assert (row.kind, row.body, row.recipient, row.status) == ("text", "Hello World", "+1 (555) 123-4567", "sent")
+    assert (row.kind, row.body, row.recipient, row.status) == (
+        "text",
+        "Hello World",
+        "+1 (555) 123-4567",
+        "sent",
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -278,7 +323,11 @@ def test_send_text_reports_a_refused_message(database_url):
     result = svc.send_text_message("s1", "15551234567@c.us", "hi")
     runner.join_ok()
     assert result["success"] is False
-    assert (result["status"], result["errorCode"], result["error"]) == ("failed", "not_on_whatsapp", "no account")
+    assert (result["status"], result["errorCode"], result["error"]) == (
+        "failed",
+        "not_on_whatsapp",
+        "no account",
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -330,11 +379,18 @@ def test_idempotency_key_returns_the_same_message():
 def test_send_media_by_url_guesses_kind_and_mime():
     Session.objects.create(id="s1")
     result = svc.send_media_message(
-        "s1", "15551234567@c.us", media_url="https://cdn.example.com/files/photo.jpg?x=1", caption="Check this out"
+        "s1",
+        "15551234567@c.us",
+        media_url="https://cdn.example.com/files/photo.jpg?x=1",
+        caption="Check this out",
     )
     row = Message.objects.get(pk=result["messageId"])
     assert (row.kind, row.media_url, row.body, row.media_mime, row.media_filename) == (
-        "image", "https://cdn.example.com/files/photo.jpg?x=1", "Check this out", "image/jpeg", "photo.jpg",
+        "image",
+        "https://cdn.example.com/files/photo.jpg?x=1",
+        "Check this out",
+        "image/jpeg",
+        "photo.jpg",
     )
     assert row.media_data is None
 
@@ -347,13 +403,19 @@ def test_send_media_from_bytes_and_uploads(tmp_path):
     r1 = svc.send_media_message("s1", "15551234567", file=pdf, filename="invoice.pdf")
     row = Message.objects.get(pk=r1["messageId"])
     assert (row.kind, bytes(row.media_data), row.media_mime, row.media_filename) == (
-        "document", pdf, "application/pdf", "invoice.pdf",
+        "document",
+        pdf,
+        "application/pdf",
+        "invoice.pdf",
     )
     upload = SimpleUploadedFile("note.ogg", b"OggS....", content_type="audio/ogg")
     r2 = svc.send_media_message("s1", "15551234567", file=upload, media_type="voice")
     row = Message.objects.get(pk=r2["messageId"])
     assert (row.kind, row.media_mime, row.media_filename, bytes(row.media_data)) == (
-        "voice", "audio/ogg", "note.ogg", b"OggS....",
+        "voice",
+        "audio/ogg",
+        "note.ogg",
+        b"OggS....",
     )
     p = tmp_path / "clip.mp4"
     p.write_bytes(b"\x00\x00\x00\x18ftypmp42")
@@ -369,7 +431,11 @@ def test_get_message_status_and_cancel(sql):
     r = svc.send_text_message("s1", "15551234567", "hi")
     status = svc.get_message_status(r["messageId"])
     assert (status["status"], status["ack"], status["waMessageId"]) == ("queued", None, None)
-    assert svc.cancel_message(r["messageId"]) == {"success": True, "messageId": r["messageId"], "status": "cancelled"}
+    assert svc.cancel_message(r["messageId"]) == {
+        "success": True,
+        "messageId": r["messageId"],
+        "status": "cancelled",
+    }
     r2 = svc.send_text_message("s1", "15551234567", "hi")
     sql.execute("update wa_message set status = 'sent' where id = %s", (r2["messageId"],))
     assert svc.cancel_message(r2["messageId"])["success"] is False

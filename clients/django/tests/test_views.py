@@ -18,7 +18,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def post(client, name, data):
-    return client.post(reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json")
+    return client.post(
+        reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json"
+    )
 
 
 @pytest.fixture
@@ -70,7 +72,11 @@ def test_session_permission_setting(user_client):
     assert user_client.get(reverse("wa_outbox:session-status", args=[mine])).status_code == 200
     r = user_client.get(reverse("wa_outbox:session-status", args=["someone_else"]))
     assert r.status_code == 403
-    r = post(user_client, "send-text", {"sessionId": "someone_else", "recipient": "15551234567", "message": "x"})
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "someone_else", "recipient": "15551234567", "message": "x"},
+    )
     assert r.status_code == 403
 
 
@@ -94,7 +100,9 @@ def test_session_init_timeout_is_504(user_client):
 
 
 def test_session_init_failed_is_502(user_client, database_url):
-    runner = runner_side.set_session(database_url, "s1", status="failed", error_code="page_load_failed")
+    runner = runner_side.set_session(
+        database_url, "s1", status="failed", error_code="page_load_failed"
+    )
     runner.start()
     r = post(user_client, "session-init", {"sessionId": "s1"})
     runner.join_ok()
@@ -111,7 +119,16 @@ def test_session_init_failed_is_502(user_client, database_url):
         ("send-text", {"sessionId": "s1", "recipient": "15551234567"}, "message"),
         ("send-text", {"sessionId": "s1", "recipient": "nope", "message": "x"}, "recipient"),
         ("send-media", {"sessionId": "s1", "recipient": "15551234567"}, "media_url"),
-        ("send-media", {"sessionId": "s1", "recipient": "15551234567", "mediaUrl": "https://a/b.png", "mediaType": "gif"}, "media_type"),
+        (
+            "send-media",
+            {
+                "sessionId": "s1",
+                "recipient": "15551234567",
+                "mediaUrl": "https://a/b.png",
+                "mediaType": "gif",
+            },
+            "media_type",
+        ),
     ],
 )
 def test_bad_input_is_400_naming_the_field(user_client, name, body, field):
@@ -123,7 +140,9 @@ def test_bad_input_is_400_naming_the_field(user_client, name, body, field):
 
 
 def test_malformed_json_and_wrong_method(user_client):
-    r = user_client.post(reverse("wa_outbox:send-text"), "{not json", content_type="application/json")
+    r = user_client.post(
+        reverse("wa_outbox:send-text"), "{not json", content_type="application/json"
+    )
     assert r.status_code == 400 and r.json()["field"] == "body"
     r = user_client.post(reverse("wa_outbox:send-text"), "[1]", content_type="application/json")
     assert r.status_code == 400 and r.json()["field"] == "body"
@@ -131,11 +150,16 @@ def test_malformed_json_and_wrong_method(user_client):
 
 
 def test_status_disconnect_logout(user_client, sql):
-    sql.execute("insert into wa_session (id, status, phone_number) values ('s1', 'connected', '+15550001')")
+    sql.execute(
+        "insert into wa_session (id, status, phone_number) values ('s1', 'connected', '+15550001')"
+    )
     r = user_client.get(reverse("wa_outbox:session-status", args=["s1"]))
     body = r.json()
     assert {k: body[k] for k in ("success", "status", "phoneNumber", "isReady")} == {
-        "success": True, "status": "connected", "phoneNumber": "+15550001", "isReady": True,
+        "success": True,
+        "status": "connected",
+        "phoneNumber": "+15550001",
+        "isReady": True,
     }
     r = post(user_client, "session-disconnect", {"sessionId": "s1"})
     assert r.json() == {"success": True, "message": "Session disconnected"}
@@ -149,7 +173,11 @@ def test_send_text(user_client, database_url):
     Session.objects.create(id="s1")
     runner = runner_side.finish_message(database_url, "s1", "sent")
     runner.start()
-    r = post(user_client, "send-text", {"sessionId": "s1", "recipient": "1234567890@c.us", "message": "Hello World"})
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "s1", "recipient": "1234567890@c.us", "message": "Hello World"},
+    )
     runner.join_ok()
     assert r.status_code == 200
     body = r.json()
@@ -164,12 +192,21 @@ def test_send_media_json_and_multipart(user_client):
     r = post(
         user_client,
         "send-media",
-        {"sessionId": "s1", "recipient": "1234567890@c.us", "mediaUrl": "http://django-server/media/file.jpg",
-         "caption": "Check this out", "mediaType": "image"},
+        {
+            "sessionId": "s1",
+            "recipient": "1234567890@c.us",
+            "mediaUrl": "http://django-server/media/file.jpg",
+            "caption": "Check this out",
+            "mediaType": "image",
+        },
     )
     assert r.status_code == 200, r.content
     row = Message.objects.get(pk=r.json()["messageId"])
-    assert (row.kind, row.media_url, row.body) == ("image", "http://django-server/media/file.jpg", "Check this out")
+    assert (row.kind, row.media_url, row.body) == (
+        "image",
+        "http://django-server/media/file.jpg",
+        "Check this out",
+    )
 
     upload = SimpleUploadedFile("report.pdf", b"%PDF-1.4 body", content_type="application/pdf")
     r = user_client.post(
@@ -179,12 +216,20 @@ def test_send_media_json_and_multipart(user_client):
     assert r.status_code == 200, r.content
     row = Message.objects.get(pk=r.json()["messageId"])
     assert (row.kind, row.media_mime, row.media_filename, bytes(row.media_data), row.body) == (
-        "document", "application/pdf", "report.pdf", b"%PDF-1.4 body", "the report",
+        "document",
+        "application/pdf",
+        "report.pdf",
+        b"%PDF-1.4 body",
+        "the report",
     )
 
 
 def test_send_to_unknown_session_is_404(user_client):
-    r = post(user_client, "send-text", {"sessionId": "nobody", "recipient": "15551234567", "message": "x"})
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "nobody", "recipient": "15551234567", "message": "x"},
+    )
     assert r.status_code == 404
     assert r.json()["code"] == "session_not_found"
 
@@ -196,7 +241,10 @@ def test_admin_pages_render(admin_client, sql):
         "('s1', 'qr_pending', 'SECRET-QR-PAYLOAD', 'data:image/png;base64,AAAA')"
     )
     m = Message.objects.create(session_id="s1", recipient="15551234567", body="hi")
-    sql.execute("insert into wa_event (session_id, kind, message_id, payload) values ('s1', 'ack', %s, '{}')", (m.id,))
+    sql.execute(
+        "insert into wa_event (session_id, kind, message_id, payload) values ('s1', 'ack', %s, '{}')",
+        (m.id,),
+    )
     for url in (
         "/admin/wa_outbox/session/",
         "/admin/wa_outbox/session/s1/change/",
@@ -215,25 +263,44 @@ def test_admin_pages_render(admin_client, sql):
 def test_admin_change_writes_only_caller_fields(admin_client, sql):
     sql.execute("insert into wa_session (id) values ('s1')")
     # The runner connects the session after the admin page was loaded.
-    sql.execute("update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'")
+    sql.execute(
+        "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
+    )
     r = admin_client.post(
         "/admin/wa_outbox/session/s1/change/",
         {"user_id": "9", "desired_state": "stopped", "pair_phone": ""},
     )
     assert r.status_code == 302, r.content[:2000]
     row = Session.objects.get(pk="s1")
-    assert (row.user_id, row.desired_state, row.status, row.phone_number) == (9, "stopped", "connected", "+15550001")
+    assert (row.user_id, row.desired_state, row.status, row.phone_number) == (
+        9,
+        "stopped",
+        "connected",
+        "+15550001",
+    )
 
 
 def test_admin_add_session_and_message_use_database_defaults(admin_client):
-    r = admin_client.post("/admin/wa_outbox/session/add/", {"id": "from_admin", "user_id": "", "desired_state": "", "pair_phone": ""})
+    r = admin_client.post(
+        "/admin/wa_outbox/session/add/",
+        {"id": "from_admin", "user_id": "", "desired_state": "", "pair_phone": ""},
+    )
     assert r.status_code == 302, r.content[:3000]
     s = Session.objects.get(pk="from_admin")
     assert (s.desired_state, s.status) == ("running", "new")
     r = admin_client.post(
         "/admin/wa_outbox/message/add/",
-        {"session": "from_admin", "recipient": "15551234567", "kind": "", "body": "from the admin",
-         "options": "", "priority": "", "max_attempts": "", "not_before_0": "", "not_before_1": ""},
+        {
+            "session": "from_admin",
+            "recipient": "15551234567",
+            "kind": "",
+            "body": "from the admin",
+            "options": "",
+            "priority": "",
+            "max_attempts": "",
+            "not_before_0": "",
+            "not_before_1": "",
+        },
     )
     assert r.status_code == 302, r.content[:3000]
     m = Message.objects.get(body="from the admin")

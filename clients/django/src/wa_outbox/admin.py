@@ -9,12 +9,22 @@ from .models import Event, ListenerCursor, Message, MessageStatus, Session
 
 @admin.register(Session)
 class SessionAdmin(admin.ModelAdmin):
-    list_display = ("id", "user_id", "desired_state", "status", "phone_number", "error_code", "updated_at")
+    list_display = (
+        "id",
+        "user_id",
+        "desired_state",
+        "status",
+        "phone_number",
+        "error_code",
+        "updated_at",
+    )
     list_filter = ("status", "desired_state")
     search_fields = ("id", "phone_number", "push_name")
     # qr_code (the raw payload) is left out on purpose; qr_image shows the scannable picture.
     exclude = ("qr_code", "qr_image")
-    readonly_fields = tuple(f for f in Session.RUNNER_FIELDS if f not in ("qr_code", "qr_image")) + ("qr",)
+    readonly_fields = tuple(
+        f for f in Session.RUNNER_FIELDS if f not in ("qr_code", "qr_image")
+    ) + ("qr",)
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -29,8 +39,15 @@ class SessionAdmin(admin.ModelAdmin):
 
     @admin.display(description="QR code")
     def qr(self, obj):
-        if obj and obj.status == "qr_pending" and obj.qr_image and obj.qr_image.startswith("data:image/png;base64,"):
-            return format_html('<img src="{}" width="264" height="264" alt="QR code">', obj.qr_image)
+        if (
+            obj
+            and obj.status == "qr_pending"
+            and obj.qr_image
+            and obj.qr_image.startswith("data:image/png;base64,")
+        ):
+            return format_html(
+                '<img src="{}" width="264" height="264" alt="QR code">', obj.qr_image
+            )
         return "-"
 
 
@@ -44,8 +61,18 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ("cancel_queued",)
 
     ADD_FIELDS = (
-        "session", "recipient", "kind", "body", "media_url", "media_mime", "media_filename",
-        "options", "idempotency_key", "priority", "not_before", "max_attempts",
+        "session",
+        "recipient",
+        "kind",
+        "body",
+        "media_url",
+        "media_mime",
+        "media_filename",
+        "options",
+        "idempotency_key",
+        "priority",
+        "not_before",
+        "max_attempts",
     )
 
     def get_fields(self, request, obj=None):

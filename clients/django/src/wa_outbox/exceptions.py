@@ -117,7 +117,7 @@ class SessionTimeoutError(WhatsAppServiceError, TimeoutError):
 
 
 class InTransactionError(WhatsAppServiceError):
-    """Waiting for the runner inside a transaction can never succeed: it sees nothing until commit."""
+    """Waiting for the runner inside a transaction cannot succeed: it sees nothing until commit."""
 
     code = "in_transaction"
     http_status = 500

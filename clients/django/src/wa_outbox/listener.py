@@ -16,10 +16,10 @@ import logging
 import threading
 from datetime import timedelta
 
-from django.db import DatabaseError, close_old_connections, connections
+import psycopg
+from django.db import DatabaseError, connections
 from django.db.models import BooleanField, ExpressionWrapper, Max, Q
 from django.db.models.functions import Now
-import psycopg
 
 from . import conf, pgnotify, signals
 from .models import Event, ListenerCursor, Message, Session
@@ -98,7 +98,9 @@ class EventListener:
         for event in events:
             # cursor 0: nothing handled yet, so there is no earlier event to wait for.
             if cursor and event.id != cursor + 1 and not event.settled:
-                logger.debug("wa_event ids %s..%s not visible yet; waiting", cursor + 1, event.id - 1)
+                logger.debug(
+                    "wa_event ids %s..%s not visible yet; waiting", cursor + 1, event.id - 1
+                )
                 return handled, False
             self._dispatch(event)
             ListenerCursor.objects.using(self.using).filter(name=self.name).update(
@@ -134,7 +136,9 @@ class EventListener:
                 except (DatabaseError, psycopg.OperationalError) as exc:
                     if stop.is_set():
                         break
-                    logger.warning("wa_outbox_listen: database error (%s); retrying in %.1fs", exc, backoff)
+                    logger.warning(
+                        "wa_outbox_listen: database error (%s); retrying in %.1fs", exc, backoff
+                    )
                     connections[self.using].close()
                     stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
@@ -145,7 +149,8 @@ class EventListener:
         # LISTEN before catching up, so nothing committed in between is missed.
         with pgnotify.listening(using=self.using) as listener, self._locked(listener.conn):
             while not stop.is_set():
-                close_old_connections()
+                # Django's connection is kept across batches (close_old_connections would drop it
+                # every round under CONN_MAX_AGE=0); a broken one raises and run() reconnects.
                 handled, more = self.run_batch()
                 if ready is not None and not ready.is_set() and not more:
                     ready.set()
@@ -173,12 +178,22 @@ class EventListener:
             ack = payload.get("ack")
             if ack is None and event.message_id is not None:
                 # Payload without the level: the row's current ack is the next best thing.
-                ack = Message.objects.using(self.using).filter(pk=event.message_id).values_list("ack", flat=True).first()
+                ack = (
+                    Message.objects.using(self.using)
+                    .filter(pk=event.message_id)
+                    .values_list("ack", flat=True)
+                    .first()
+                )
             kwargs.update(message_id=event.message_id, wa_message_id=event.wa_message_id, ack=ack)
         else:
             status = payload.get("status")
             if status is None:
-                status = Session.objects.using(self.using).filter(pk=event.session_id).values_list("status", flat=True).first()
+                status = (
+                    Session.objects.using(self.using)
+                    .filter(pk=event.session_id)
+                    .values_list("status", flat=True)
+                    .first()
+                )
             kwargs.update(status=status)
         if self.strict:
             # A failing receiver stops the listener before the cursor moves past this event.

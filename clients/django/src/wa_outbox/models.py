@@ -88,7 +88,9 @@ class ErrorCode(models.TextChoices):
 
 
 #: Message statuses after which the runner no longer touches the row's sending.
-FINISHED_MESSAGE_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed", "cancelled"})
+FINISHED_MESSAGE_STATUSES = frozenset(
+    {"sent", "delivered", "read", "played", "failed", "cancelled"}
+)
 
 
 class RunnerTableModel(models.Model):
@@ -132,7 +134,9 @@ class RunnerTableModel(models.Model):
                         f"not by Django (caller fields: {', '.join(owned) or 'none'})"
                     )
             if not update_fields:
-                raise ValueError(f"{type(self).__name__} rows are written by the wa-outbox runner only")
+                raise ValueError(
+                    f"{type(self).__name__} rows are written by the wa-outbox runner only"
+                )
         return super().save(
             *args,
             force_insert=force_insert,
@@ -147,9 +151,22 @@ class Session(RunnerTableModel):
 
     CALLER_FIELDS = ("user_id", "desired_state", "pair_phone")
     RUNNER_FIELDS = (
-        "status", "qr_code", "qr_image", "qr_expires_at", "pairing_code", "phone_number",
-        "push_name", "error_code", "error", "runner_id", "lease_until", "last_active_at",
-        "restart_count", "next_start_at", "created_at", "updated_at",
+        "status",
+        "qr_code",
+        "qr_image",
+        "qr_expires_at",
+        "pairing_code",
+        "phone_number",
+        "push_name",
+        "error_code",
+        "error",
+        "runner_id",
+        "lease_until",
+        "last_active_at",
+        "restart_count",
+        "next_start_at",
+        "created_at",
+        "updated_at",
     )
 
     id = models.CharField(
@@ -162,7 +179,9 @@ class Session(RunnerTableModel):
     desired_state = models.CharField(
         max_length=16, choices=DesiredState.choices, db_default="running", blank=True
     )
-    status = models.CharField(max_length=16, choices=SessionStatus.choices, db_default="new", blank=True)
+    status = models.CharField(
+        max_length=16, choices=SessionStatus.choices, db_default="new", blank=True
+    )
     pair_phone = models.CharField(
         max_length=16,
         null=True,
@@ -208,9 +227,22 @@ class Message(RunnerTableModel):
     # cancel(); set priority, not_before and max_attempts when creating the row.
     CALLER_FIELDS = ()
     RUNNER_FIELDS = (
-        "status", "attempts", "chat_id", "wa_message_id", "ack", "error_code", "error",
-        "runner_id", "sending_at", "sent_at", "delivered_at", "read_at", "played_at",
-        "finished_at", "created_at", "updated_at",
+        "status",
+        "attempts",
+        "chat_id",
+        "wa_message_id",
+        "ack",
+        "error_code",
+        "error",
+        "runner_id",
+        "sending_at",
+        "sent_at",
+        "delivered_at",
+        "read_at",
+        "played_at",
+        "finished_at",
+        "created_at",
+        "updated_at",
     )
 
     # `generated always as identity`: Django omits an AutoField whose value is None from the
@@ -228,7 +260,9 @@ class Message(RunnerTableModel):
         validators=[MinLengthValidator(1), MaxLengthValidator(128)],
         help_text="15551234567, +1 (555) 123-4567, 15551234567@c.us or a …@g.us group.",
     )
-    kind = models.CharField(max_length=16, choices=MessageKind.choices, db_default="text", blank=True)
+    kind = models.CharField(
+        max_length=16, choices=MessageKind.choices, db_default="text", blank=True
+    )
     body = models.TextField(null=True, blank=True, help_text="Text, or the caption of media.")
     media_url = models.TextField(null=True, blank=True)
     media_data = models.BinaryField(null=True, blank=True)

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import psycopg
-from psycopg import sql
 from django.db import connections
+from psycopg import sql
 
 from . import conf
 
@@ -56,8 +56,7 @@ class Listener:
                 return False
             # One packet may carry several notifications.
             if any(
-                session_id is None or _session_of(n.payload) in (None, session_id)
-                for n in received
+                session_id is None or _session_of(n.payload) in (None, session_id) for n in received
             ):
                 return True
 

@@ -52,8 +52,17 @@ _PHONE_PUNCTUATION = re.compile(r"[\s().-]")
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 
 _SESSION_COLUMNS = (
-    "id", "user_id", "desired_state", "status", "qr_image", "qr_expires_at", "pairing_code",
-    "phone_number", "push_name", "error_code", "error",
+    "id",
+    "user_id",
+    "desired_state",
+    "status",
+    "qr_image",
+    "qr_expires_at",
+    "pairing_code",
+    "phone_number",
+    "push_name",
+    "error_code",
+    "error",
 )
 
 
@@ -63,7 +72,8 @@ _SESSION_COLUMNS = (
 def validate_session_id(value: Any, field: str = "session_id") -> str:
     if not isinstance(value, str) or not _SESSION_ID.match(value):
         raise InvalidInputError(
-            field, f"expected 1 to 64 letters, digits, '_' or '-' (e.g. user_123_session), got {value!r}"
+            field,
+            f"expected 1 to 64 letters, digits, '_' or '-' (e.g. user_123_session), got {value!r}",
         )
     return value
 
@@ -133,7 +143,9 @@ def _read_file(file: Any, max_bytes: int) -> tuple[bytes, str | None, str | None
         name = os.path.basename(name) if isinstance(name, str) and name else None
         content_type = getattr(file, "content_type", None)
     else:
-        raise InvalidInputError("file", f"expected bytes or a binary file, got {type(file).__name__}")
+        raise InvalidInputError(
+            "file", f"expected bytes or a binary file, got {type(file).__name__}"
+        )
     if not data:
         raise InvalidInputError("file", "is empty")
     if len(data) > max_bytes:
@@ -186,7 +198,11 @@ class WhatsAppService:
             raise InvalidInputError(
                 "pair_phone", f"expected digits with an optional + (6 to 15), got {pair_phone!r}"
             )
-        timeout = conf.get("WA_OUTBOX_QR_TIMEOUT") if timeout is None else conf.seconds("timeout", timeout)
+        timeout = (
+            conf.get("WA_OUTBOX_QR_TIMEOUT")
+            if timeout is None
+            else conf.seconds("timeout", timeout)
+        )
         self._refuse_in_transaction("init_session")
 
         # LISTEN before the write: a runner answering within milliseconds is not missed.
@@ -202,7 +218,9 @@ class WhatsAppService:
             raise QRTimeoutError(session_id, timeout, self._status_of(session_id))
         return found
 
-    def _request_running(self, session_id: str, user_id: int | None, pair_phone: str | None) -> None:
+    def _request_running(
+        self, session_id: str, user_id: int | None, pair_phone: str | None
+    ) -> None:
         sessions = Session.objects.using(self.using)
         with transaction.atomic(using=self.using):
             row = sessions.select_for_update().filter(pk=session_id).values("user_id").first()
@@ -215,7 +233,9 @@ class WhatsAppService:
                     return
                 except IntegrityError:
                     # Created concurrently: fall through to the update path.
-                    row = sessions.select_for_update().filter(pk=session_id).values("user_id").first()
+                    row = (
+                        sessions.select_for_update().filter(pk=session_id).values("user_id").first()
+                    )
                     if row is None:
                         raise
             if user_id is not None and row["user_id"] not in (None, user_id):
@@ -285,7 +305,9 @@ class WhatsAppService:
             "phoneNumber": row["phone_number"],
             "isReady": status == SessionStatus.CONNECTED,
             "desiredState": row["desired_state"],
-            "qrCode": row["qr_image"] if status == SessionStatus.QR_PENDING and _live_qr(row) else None,
+            "qrCode": row["qr_image"]
+            if status == SessionStatus.QR_PENDING and _live_qr(row)
+            else None,
             "pairingCode": row["pairing_code"] if status == SessionStatus.PAIRING else None,
             "pushName": row["push_name"],
             "errorCode": row["error_code"],
@@ -296,7 +318,11 @@ class WhatsAppService:
         """Wait (up to WA_OUTBOX_INIT_TIMEOUT) for the session to be `connected`, e.g. after the
         QR was scanned. Returns get_session_status()'s dict."""
         session_id = validate_session_id(session_id)
-        timeout = conf.get("WA_OUTBOX_INIT_TIMEOUT") if timeout is None else conf.seconds("timeout", timeout)
+        timeout = (
+            conf.get("WA_OUTBOX_INIT_TIMEOUT")
+            if timeout is None
+            else conf.seconds("timeout", timeout)
+        )
         self._refuse_in_transaction("wait_until_ready")
 
         def ready() -> dict | None:
@@ -308,7 +334,9 @@ class WhatsAppService:
             return row if row["status"] == SessionStatus.CONNECTED else None
 
         with pgnotify.listening(using=self.using) as listener:
-            found = pgnotify.wait_for(ready, listener=listener, timeout=timeout, session_id=session_id)
+            found = pgnotify.wait_for(
+                ready, listener=listener, timeout=timeout, session_id=session_id
+            )
         if found is None:
             raise SessionTimeoutError(session_id, timeout, self._status_of(session_id))
         return self.get_session_status(session_id)
@@ -377,7 +405,9 @@ class WhatsAppService:
         if filename is not None and (not isinstance(filename, str) or not filename.strip()):
             raise InvalidInputError("filename", f"expected a file name, got {filename!r}")
         if mimetype is not None and (not isinstance(mimetype, str) or "/" not in mimetype):
-            raise InvalidInputError("mimetype", f"expected a MIME type like image/png, got {mimetype!r}")
+            raise InvalidInputError(
+                "mimetype", f"expected a MIME type like image/png, got {mimetype!r}"
+            )
         data = None
         if media_url is not None:
             media_url = _validate_media_url(media_url)
@@ -407,7 +437,9 @@ class WhatsAppService:
             wait=wait,
         )
 
-    def _queue(self, session_id: str, recipient: str, *, idempotency_key, wait: bool, **fields) -> dict:
+    def _queue(
+        self, session_id: str, recipient: str, *, idempotency_key, wait: bool, **fields
+    ) -> dict:
         """Insert the row; then, when the call is not inside a transaction and the session is
         running, wait up to WA_OUTBOX_SEND_TIMEOUT for the runner to send it.
 
@@ -418,8 +450,12 @@ class WhatsAppService:
         """
         session_id = validate_session_id(session_id)
         recipient = validate_recipient(recipient)
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise InvalidInputError("idempotency_key", f"expected a non-empty string, got {idempotency_key!r}")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise InvalidInputError(
+                "idempotency_key", f"expected a non-empty string, got {idempotency_key!r}"
+            )
         session = (
             Session.objects.using(self.using)
             .filter(pk=session_id)
@@ -433,7 +469,14 @@ class WhatsAppService:
 
         waiting = wait and not connections[self.using].in_atomic_block
         timeout = conf.get("WA_OUTBOX_SEND_TIMEOUT")
-        waiting = waiting and timeout > 0 and session["desired_state"] == DesiredState.RUNNING
+        # A stopped session keeps the message queued and a failed one waits for init_session:
+        # no answer can come within the timeout, so do not hold the caller.
+        waiting = (
+            waiting
+            and timeout > 0
+            and session["desired_state"] == DesiredState.RUNNING
+            and session["status"] != SessionStatus.FAILED
+        )
         if not waiting:
             msg = self._insert(session_id, recipient, idempotency_key, fields)
             return _message_result(msg)
@@ -449,7 +492,9 @@ class WhatsAppService:
             )
         return _message_result(found or self._message_row(msg["id"]) or msg)
 
-    def _insert(self, session_id: str, recipient: str, idempotency_key: str | None, fields: dict) -> dict:
+    def _insert(
+        self, session_id: str, recipient: str, idempotency_key: str | None, fields: dict
+    ) -> dict:
         try:
             with transaction.atomic(using=self.using):
                 msg = Message(
@@ -504,7 +549,11 @@ class WhatsAppService:
             pk=status["messageId"], status=MessageStatus.QUEUED
         ).update(status=MessageStatus.CANCELLED)
         row = self._message_row(status["messageId"])
-        return {"success": row["status"] == MessageStatus.CANCELLED, "messageId": row["id"], "status": row["status"]}
+        return {
+            "success": row["status"] == MessageStatus.CANCELLED,
+            "messageId": row["id"],
+            "status": row["status"],
+        }
 
     def _refuse_in_transaction(self, what: str) -> None:
         if connections[self.using].in_atomic_block:
@@ -516,7 +565,14 @@ class WhatsAppService:
 
 
 _MESSAGE_COLUMNS = (
-    "id", "session_id", "status", "not_before", "ack", "wa_message_id", "error_code", "error",
+    "id",
+    "session_id",
+    "status",
+    "not_before",
+    "ack",
+    "wa_message_id",
+    "error_code",
+    "error",
 )
 
 
@@ -527,7 +583,11 @@ def _finished(row: dict | None) -> dict | None:
 
 
 def _message_result(row: dict) -> dict:
-    result = {"success": row["status"] != MessageStatus.FAILED, "messageId": row["id"], "status": row["status"]}
+    result = {
+        "success": row["status"] != MessageStatus.FAILED,
+        "messageId": row["id"],
+        "status": row["status"],
+    }
     if row["status"] == MessageStatus.FAILED:
         result["errorCode"] = row["error_code"]
         result["error"] = row["error"]

@@ -44,11 +44,15 @@ def _json_view(view):
     def wrapper(request: HttpRequest, *args, **kwargs):
         permission = conf.callable_setting("WA_OUTBOX_PERMISSION")
         if permission is not None and not permission(request):
-            return JsonResponse({"success": False, "error": "forbidden", "code": "forbidden"}, status=403)
+            return JsonResponse(
+                {"success": False, "error": "forbidden", "code": "forbidden"}, status=403
+            )
         try:
             return JsonResponse(view(request, *args, **kwargs))
         except _Forbidden as exc:
-            return JsonResponse({"success": False, "error": str(exc), "code": "forbidden"}, status=403)
+            return JsonResponse(
+                {"success": False, "error": str(exc), "code": "forbidden"}, status=403
+            )
         except WhatsAppServiceError as exc:
             if exc.http_status >= 500:
                 logger.warning("wa_outbox %s: %s", request.path, exc)
@@ -87,7 +91,11 @@ def session_init(request: HttpRequest):
     session_id = _required(data, "sessionId")
     _check_session(request, session_id)
     user_id = data.get("userId")
-    if user_id is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
+    if (
+        user_id is None
+        and getattr(request, "user", None) is not None
+        and request.user.is_authenticated
+    ):
         user_id = request.user.pk
     return WhatsAppService().init_session(user_id, session_id, pair_phone=data.get("pairPhone"))
 

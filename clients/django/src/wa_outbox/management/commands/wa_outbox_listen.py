@@ -24,9 +24,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--name", default="default", help="consumer name; each name has its own cursor")
-        parser.add_argument("--database", default=None, help="database alias (default: WA_OUTBOX_DATABASE)")
-        parser.add_argument("--once", action="store_true", help="handle the events stored now, then exit")
+        parser.add_argument(
+            "--name", default="default", help="consumer name; each name has its own cursor"
+        )
+        parser.add_argument(
+            "--database", default=None, help="database alias (default: WA_OUTBOX_DATABASE)"
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="handle the events stored now, then exit"
+        )
         parser.add_argument(
             "--from-id",
             default=None,
@@ -37,7 +43,7 @@ class Command(BaseCommand):
             "--gap-timeout",
             type=float,
             default=DEFAULT_GAP_TIMEOUT,
-            help="seconds to wait for a missing event id (an uncommitted insert) before skipping it",
+            help="seconds to wait for a missing event id (uncommitted insert) before skipping it",
         )
         parser.add_argument(
             "--poll-interval",
@@ -88,4 +94,6 @@ class Command(BaseCommand):
             "wa_outbox_listen[%s]: listening from event %s", listener.name, listener.cursor()
         )
         listener.run(stop)
-        self.stdout.write(f"stopped after {listener.handled} event(s); cursor at {listener.cursor()}")
+        self.stdout.write(
+            f"stopped after {listener.handled} event(s); cursor at {listener.cursor()}"
+        )
