@@ -140,7 +140,9 @@ def stack(database_url, tmp_path):
 
 
 @pytest.fixture
-def user_client(client):
+def user_client(client, settings):
+    # A cold Chromium on a busy CI machine can take longer than the seed's 30 s to show a QR.
+    settings.WA_OUTBOX_QR_TIMEOUT = 90
     client.force_login(User.objects.create_user("e2e", password="x"))
     return client
 

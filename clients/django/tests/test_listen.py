@@ -247,3 +247,54 @@ def test_one_consumer_per_name(database_url, session):
         with pytest.raises(CommandError, match="another wa_outbox_listen"):
             run_command("--once")
         assert run_command("--once", "--name", "other").startswith("handled 0")
+
+
+def test_the_command_as_a_process_delivers_and_stops_on_sigterm(
+    sql, session, database_url, tmp_path
+):
+    """`manage.py wa_outbox_listen` as deployed: its own process, woken by NOTIFY, SIGTERM ends it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "signals.jsonl"
+    log.touch()
+    backlog = runner_side.event(sql, "s1", "session_status", {"status": "starting"})
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.subprocess_settings",
+        "WA_TEST_DB_URL": database_url,
+        "WA_TEST_SIGNAL_LOG": str(log),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "django", "wa_outbox_listen", "--poll-interval", "30"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def delivered():
+            return [json.loads(line) for line in log.read_text().splitlines()]
+
+        wait_until(
+            lambda: [r["event"] for r in delivered()] == [backlog], timeout=30, what="backlog"
+        )
+        live = runner_side.event(sql, "s1", "ack", {"ack": 1})
+        # --poll-interval 30: only the NOTIFY can deliver this within the wait.
+        wait_until(lambda: len(delivered()) == 2, timeout=20, what="live event")
+        assert delivered()[1] == {"signal": "message_ack", "event": live, "session": "s1"}
+        proc.send_signal(signal.SIGTERM)
+        # Idle in LISTEN with a 30 s poll interval: SIGTERM must end the wait itself.
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert f"stopped after 2 event(s); cursor at {live}" in out

@@ -60,6 +60,9 @@ class EventListener:
         self.poll_interval = poll_interval
         self.strict = strict
         self.handled = 0
+        # True while blocked waiting for a notification, between events: a signal handler may
+        # then interrupt the wait (see the command) without cutting a receiver short.
+        self.idle = False
 
     # -- cursor --
 
@@ -155,7 +158,11 @@ class EventListener:
                 if ready is not None and not ready.is_set() and not more:
                     ready.set()
                 if not more:
-                    listener.wait(self.poll_interval)
+                    self.idle = True
+                    try:
+                        listener.wait(self.poll_interval)
+                    finally:
+                        self.idle = False
 
     def _locked(self, conn: psycopg.Connection | None = None):
         """One consumer per name: a session-level advisory lock on a dedicated connection."""

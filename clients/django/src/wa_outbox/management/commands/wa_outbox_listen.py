@@ -17,6 +17,10 @@ from wa_outbox.listener import (
 )
 
 
+class _Stopped(Exception):
+    pass
+
+
 class Command(BaseCommand):
     help = (
         "Send Django signals (wa_outbox.signals) for wa_event rows, in order, resuming after the "
@@ -87,13 +91,19 @@ class Command(BaseCommand):
 
         def request_stop(signum, frame):
             stop.set()
+            if listener.idle:
+                # Blocked in LISTEN between events: leave now instead of at the next wake-up.
+                raise _Stopped
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, request_stop)
         logging.getLogger("wa_outbox").info(
             "wa_outbox_listen[%s]: listening from event %s", listener.name, listener.cursor()
         )
-        listener.run(stop)
+        try:
+            listener.run(stop)
+        except _Stopped:
+            pass
         self.stdout.write(
             f"stopped after {listener.handled} event(s); cursor at {listener.cursor()}"
         )
