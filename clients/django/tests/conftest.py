@@ -62,6 +62,9 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     if _db is not None:
+        from wa_outbox import pgnotify
+
+        pgnotify.shutdown()
         _db.close()
 
 

@@ -439,3 +439,53 @@ def test_get_message_status_and_cancel(sql):
     r2 = svc.send_text_message("s1", "15551234567", "hi")
     sql.execute("update wa_message set status = 'sent' where id = %s", (r2["messageId"],))
     assert svc.cancel_message(r2["messageId"])["success"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_POLL_INTERVAL=60, WA_OUTBOX_SEND_TIMEOUT=50)
+def test_concurrent_waits_share_one_listen_connection(sql, database_url):
+    """Five requests waiting on sends cost the database one LISTEN connection, and each is
+    woken by the NOTIFY of its own session (the 60 s poll interval rules polling out)."""
+    import threading
+
+    from django.db import connections
+
+    sessions = [f"s{i}" for i in range(5)]
+    for sid in sessions:
+        Session.objects.create(id=sid)
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def send(sid):
+        try:
+            results[sid] = svc.send_text_message(sid, "15551234567", f"to {sid}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(sid,)) for sid in sessions]
+    for t in threads:
+        t.start()
+
+    def queued():
+        return sql.execute("select count(*) from wa_message where status = 'queued'").fetchone()[0]
+
+    from .conftest import wait_until
+
+    wait_until(lambda: queued() == 5, timeout=20, what="five queued messages")
+    listeners = sql.execute(
+        "select count(*) from pg_stat_activity where application_name = 'wa_outbox' "
+        "and datname = current_database()"
+    ).fetchone()[0]
+    assert listeners == 1
+    started = time.monotonic()
+    for sid in sessions:
+        runner = runner_side.finish_message(database_url, sid, "sent")
+        runner.start()
+        runner.join_ok()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert {sid: r["status"] for sid, r in results.items()} == {sid: "sent" for sid in sessions}
+    assert time.monotonic() - started < 25

@@ -206,7 +206,7 @@ class WhatsAppService:
         self._refuse_in_transaction("init_session")
 
         # LISTEN before the write: a runner answering within milliseconds is not missed.
-        with pgnotify.listening(using=self.using) as listener:
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
             self._request_running(session_id, user_id, pair_phone)
             found = pgnotify.wait_for(
                 lambda: self._init_outcome(session_id, want_pairing=pair_phone is not None),
@@ -333,7 +333,7 @@ class WhatsAppService:
                 raise SessionFailedError(session_id, row["error_code"], row["error"])
             return row if row["status"] == SessionStatus.CONNECTED else None
 
-        with pgnotify.listening(using=self.using) as listener:
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
             found = pgnotify.wait_for(
                 ready, listener=listener, timeout=timeout, session_id=session_id
             )
@@ -480,7 +480,7 @@ class WhatsAppService:
         if not waiting:
             msg = self._insert(session_id, recipient, idempotency_key, fields)
             return _message_result(msg)
-        with pgnotify.listening(using=self.using) as listener:
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
             msg = self._insert(session_id, recipient, idempotency_key, fields)
             if msg["status"] in FINISHED_MESSAGE_STATUSES or msg["not_before"] > timezone.now():
                 return _message_result(msg)
