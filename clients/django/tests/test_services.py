@@ -489,3 +489,51 @@ def test_concurrent_waits_share_one_listen_connection(sql, database_url):
     assert not errors, errors
     assert {sid: r["status"] for sid, r in results.items()} == {sid: "sent" for sid in sessions}
     assert time.monotonic() - started < 25
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_POLL_INTERVAL=60, WA_OUTBOX_SEND_TIMEOUT=50)
+def test_a_waiting_send_survives_a_lost_listen_connection(sql, database_url):
+    import threading
+
+    from django.db import connections
+
+    from .conftest import wait_until
+
+    Session.objects.create(id="s1")
+    result: dict = {}
+
+    def send():
+        try:
+            result.update(svc.send_text_message("s1", "15551234567", "hi"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+
+    def hub_pids():
+        rows = sql.execute(
+            "select pid from pg_stat_activity where application_name = 'wa_outbox' "
+            "and datname = current_database()"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    wait_until(
+        lambda: sql.execute("select count(*) from wa_message where status = 'queued'").fetchone()[
+            0
+        ],
+        timeout=20,
+        what="queued message",
+    )
+    (old,) = wait_until(hub_pids, timeout=10, what="hub connection")
+    sql.execute("select pg_terminate_backend(%s)", (old,))
+    wait_until(lambda: hub_pids() - {old}, timeout=20, what="hub reconnect")
+    started = time.monotonic()
+    runner = runner_side.finish_message(database_url, "s1", "sent")
+    runner.start()
+    runner.join_ok()
+    thread.join(40)
+    assert result.get("status") == "sent"
+    # Woken by the NOTIFY on the new connection, not by the 60 s poll.
+    assert time.monotonic() - started < 25

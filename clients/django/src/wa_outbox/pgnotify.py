@@ -163,7 +163,8 @@ class _Hub:
         waiter = Waiter(self, session_id)
         with self.lock:
             self.waiters.setdefault(session_id, set()).add(waiter)
-            if self.thread is None:
+            # A dead thread (an unexpected error) is replaced rather than left to poll forever.
+            if self.thread is None or not self.thread.is_alive():
                 self.listening = threading.Event()
                 self.thread = threading.Thread(
                     target=self._run, args=(self.listening,), name="wa_outbox-notify", daemon=True
