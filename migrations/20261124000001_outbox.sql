@@ -171,8 +171,7 @@ create trigger wa_message_guard before update of status on wa_message
 -- Asking a failed/stopped/logged-out session to run again starts it afresh.
 create or replace function wa_session_guard() returns trigger language plpgsql as $$
 begin
-  if new.desired_state = 'running' and old.status in ('failed', 'stopped', 'logged_out')
-     and (old.desired_state is distinct from new.desired_state or old.status = 'failed') then
+  if new.desired_state = 'running' and old.status in ('failed', 'stopped', 'logged_out') then
     new.status := 'new';
     new.error_code := null;
     new.error := null;
@@ -183,6 +182,21 @@ begin
 end $$;
 create trigger wa_session_guard before update of desired_state on wa_session
   for each row execute function wa_session_guard();
+
+-- A message for a logged-out session fails at once with its code (nothing waits for a login
+-- that will not come back by itself).
+create or replace function wa_message_on_insert() returns trigger language plpgsql as $$
+begin
+  if exists (select 1 from wa_session s where s.id = new.session_id and s.status = 'logged_out') then
+    new.status := 'failed';
+    new.error_code := 'session_logged_out';
+    new.error := 'session ' || new.session_id || ' is logged out';
+    new.finished_at := now();
+  end if;
+  return new;
+end $$;
+create trigger wa_message_on_insert before insert on wa_message
+  for each row execute function wa_message_on_insert();
 
 -- Notifications: runners LISTEN wa_outbox, Django LISTENs wa_event.
 create or replace function wa_notify_outbox() returns trigger language plpgsql as $$

@@ -1,6 +1,97 @@
 //! Pool, migrations and the schema check.
-use crate::config::Config;
 
-pub async fn migrate_command(_config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::embedded_pg::{EmbeddedPg, PgOptions};
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Every statement is bounded: a wedged query must not hang a loop forever.
+const STATEMENT_TIMEOUT: &str = "30s";
+
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let opts: PgConnectOptions = url
+        .parse()
+        .with_context(|| "DATABASE_URL is not a valid PostgreSQL URL")?;
+    let opts = opts
+        .options([("statement_timeout", STATEMENT_TIMEOUT)])
+        .application_name("wa-outbox");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+/// The database to use: DATABASE_URL, or the embedded cluster under WA_DATA_DIR/pg.
+pub struct Database {
+    pub url: String,
+    pub embedded: Option<EmbeddedPg>,
+}
+
+pub async fn resolve(config: &Config) -> anyhow::Result<Database> {
+    if let Some(url) = &config.database_url {
+        return Ok(Database {
+            url: url.clone(),
+            embedded: None,
+        });
+    }
+    let pg = EmbeddedPg::start(&config.data_dir.join("pg"), PgOptions::default()).await?;
+    let url = pg.url("postgres");
+    tracing::info!(data_dir = %pg.data_dir.display(), port = pg.port, "DATABASE_URL unset: using the embedded PostgreSQL");
+    eprintln!(
+        "embedded PostgreSQL at {}  (connect: {})",
+        pg.data_dir.display(),
+        pg.psql_hint()
+    );
+    Ok(Database {
+        url,
+        embedded: Some(pg),
+    })
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")?;
+    Ok(())
+}
+
+pub async fn migrate_command(config: &Config) -> anyhow::Result<()> {
+    let db = resolve(config).await?;
+    let pool = connect(&db.url, 2).await?;
+    migrate(&pool).await?;
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    println!("schema is at version {latest}");
+    Ok(())
+}
+
+/// Refuses a database that is not migrated, half migrated, or migrated by a newer binary.
+pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        bail!("the database is not migrated: run `wa-outbox migrate` first");
+    }
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("select version, success from _sqlx_migrations order by version")
+            .fetch_all(pool)
+            .await?;
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    if let Some((v, _)) = applied.iter().find(|(v, _)| !known.contains(v)) {
+        bail!("the database schema (migration {v}) is newer than this wa-outbox binary: upgrade the runner");
+    }
+    if let Some((v, _)) = applied.iter().find(|(_, ok)| !ok) {
+        bail!("migration {v} failed part-way: fix it and run `wa-outbox migrate`");
+    }
+    if let Some(v) = known.iter().find(|v| !applied.iter().any(|(a, _)| a == *v)) {
+        bail!("migration {v} is not applied: run `wa-outbox migrate`");
+    }
+    Ok(())
 }

@@ -22,3 +22,5 @@ pub mod reconciler;
 pub mod runner;
 pub mod sim;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;

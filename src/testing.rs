@@ -1,0 +1,80 @@
+//! Test support shared by the integration tests (and the benchmarks): a throwaway PostgreSQL
+//! cluster shared by every test binary, and a fresh migrated database per test.
+//!
+//! `WA_TEST_DATABASE_URL` (an admin URL to a running server) wins; otherwise one embedded
+//! cluster under `target/test-pg` is started on first use and left running for the next binary.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+use crate::embedded_pg::{EmbeddedPg, PgOptions};
+
+static ADMIN_URL: OnceCell<String> = OnceCell::const_new();
+
+pub async fn admin_url() -> String {
+    ADMIN_URL
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("WA_TEST_DATABASE_URL") {
+                return url;
+            }
+            let dir = std::env::var_os("WA_TEST_PG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-pg")
+                });
+            let mut pg = EmbeddedPg::start(&dir, PgOptions { fast: true })
+                .await
+                .expect("start the test PostgreSQL cluster");
+            pg.detach();
+            pg.url("postgres")
+        })
+        .await
+        .clone()
+}
+
+/// A fresh database with the schema applied; dropped only when the cluster goes.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+pub async fn test_db() -> TestDb {
+    let admin = admin_url().await;
+    let name = format!("wa_test_{}", uuid::Uuid::new_v4().simple());
+    let admin_pool = crate::db::connect(&admin, 1).await.expect("connect admin");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin_pool)
+        .await
+        .expect("create database");
+    admin_pool.close().await;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("admin URL has no database part: {admin}"),
+    };
+    let pool = crate::db::connect(&url, 20).await.expect("connect test db");
+    crate::db::migrate(&pool).await.expect("migrate");
+    TestDb { pool, url, name }
+}
+
+/// Polls `check` until it returns Some or the deadline passes (then panics with `what`).
+/// For conditions observable only by looking (rows, files); never a fixed sleep.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
