@@ -63,11 +63,22 @@ async fn start_sim() -> anyhow::Result<Sim> {
     Ok(Sim { url, _child: child })
 }
 
-async fn session_row(pool: &PgPool, id: &str) -> anyhow::Result<(String, Option<String>, Option<String>, Option<String>, Option<String>)> {
-    Ok(sqlx::query_as("select status, qr_code, qr_image, phone_number, error_code from wa_session where id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await?)
+async fn session_row(
+    pool: &PgPool,
+    id: &str,
+) -> anyhow::Result<(
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+)> {
+    Ok(sqlx::query_as(
+        "select status, qr_code, qr_image, phone_number, error_code from wa_session where id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Waits (on wa_event notifications, with a slow poll as a fallback) until `done` says so.
@@ -96,18 +107,31 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
     say("starting the simulator (a local WhatsApp Web)");
     let sim = start_sim().await?;
-    println!("    simulator at {}/  (open it in a browser to watch)", sim.url);
+    println!(
+        "    simulator at {}/  (open it in a browser to watch)",
+        sim.url
+    );
     config.web_url = format!("{}/", sim.url);
 
     say("starting a runner (headless Chromium, one page per session)");
-    let runner = crate::runner::spawn_production(&config, pool.clone(), db.embedded.is_some()).await?;
+    let runner =
+        crate::runner::spawn_production(&config, pool.clone(), db.embedded.is_some()).await?;
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("wa_event").await?;
 
     // A fresh session every run, so the demo always shows the QR step.
-    sqlx::query("delete from wa_session where id = $1").bind(&args.session).execute(&pool).await?;
-    sqlx::query("insert into wa_session (id, user_id) values ($1, 1)").bind(&args.session).execute(&pool).await?;
-    say(format!("inserted the session row: insert into wa_session (id, user_id) values ('{}', 1)", args.session));
+    sqlx::query("delete from wa_session where id = $1")
+        .bind(&args.session)
+        .execute(&pool)
+        .await?;
+    sqlx::query("insert into wa_session (id, user_id) values ($1, 1)")
+        .bind(&args.session)
+        .execute(&pool)
+        .await?;
+    say(format!(
+        "inserted the session row: insert into wa_session (id, user_id) values ('{}', 1)",
+        args.session
+    ));
 
     let (qr, image) = until(&mut listener, "the QR code", || async {
         let (status, qr, image, _, err) = session_row(&pool, &args.session).await?;
@@ -125,19 +149,30 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let png_path = config.data_dir.join("demo-qr.png");
     if let Some(b64) = image.strip_prefix("data:image/png;base64,") {
         std::fs::create_dir_all(&config.data_dir)?;
-        std::fs::write(&png_path, base64::engine::general_purpose::STANDARD.decode(b64)?)?;
+        std::fs::write(
+            &png_path,
+            base64::engine::general_purpose::STANDARD.decode(b64)?,
+        )?;
         println!("    PNG saved to {}", png_path.display());
     }
 
-    say(format!("the simulator's phone (+{}) scans the QR", args.phone));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    say(format!(
+        "the simulator's phone (+{}) scans the QR",
+        args.phone
+    ));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let resp = http
         .post(format!("{}/_sim/scan", sim.url))
         .json(&serde_json::json!({"qr": qr, "phone": args.phone, "name": "Demo Phone"}))
         .send()
         .await?;
     if !resp.status().is_success() {
-        bail!("the simulator refused the scan: {}", resp.text().await.unwrap_or_default());
+        bail!(
+            "the simulator refused the scan: {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
     let phone = until(&mut listener, "the session to connect", || async {
         let (status, _, _, phone, err) = session_row(&pool, &args.session).await?;
@@ -150,12 +185,14 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     say(format!("connected as {phone}"));
 
     let picture = crate::qr::png_bytes("wa-outbox demo picture")?;
-    let text_id: i64 = sqlx::query_scalar("insert into wa_message (session_id, recipient, body) values ($1, $2, $3) returning id")
-        .bind(&args.session)
-        .bind(&args.to)
-        .bind("Hello from wa-outbox 👋 — sent through a plain INSERT")
-        .fetch_one(&pool)
-        .await?;
+    let text_id: i64 = sqlx::query_scalar(
+        "insert into wa_message (session_id, recipient, body) values ($1, $2, $3) returning id",
+    )
+    .bind(&args.session)
+    .bind(&args.to)
+    .bind("Hello from wa-outbox 👋 — sent through a plain INSERT")
+    .fetch_one(&pool)
+    .await?;
     let image_id: i64 = sqlx::query_scalar(
         "insert into wa_message (session_id, recipient, kind, body, media_data, media_mime, media_filename)
          values ($1, $2, 'image', 'A picture, with a caption', $3, 'image/png', 'demo.png') returning id",
@@ -165,24 +202,36 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     .bind(&picture)
     .fetch_one(&pool)
     .await?;
-    say(format!("inserted two messages to {} (ids {text_id} and {image_id}); watching their status:", args.to));
+    say(format!(
+        "inserted two messages to {} (ids {text_id} and {image_id}); watching their status:",
+        args.to
+    ));
 
     let mut last: HashMap<i64, String> = HashMap::new();
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let rows: Vec<(i64, String, Option<String>)> =
-            sqlx::query_as("select id, status, error_code from wa_message where id = any($1) order by id")
-                .bind(vec![text_id, image_id])
-                .fetch_all(&pool)
-                .await?;
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "select id, status, error_code from wa_message where id = any($1) order by id",
+        )
+        .bind(vec![text_id, image_id])
+        .fetch_all(&pool)
+        .await?;
         for (id, status, err) in &rows {
             if last.get(id) != Some(status) {
                 let kind = if *id == text_id { "text " } else { "image" };
-                println!("    message {id} ({kind}): {status}{}", err.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+                println!(
+                    "    message {id} ({kind}): {status}{}",
+                    err.as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
                 last.insert(*id, status.clone());
             }
             if status == "failed" {
-                bail!("message {id} failed: {}", err.as_deref().unwrap_or_default());
+                bail!(
+                    "message {id} failed: {}",
+                    err.as_deref().unwrap_or_default()
+                );
             }
         }
         if rows.iter().all(|(_, s, _)| s == "read") {
@@ -201,16 +250,30 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let n = recorded.as_array().map(|a| a.len()).or_else(|| recorded["messages"].as_array().map(|a| a.len())).unwrap_or(0);
-    say(format!("the simulator's server recorded {n} message(s) from +{}", args.phone));
+    let n = recorded
+        .as_array()
+        .map(|a| a.len())
+        .or_else(|| recorded["messages"].as_array().map(|a| a.len()))
+        .unwrap_or(0);
+    say(format!(
+        "the simulator's server recorded {n} message(s) from +{}",
+        args.phone
+    ));
 
     say("wa-outbox status:");
-    print!("{}", crate::status::render(&crate::status::snapshot(&pool).await?));
+    print!(
+        "{}",
+        crate::status::render(&crate::status::snapshot(&pool).await?)
+    );
 
     runner.shutdown().await?;
     say("runner drained and stopped");
     println!("\nLook at the rows yourself (while PostgreSQL runs, e.g. during `wa-outbox run`):");
-    let hint = db.embedded.as_ref().map(|p| p.psql_hint()).unwrap_or_else(|| "psql \"$DATABASE_URL\"".into());
+    let hint = db
+        .embedded
+        .as_ref()
+        .map(|p| p.psql_hint())
+        .unwrap_or_else(|| "psql \"$DATABASE_URL\"".into());
     println!("    {hint}");
     for q in [
         "select * from wa_session_overview;",

@@ -310,8 +310,11 @@ async fn actor(
     mut restarts: i32,
     mut cmds: mpsc::Receiver<SessionCmd>,
 ) {
+    let mut first = true;
     loop {
-        match drive(&shared, &id, pair_phone.clone(), &mut cmds).await {
+        let exit = drive(&shared, &id, pair_phone.clone(), &mut cmds, first).await;
+        first = false;
+        match exit {
             Ok(Exit::Quiet) => break,
             Ok(Exit::Restart(reason)) => {
                 restarts += 1;
@@ -385,10 +388,15 @@ async fn drive(
     id: &str,
     pair_phone: Option<String>,
     cmds: &mut mpsc::Receiver<SessionCmd>,
+    first: bool,
 ) -> sqlx::Result<Exit> {
     let profile_dir = shared.profile_dir(id);
-    // A claimed session starts from its stored login, never from whatever an earlier run left here.
-    let _ = tokio::fs::remove_dir_all(&profile_dir).await;
+    // Just claimed: a stored login wins over whatever an earlier run left in the local folder
+    // (it may be stale, or another runner's). A restart after a crash keeps the folder as is.
+    let restore = first && shared.logins.has_login(id).await.unwrap_or(false);
+    if restore {
+        let _ = tokio::fs::remove_dir_all(&profile_dir).await;
+    }
     if let Err(e) = tokio::fs::create_dir_all(&profile_dir).await {
         let msg = format!("cannot create the profile folder: {e}");
         finish(
@@ -400,15 +408,17 @@ async fn drive(
         .await?;
         return Ok(Exit::Quiet);
     }
-    if let Err(e) = shared.logins.restore(id, &profile_dir).await {
-        finish(
-            shared,
-            id,
-            "failed",
-            Some((ErrorCode::AuthRestoreFailed, &e)),
-        )
-        .await?;
-        return Ok(Exit::Quiet);
+    if restore {
+        if let Err(e) = shared.logins.restore(id, &profile_dir).await {
+            finish(
+                shared,
+                id,
+                "failed",
+                Some((ErrorCode::AuthRestoreFailed, &e)),
+            )
+            .await?;
+            return Ok(Exit::Quiet);
+        }
     }
     if !set_status(shared, id, "starting", None).await? {
         return Ok(Exit::Quiet);

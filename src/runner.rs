@@ -299,7 +299,11 @@ pub async fn run_command(config: Config) -> anyhow::Result<()> {
 }
 
 /// A runner with the real parts: Chromium, the media fetcher, the stored-login store.
-pub async fn spawn_production(config: &Config, pool: PgPool, _embedded: bool) -> anyhow::Result<RunnerHandle> {
+pub async fn spawn_production(
+    config: &Config,
+    pool: PgPool,
+    _embedded: bool,
+) -> anyhow::Result<RunnerHandle> {
     let driver = crate::driver::chromium::ChromiumDriver::from_config(config);
     let media = crate::media::MediaFetcher::from_config(config);
     spawn(RunnerParts {
@@ -316,7 +320,10 @@ pub async fn spawn_production(config: &Config, pool: PgPool, _embedded: bool) ->
 /// SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -6,14 +6,20 @@ const README: &str = include_str!("../README.md");
 #[test]
 fn every_variable_is_documented() {
     for (name, _, _) in wa_outbox::config::VARS {
-        assert!(README.contains(&format!("`{name}`")), "{name} missing from the README");
+        assert!(
+            README.contains(&format!("`{name}`")),
+            "{name} missing from the README"
+        );
     }
 }
 
 #[test]
 fn every_error_code_is_documented() {
     for code in wa_outbox::error_code::ErrorCode::ALL {
-        assert!(README.contains(&format!("| `{code}` |")), "{code} missing from the README");
+        assert!(
+            README.contains(&format!("| `{code}` |")),
+            "{code} missing from the README"
+        );
     }
 }
 
