@@ -134,7 +134,7 @@ async fn media_server() -> (String, Vec<u8>) {
     (format!("http://{addr}"), picture)
 }
 
-fn config(web_url: &str, data_dir: &PathBuf) -> Config {
+fn config(web_url: &str, data_dir: &std::path::Path) -> Config {
     let env: HashMap<&str, String> = [
         ("WA_WEB_URL", web_url.to_string()),
         ("WA_DATA_DIR", data_dir.display().to_string()),
