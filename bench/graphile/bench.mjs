@@ -6,7 +6,8 @@
 //          [--phase-timeout-s T] [--schema NAME]
 //
 // Prints one JSON object per measurement on stdout; diagnostics go to stderr.
-// Exit codes: 0 ok, 1 failure, 2 a phase exceeded its timeout, 64 bad usage.
+// Exit codes: 0 ok, 1 failure, 2 a phase exceeded its timeout, 64 bad usage,
+// 130 interrupted (SIGINT/SIGTERM; the schema is still dropped).
 //
 // Everything graphile-worker creates lives in one schema of its own (a fresh
 // name per run unless --schema is given), dropped at the end, so a run leaves
@@ -36,6 +37,7 @@ const ENQUEUE_CHUNK = 5000;
 
 class UsageError extends Error {}
 class PhaseTimeout extends Error {}
+class Interrupted extends Error {}
 
 function parseOptions(argv) {
   let parsed;
@@ -106,13 +108,15 @@ const USAGE = `usage: DATABASE_URL=postgres://... node bench.mjs [--jobs N] [--c
 // A signal ends the current phase the same way a timeout does, so the schema
 // still gets dropped.
 const interrupted = new Promise((_, reject) => {
-  const onSignal = (sig) => reject(new Error(`interrupted by ${sig}`));
+  const onSignal = (sig) => reject(new Interrupted(`interrupted by ${sig}`));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 });
 interrupted.catch(() => {});
 
-async function phase(name, ms, promise) {
+// Cleanup passes interruptible=false: it must still run after the signal that
+// ended the measurement (a second signal kills the process outright).
+async function phase(name, ms, promise, interruptible = true) {
   let timer;
   const timeout = new Promise((_, reject) => {
     timer = setTimeout(
@@ -121,7 +125,8 @@ async function phase(name, ms, promise) {
     );
   });
   try {
-    return await Promise.race([promise, timeout, interrupted]);
+    const racers = interruptible ? [promise, timeout, interrupted] : [promise, timeout];
+    return await Promise.race(racers);
   } finally {
     clearTimeout(timer);
   }
@@ -311,7 +316,7 @@ async function cleanup(opts, connectionString, state) {
   let ok = true;
   const attempt = async (name, fn) => {
     try {
-      await phase(name, T, fn());
+      await phase(name, T, fn(), false);
     } catch (e) {
       ok = false;
       process.stderr.write(`cleanup: ${name}: ${e.message}\n`);
@@ -371,8 +376,9 @@ async function main() {
     if (opts.jobs > 0) await throughput(opts, connectionString, state.utils, state);
     if (opts.latencySamples > 0) await latency(opts, connectionString, state.utils, state);
   } catch (e) {
-    code = e instanceof PhaseTimeout ? 2 : 1;
-    process.stderr.write(`bench.mjs: ${e instanceof PhaseTimeout ? e.message : e.stack || e}\n`);
+    const expected = e instanceof PhaseTimeout || e instanceof Interrupted;
+    code = e instanceof PhaseTimeout ? 2 : e instanceof Interrupted ? 130 : 1;
+    process.stderr.write(`bench.mjs: ${expected ? e.message : e.stack || e}\n`);
   }
   const cleaned = await cleanup(opts, connectionString, state);
   if (!cleaned && code === 0) code = 1;
