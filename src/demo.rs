@@ -268,13 +268,9 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
     runner.shutdown().await?;
     say("runner drained and stopped");
-    println!("\nLook at the rows yourself (while PostgreSQL runs, e.g. during `wa-outbox run`):");
-    let hint = db
-        .embedded
-        .as_ref()
-        .map(|p| p.psql_hint())
-        .unwrap_or_else(|| "psql \"$DATABASE_URL\"".into());
-    println!("    {hint}");
+    pool.close().await;
+    println!("\nLook at the rows yourself: run `wa-outbox run` (same WA_DATA_DIR) in one terminal; it starts the");
+    println!("embedded PostgreSQL again and prints its psql command. Then, in psql:");
     for q in [
         "select * from wa_session_overview;",
         "select id, recipient, kind, status, wa_message_id, sent_at, read_at from wa_message order by id;",
@@ -282,6 +278,9 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         "select * from wa_outbox_stats;",
     ] {
         println!("    {q}");
+    }
+    if db.embedded.is_none() {
+        println!("(DATABASE_URL is set: psql \"$DATABASE_URL\")");
     }
     Ok(())
 }
