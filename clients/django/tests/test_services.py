@@ -238,8 +238,9 @@ def test_get_session_status_shape(sql):
         "isReady": False,
     }
     assert status["qrCode"] == "data:image/png;base64,AAA"
+    # Past its estimated expiry the QR is still the one on the page until the runner rotates it.
     sql.execute("update wa_session set qr_expires_at = now() - interval '1 second' where id = 's1'")
-    assert svc.get_session_status("s1")["qrCode"] is None  # an expired QR is not shown
+    assert svc.get_session_status("s1")["qrCode"] == "data:image/png;base64,AAA"
     sql.execute(
         "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
     )
@@ -293,6 +294,10 @@ def test_send_to_a_logged_out_session():
     Session.objects.create(id="s1", desired_state="logged_out")
     with pytest.raises(SessionLoggedOutError):
         svc.send_text_message("s1", "15551234567", "hi")
+    # Unlinked from the phone: still wanted running, but the runner reports logged_out.
+    Session.objects.create(id="s2", status="logged_out")
+    with pytest.raises(SessionLoggedOutError):
+        svc.send_media_message("s2", "15551234567", "https://example.com/a.png")
     assert not Message.objects.exists()
 
 

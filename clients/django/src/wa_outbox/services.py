@@ -464,7 +464,9 @@ class WhatsAppService:
         )
         if session is None:
             raise SessionNotFoundError(session_id)
-        if session["desired_state"] == DesiredState.LOGGED_OUT:
+        # Logged out by us (desired_state) or from the phone (status): the runner would fail the
+        # message with session_logged_out at insert; say so before storing anything.
+        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
             raise SessionLoggedOutError(session_id)
 
         waiting = wait and not connections[self.using].in_atomic_block
@@ -595,5 +597,7 @@ def _message_result(row: dict) -> dict:
 
 
 def _live_qr(row: dict) -> bool:
-    expires = row["qr_expires_at"]
-    return bool(row["qr_image"]) and (expires is None or expires > timezone.now())
+    # Freshness comes from the status, not from qr_expires_at: the runner clears the QR columns
+    # whenever the session leaves qr_pending, while qr_expires_at is only an estimate of the next
+    # rotation (WhatsApp's first QR lives longer than the later ones).
+    return bool(row["qr_image"])
