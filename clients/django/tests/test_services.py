@@ -542,3 +542,24 @@ def test_a_waiting_send_survives_a_lost_listen_connection(sql, database_url):
     assert result.get("status") == "sent"
     # Woken by the NOTIFY on the new connection, not by the 60 s poll.
     assert time.monotonic() - started < 25
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_QR_TIMEOUT=20)
+def test_a_hibernated_session_is_ready_without_waking_it(sql):
+    """The runner wakes a hibernated session only for a due message: init_session and
+    wait_until_ready must not wait for `connected`."""
+    sql.execute(
+        "insert into wa_session (id, user_id, status, phone_number) "
+        "values ('s1', 1, 'hibernated', '+15550001')"
+    )
+    started = time.monotonic()
+    assert svc.init_session(1, "s1") == {
+        "success": True,
+        "qrCode": None,
+        "status": "hibernated",
+        "phoneNumber": "+15550001",
+    }
+    assert svc.wait_until_ready("s1", timeout=20)["isReady"] is True
+    assert time.monotonic() - started < 10
+    assert svc.get_session_status("s1")["isReady"] is True
