@@ -117,6 +117,11 @@ def stack(database_url, tmp_path):
             pytest.fail(f"the simulator printed nothing in 30 s\n{sim.tail()}", pytrace=False)
         prefix = "sim listening on "
         if not line.startswith(prefix):
+            if not line:  # stdout closed: it exited; let tail() show its exit code
+                try:
+                    sim.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
             pytest.fail(f"unexpected first simulator line {line!r}\n{sim.tail()}", pytrace=False)
         sim_url = line[len(prefix) :]
 

@@ -238,8 +238,9 @@ def test_get_session_status_shape(sql):
         "isReady": False,
     }
     assert status["qrCode"] == "data:image/png;base64,AAA"
+    # Past its estimated expiry the QR is still the one on the page until the runner rotates it.
     sql.execute("update wa_session set qr_expires_at = now() - interval '1 second' where id = 's1'")
-    assert svc.get_session_status("s1")["qrCode"] is None  # an expired QR is not shown
+    assert svc.get_session_status("s1")["qrCode"] == "data:image/png;base64,AAA"
     sql.execute(
         "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
     )
@@ -293,6 +294,10 @@ def test_send_to_a_logged_out_session():
     Session.objects.create(id="s1", desired_state="logged_out")
     with pytest.raises(SessionLoggedOutError):
         svc.send_text_message("s1", "15551234567", "hi")
+    # Unlinked from the phone: still wanted running, but the runner reports logged_out.
+    Session.objects.create(id="s2", status="logged_out")
+    with pytest.raises(SessionLoggedOutError):
+        svc.send_media_message("s2", "15551234567", "https://example.com/a.png")
     assert not Message.objects.exists()
 
 
@@ -537,3 +542,24 @@ def test_a_waiting_send_survives_a_lost_listen_connection(sql, database_url):
     assert result.get("status") == "sent"
     # Woken by the NOTIFY on the new connection, not by the 60 s poll.
     assert time.monotonic() - started < 25
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_QR_TIMEOUT=20)
+def test_a_hibernated_session_is_ready_without_waking_it(sql):
+    """The runner wakes a hibernated session only for a due message: init_session and
+    wait_until_ready must not wait for `connected`."""
+    sql.execute(
+        "insert into wa_session (id, user_id, status, phone_number) "
+        "values ('s1', 1, 'hibernated', '+15550001')"
+    )
+    started = time.monotonic()
+    assert svc.init_session(1, "s1") == {
+        "success": True,
+        "qrCode": None,
+        "status": "hibernated",
+        "phoneNumber": "+15550001",
+    }
+    assert svc.wait_until_ready("s1", timeout=20)["isReady"] is True
+    assert time.monotonic() - started < 10
+    assert svc.get_session_status("s1")["isReady"] is True

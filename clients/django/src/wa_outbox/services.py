@@ -41,6 +41,10 @@ from .models import (
 )
 
 MAX_BODY_CHARS = 65_536
+# Linked and able to send: a hibernated session (browser closed, login kept) is woken by the
+# runner as soon as a message for it is due, and only then, so waiting for `connected` on it
+# would wait forever.
+READY_STATUSES = frozenset({SessionStatus.CONNECTED, SessionStatus.HIBERNATED})
 MEDIA_TYPES = tuple(k for k in MessageKind.values if k != MessageKind.TEXT)
 
 _SESSION_ID = re.compile(SESSION_ID_RE)
@@ -270,7 +274,7 @@ class WhatsAppService:
         status = row["status"]
         if status == SessionStatus.FAILED:
             raise SessionFailedError(session_id, row["error_code"], row["error"])
-        if status == SessionStatus.CONNECTED:
+        if status in READY_STATUSES:
             return {
                 "success": True,
                 "qrCode": None,
@@ -303,7 +307,7 @@ class WhatsAppService:
             "success": True,
             "status": status,
             "phoneNumber": row["phone_number"],
-            "isReady": status == SessionStatus.CONNECTED,
+            "isReady": status in READY_STATUSES,
             "desiredState": row["desired_state"],
             "qrCode": row["qr_image"]
             if status == SessionStatus.QR_PENDING and _live_qr(row)
@@ -315,8 +319,8 @@ class WhatsAppService:
         }
 
     def wait_until_ready(self, session_id: str, timeout: float | None = None) -> dict:
-        """Wait (up to WA_OUTBOX_INIT_TIMEOUT) for the session to be `connected`, e.g. after the
-        QR was scanned. Returns get_session_status()'s dict."""
+        """Wait (up to WA_OUTBOX_INIT_TIMEOUT) for the session to be linked (`connected`, or
+        `hibernated`), e.g. after the QR was scanned. Returns get_session_status()'s dict."""
         session_id = validate_session_id(session_id)
         timeout = (
             conf.get("WA_OUTBOX_INIT_TIMEOUT")
@@ -331,7 +335,7 @@ class WhatsAppService:
                 raise SessionNotFoundError(session_id)
             if row["status"] == SessionStatus.FAILED:
                 raise SessionFailedError(session_id, row["error_code"], row["error"])
-            return row if row["status"] == SessionStatus.CONNECTED else None
+            return row if row["status"] in READY_STATUSES else None
 
         with pgnotify.subscribe(session_id, using=self.using) as listener:
             found = pgnotify.wait_for(
@@ -464,7 +468,9 @@ class WhatsAppService:
         )
         if session is None:
             raise SessionNotFoundError(session_id)
-        if session["desired_state"] == DesiredState.LOGGED_OUT:
+        # Logged out by us (desired_state) or from the phone (status): the runner would fail the
+        # message with session_logged_out at insert; say so before storing anything.
+        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
             raise SessionLoggedOutError(session_id)
 
         waiting = wait and not connections[self.using].in_atomic_block
@@ -595,5 +601,7 @@ def _message_result(row: dict) -> dict:
 
 
 def _live_qr(row: dict) -> bool:
-    expires = row["qr_expires_at"]
-    return bool(row["qr_image"]) and (expires is None or expires > timezone.now())
+    # Freshness comes from the status, not from qr_expires_at: the runner clears the QR columns
+    # whenever the session leaves qr_pending, while qr_expires_at is only an estimate of the next
+    # rotation (WhatsApp's first QR lives longer than the later ones).
+    return bool(row["qr_image"])
