@@ -470,7 +470,7 @@ async fn drive(
                             finish(shared, id, "failed", Some((ErrorCode::QrTimeout, &msg))).await?;
                             return Ok(Exit::Quiet);
                         }
-                        write_qr(shared, id, &payload).await?;
+                        write_qr(shared, id, &payload, qr_count == 1).await?;
                     }
                     DriverEvent::PairingCode { code } => {
                         sqlx::query("update wa_session set pairing_code = $3 where id = $1 and runner_id = $2")
@@ -565,16 +565,18 @@ async fn wait_not_in_flight(shared: &Shared, id: &str) {
     }
 }
 
-async fn write_qr(shared: &Shared, id: &str, payload: &str) -> sqlx::Result<()> {
+async fn write_qr(shared: &Shared, id: &str, payload: &str, first: bool) -> sqlx::Result<()> {
     let image = crate::qr::png_data_url(payload);
     sqlx::query(
-        "update wa_session set qr_code = $3, qr_image = $4, qr_expires_at = now() + interval '20 seconds', pairing_code = null
+        "update wa_session set qr_code = $3, qr_image = $4, qr_expires_at = now() + make_interval(secs => $5), pairing_code = null
          where id = $1 and runner_id = $2",
     )
     .bind(id)
     .bind(shared.id)
     .bind(payload)
     .bind(image)
+    // WhatsApp Web shows its first code for 60 s and each later one for 20 s.
+    .bind(if first { 60.0f64 } else { 20.0 })
     .execute(&shared.pool)
     .await?;
     set_status(shared, id, "qr_pending", None).await?;
