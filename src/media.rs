@@ -82,7 +82,7 @@ impl HostPolicy {
 
     fn is_listed(&self, host: &str) -> bool {
         let h = Self::normalise(host);
-        self.allowed.iter().any(|a| *a == h)
+        self.allowed.contains(&h)
     }
 
     /// Scheme, allow-list and (for IP literals) address checks of one URL, before any traffic.
