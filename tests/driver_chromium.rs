@@ -106,6 +106,17 @@ async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// Events as printed in failure messages: QR payloads are credentials, even in tests.
+fn redacted(events: &[DriverEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            DriverEvent::Qr { .. } => "Qr { <redacted> }".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
 /// Waits for the first event `pick` accepts; returns it and everything seen before it.
 async fn wait_for<T>(
     rx: &mut mpsc::Receiver<DriverEvent>,
@@ -123,8 +134,11 @@ async fn wait_for<T>(
                 }
                 seen.push(ev);
             }
-            Ok(None) => panic!("event channel closed while waiting for {what}; saw {seen:?}"),
-            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {seen:?}"),
+            Ok(None) => panic!(
+                "event channel closed while waiting for {what}; saw {:?}",
+                redacted(&seen)
+            ),
+            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {:?}", redacted(&seen)),
         }
     }
 }
@@ -344,7 +358,8 @@ async fn login_send_ack_resume() {
     assert_eq!(p, phone);
     assert!(
         !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
-        "no QR on resume: {before:?}"
+        "no QR on resume: {:?}",
+        redacted(&before)
     );
     session.close().await.unwrap();
 }
@@ -406,7 +421,8 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     .await;
     assert!(
         !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
-        "no QR after a crash: {before:?}"
+        "no QR after a crash: {:?}",
+        redacted(&before)
     );
     // The message sent before the crash is known to the page under our id.
     assert!(session
@@ -452,4 +468,86 @@ async fn pairing_code_links_without_qr() {
     })
     .await;
     session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_drop_refused_send_and_hung_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = driver().config().clone();
+    // Short bounds so the hung page is detected quickly.
+    c.send_timeout = Duration::from_secs(4);
+    c.cdp_timeout = Duration::from_secs(3);
+    let driver = ChromiumDriver::new(c);
+    let phone = "15550001004";
+    let (session, mut rx, _) = login(
+        &driver,
+        spec(dir.path(), "s-faults", None),
+        phone,
+        "Fault Phone",
+    )
+    .await;
+
+    // The socket drops: Disconnected, then Connected again on the page's own reconnect.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "drop_socket": true}),
+    )
+    .await;
+    wait_for(&mut rx, "Disconnected", |e| {
+        matches!(e, DriverEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    wait_for(&mut rx, "Connected after reconnect", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+
+    // The server refuses one send: a transient send_failed, nothing recorded.
+    post("/_sim/faults", serde_json::json!({"fail_sends": 1})).await;
+    let err = session
+        .send(&text("15550009004", "3EB0CC00000000000001", "refused"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.code(), ErrorCode::SendFailed, "{err}");
+    session
+        .send(&text("15550009004", "3EB0CC00000000000002", "accepted"))
+        .await
+        .unwrap();
+    let record = get(&format!("/_sim/messages?phone={phone}")).await;
+    let ids: Vec<&str> = record["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["3EB0CC00000000000002"]);
+
+    // The page stops running script: the send times out and the session reports a crash.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "crash_page": "hang"}),
+    )
+    .await;
+    let started = Instant::now();
+    let err = session
+        .send(&text(
+            "15550009004",
+            "3EB0CC00000000000003",
+            "into the void",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    wait_for(&mut rx, "Crashed after hang", |e| {
+        matches!(e, DriverEvent::Crashed { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "hang detected in bounded time"
+    );
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    assert!(!process_alive(pid));
 }

@@ -26,7 +26,8 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
 };
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
 use chromiumoxide::cdp::browser_protocol::target::{
-    CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
+    CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
+    GetTargetsParams,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{
     AddBindingParams, CallArgument, CallFunctionOnParams, EventBindingCalled,
@@ -129,8 +130,8 @@ impl ChromiumConfig {
             "--use-mock-keychain",
             "--hide-scrollbars",
             "--window-size=1280,900",
+            // Loopback only, a free port; no --remote-allow-origins, so web pages cannot reach it.
             "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -543,7 +544,10 @@ impl BrowserProcess {
         )
         .await
         {
-            Ok(Ok(p)) => Ok(p),
+            Ok(Ok(p)) => {
+                self.close_other_tabs(&p, timeout).await;
+                Ok(p)
+            }
             Ok(Err(e)) => Err(DriverError::transient(
                 ErrorCode::BrowserStartFailed,
                 format!("cannot open a tab: {e}"),
@@ -552,6 +556,25 @@ impl BrowserProcess {
                 ErrorCode::BrowserStartFailed,
                 "opening a tab timed out",
             )),
+        }
+    }
+
+    /// Chromium opens a blank tab at start; it would cost a renderer process per session.
+    async fn close_other_tabs(&self, keep: &Page, timeout: Duration) {
+        let Ok(Ok(targets)) =
+            tokio::time::timeout(timeout, self.browser.execute(GetTargetsParams::default())).await
+        else {
+            return;
+        };
+        for t in &targets.result.target_infos {
+            if t.r#type == "page" && t.target_id != *keep.target_id() {
+                let _ = tokio::time::timeout(
+                    timeout,
+                    self.browser
+                        .execute(CloseTargetParams::new(t.target_id.clone())),
+                )
+                .await;
+            }
         }
     }
 
