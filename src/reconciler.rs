@@ -488,7 +488,7 @@ async fn drive(
                             e.handle = Some(session.clone());
                         }
                         shared.dispatch_wake.notify_one();
-                        if let Err(e) = shared.logins.save(id, &profile_dir).await {
+                        if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
                             tracing::warn!(session = %id, error = %e, "could not save the login");
                         }
                     }
@@ -538,7 +538,7 @@ async fn drive(
                         detach(shared);
                         // Wait for an in-flight send of this session to settle before closing its page.
                         wait_not_in_flight(shared, id).await;
-                        if let Err(e) = shared.logins.save(id, &profile_dir).await {
+                        if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
                             tracing::warn!(session = %id, error = %e, "could not save the login");
                         }
                         close(session).await;

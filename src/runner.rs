@@ -91,7 +91,13 @@ pub trait LoginStore: Send + Sync + 'static {
         session_id: &str,
         profile_dir: &std::path::Path,
     ) -> Result<bool, String>;
-    async fn save(&self, session_id: &str, profile_dir: &std::path::Path) -> Result<(), String>;
+    /// Stores the login, fenced on `runner_id` still holding the session's lease.
+    async fn save(
+        &self,
+        session_id: &str,
+        runner_id: Uuid,
+        profile_dir: &std::path::Path,
+    ) -> Result<(), String>;
     async fn delete(&self, session_id: &str) -> Result<(), String>;
     async fn has_login(&self, session_id: &str) -> Result<bool, String>;
 }
@@ -104,7 +110,7 @@ impl LoginStore for NoLoginStore {
     async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, String> {
         Ok(false)
     }
-    async fn save(&self, _: &str, _: &std::path::Path) -> Result<(), String> {
+    async fn save(&self, _: &str, _: Uuid, _: &std::path::Path) -> Result<(), String> {
         Ok(())
     }
     async fn delete(&self, _: &str) -> Result<(), String> {
@@ -112,6 +118,42 @@ impl LoginStore for NoLoginStore {
     }
     async fn has_login(&self, _: &str) -> Result<bool, String> {
         Ok(false)
+    }
+}
+
+/// The production store: encrypted archives in wa_session_auth.
+#[async_trait]
+impl LoginStore for crate::auth_store::AuthStore {
+    async fn restore(
+        &self,
+        session_id: &str,
+        profile_dir: &std::path::Path,
+    ) -> Result<bool, String> {
+        crate::auth_store::AuthStore::restore(self, session_id, profile_dir)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn save(
+        &self,
+        session_id: &str,
+        runner_id: Uuid,
+        profile_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        self.save_owned(session_id, runner_id, profile_dir)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn delete(&self, session_id: &str) -> Result<(), String> {
+        crate::auth_store::AuthStore::delete(self, session_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn has_login(&self, session_id: &str) -> Result<bool, String> {
+        crate::auth_store::AuthStore::has_login(self, session_id)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -168,6 +210,8 @@ impl Shared {
 }
 
 pub struct RunnerParts {
+    /// Cluster-wide housekeeping (run by whichever runner is elected); None in loop tests.
+    pub maintenance: Option<crate::maintenance::MaintenanceConfig>,
     pub pool: PgPool,
     pub driver: Arc<dyn Driver>,
     pub logins: Arc<dyn LoginStore>,
@@ -224,6 +268,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
     .bind(parts.cfg.capacity as i32)
     .execute(&parts.pool)
     .await?;
+    let maintenance = parts.maintenance;
     let shared = Arc::new(Shared {
         id,
         pool: parts.pool,
@@ -238,7 +283,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
         metrics: parts.metrics,
     });
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_loops(shared.clone(), shutdown.clone()));
+    let task = tokio::spawn(run_loops(shared.clone(), shutdown.clone(), maintenance));
     tracing::info!(runner = %id, %host, capacity = shared.cfg.capacity, "runner started");
     Ok(RunnerHandle {
         id,
@@ -248,8 +293,16 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
     })
 }
 
-async fn run_loops(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_loops(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    maintenance: Option<crate::maintenance::MaintenanceConfig>,
+) -> anyhow::Result<()> {
     let listener = tokio::spawn(crate::dispatcher::listen(shared.clone()));
+    let maintenance = maintenance.map(|cfg| {
+        crate::maintenance::spawn_with(shared.pool.clone(), shared.id, cfg, shared.draining.clone())
+            .0
+    });
     let reconciler = tokio::spawn(crate::reconciler::run(shared.clone()));
     let dispatcher = tokio::spawn(crate::dispatcher::run(shared.clone()));
 
@@ -265,6 +318,9 @@ async fn run_loops(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::
     let _ = dispatcher.await;
     let _ = reconciler.await;
     listener.abort();
+    if let Some(m) = maintenance {
+        let _ = tokio::time::timeout(Duration::from_secs(10), m).await;
+    }
     crate::reconciler::release_all(&shared).await;
     sqlx::query("delete from wa_runner where id = $1")
         .bind(shared.id)
@@ -303,14 +359,19 @@ pub async fn run_command(config: Config) -> anyhow::Result<()> {
 pub async fn spawn_production(
     config: &Config,
     pool: PgPool,
-    _embedded: bool,
+    embedded: bool,
 ) -> anyhow::Result<RunnerHandle> {
+    // Without a key no login can be stored safely; only the local default may make its own.
+    let keys = crate::auth_store::KeyRing::from_config(config, embedded)?;
+    let maintenance =
+        crate::maintenance::MaintenanceConfig::from_config(config).map_err(anyhow::Error::msg)?;
     let driver = crate::driver::chromium::ChromiumDriver::from_config(config);
     let media = crate::media::MediaFetcher::from_config(config);
     spawn(RunnerParts {
+        maintenance: Some(maintenance),
+        logins: Arc::new(crate::auth_store::AuthStore::new(pool.clone(), keys)),
         pool,
         driver: Arc::new(driver),
-        logins: Arc::new(NoLoginStore),
         media: Some(Arc::new(media)),
         cfg: RunnerConfig::from_config(config),
         metrics: None,

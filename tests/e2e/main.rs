@@ -162,6 +162,7 @@ pub(crate) async fn start_runner(db: &TestDb) -> (RunnerHandle, PathBuf) {
         .await
         .unwrap();
     let h = runner::spawn(RunnerParts {
+        maintenance: None,
         pool,
         driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
         logins: Arc::new(NoLoginStore),
