@@ -538,7 +538,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
     let step = w.config.ack_step;
     let recipient_registered = to
         .strip_suffix("@c.us")
-        .map_or(true, |u| w.is_registered(u));
+        .is_none_or(|u| w.is_registered(u));
     drop(w);
     let st = st.clone();
     tokio::spawn(async move {
