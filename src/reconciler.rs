@@ -16,6 +16,9 @@ use crate::driver::{DriverEvent, SessionSpec};
 use crate::error_code::ErrorCode;
 use crate::runner::{SessionCmd, SessionEntry, Shared};
 
+/// How long the page may take to confirm an unlink before the login is forgotten anyway.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Statuses in which a session holds (or is getting) a browser.
 const LIVE: &str = "('new', 'starting', 'qr_pending', 'pairing', 'connected')";
 
@@ -438,6 +441,11 @@ async fn drive(
     let mut events = started.events;
     let mut qr_count = 0u32;
     let mut logout_requested = false;
+    // A logout waits for the page to be connected (there is nothing to unlink before), and is
+    // bounded: if the page never confirms, the login is forgotten anyway.
+    let mut logout_pending = false;
+    let mut logout_deadline: Option<tokio::time::Instant> = None;
+    let mut connected = false;
 
     let close = |session: Arc<dyn crate::driver::Session>| async move {
         if tokio::time::timeout(Duration::from_secs(10), session.close())
@@ -455,6 +463,14 @@ async fn drive(
 
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(logout_deadline.unwrap_or_else(tokio::time::Instant::now)), if logout_deadline.is_some() => {
+                tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
+                detach(shared);
+                close(session).await;
+                let _ = shared.logins.delete(id).await;
+                finish(shared, id, "logged_out", None).await?;
+                return Ok(Exit::Quiet);
+            }
             ev = events.recv() => {
                 let Some(ev) = ev else {
                     detach(shared);
@@ -462,6 +478,14 @@ async fn drive(
                     return Ok(Exit::Restart("event stream ended".into()));
                 };
                 match ev {
+                    DriverEvent::Qr { .. } if logout_pending => {
+                        // The stored login no longer works: nothing left to unlink.
+                        detach(shared);
+                        close(session).await;
+                        let _ = shared.logins.delete(id).await;
+                        finish(shared, id, "logged_out", None).await?;
+                        return Ok(Exit::Quiet);
+                    }
                     DriverEvent::Qr { payload } => {
                         qr_count += 1;
                         if qr_count > shared.cfg.qr_max_rotations {
@@ -477,7 +501,21 @@ async fn drive(
                             .bind(id).bind(shared.id).bind(&code).execute(&shared.pool).await?;
                         set_status(shared, id, "pairing", None).await?;
                     }
+                    DriverEvent::Connected { .. } if logout_pending => {
+                        connected = true;
+                        logout_pending = false;
+                        logout_requested = true;
+                        logout_deadline = Some(tokio::time::Instant::now() + LOGOUT_TIMEOUT);
+                        if let Err(e) = session.logout().await {
+                            tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
+                            close(session).await;
+                            let _ = shared.logins.delete(id).await;
+                            finish(shared, id, "logged_out", None).await?;
+                            return Ok(Exit::Quiet);
+                        }
+                    }
                     DriverEvent::Connected { phone, push_name } => {
+                        connected = true;
                         sqlx::query("update wa_session set phone_number = $3, push_name = $4, restart_count = 0, next_start_at = null,
                                      last_active_at = now() where id = $1 and runner_id = $2")
                             .bind(id).bind(shared.id).bind(format!("+{}", phone.trim_start_matches('+'))).bind(&push_name)
@@ -519,8 +557,16 @@ async fn drive(
                         close(session).await;
                         return Ok(Exit::Quiet);
                     }
+                    Some(SessionCmd::Logout) if !connected => {
+                        logout_pending = true;
+                        logout_deadline.get_or_insert(tokio::time::Instant::now() + shared.cfg.start_timeout);
+                    }
                     Some(SessionCmd::Logout) => {
+                        if logout_requested {
+                            continue;
+                        }
                         logout_requested = true;
+                        logout_deadline = Some(tokio::time::Instant::now() + LOGOUT_TIMEOUT);
                         detach(shared);
                         if let Err(e) = session.logout().await {
                             tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
