@@ -38,6 +38,13 @@ pub const MAX_ENTRIES: usize = 100_000;
 /// A live Chromium may compact LevelDB while we read it (a file vanishes under us): try again.
 const ARCHIVE_ATTEMPTS: usize = 5;
 
+/// How long after the page's last Local Storage write a save of a *running* browser's profile
+/// is complete. Chromium writes IndexedDB to disk when a transaction completes, but commits
+/// Local Storage lazily, about 5 s later (measured on Chromium 156); a browser that is shut
+/// down flushes both. So: save right after closing the browser, and save a live one only this
+/// long after it connected (or changed its login).
+pub const LIVE_SAVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The file an embedded (local/demo) runner generates when WA_AUTH_KEY is unset.
 pub const LOCAL_KEY_FILE: &str = "auth.key";
 

@@ -14,7 +14,7 @@ use wa_outbox::auth_store::{
 };
 use wa_outbox::config::Config;
 use wa_outbox::error_code::ErrorCode;
-use wa_outbox::testing::test_db;
+use wa_outbox::testing::{test_db, wait_for};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PG_DUMP: &str = "/usr/lib/postgresql/15/bin/pg_dump";
@@ -52,6 +52,18 @@ fn fake_profile(dir: &Path, marker: &str) {
     std::fs::write(dir.join("Default/Cookies"), "cookie-jar").unwrap();
     std::fs::create_dir_all(dir.join("Default/Cache")).unwrap();
     std::fs::write(dir.join("Default/Cache/data_0"), "cache").unwrap();
+}
+
+fn dir_contains(dir: &Path, needle: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path())
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
 }
 
 fn gunzip_contains(archive: &[u8], needle: &str) -> bool {
@@ -124,10 +136,13 @@ async fn site() -> Site {
     }
 }
 
-/// Opens `url` in a headless Chromium on `profile`, waits for the page's report, then shuts
-/// the browser down with SIGTERM (so it flushes its storage, as a closing runner does).
-async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value {
-    let mut child = tokio::process::Command::new(CHROMIUM)
+/// Opens `path` in a headless Chromium on `profile` and waits for the page's report.
+async fn open(
+    site: &mut Site,
+    profile: &Path,
+    path: &str,
+) -> (tokio::process::Child, serde_json::Value) {
+    let child = tokio::process::Command::new(CHROMIUM)
         .args([
             "--headless",
             "--no-sandbox",
@@ -149,6 +164,11 @@ async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value
         .await
         .expect("page reported within 30s")
         .expect("report channel open");
+    (child, report)
+}
+
+/// Shuts the browser down with SIGTERM (so it flushes its storage, as a closing runner does).
+async fn close(mut child: tokio::process::Child) {
     let pid = child.id().expect("chromium running") as i32;
     // SAFETY: plain kill(2) on the child we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -159,6 +179,11 @@ async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value
         child.kill().await.unwrap();
         panic!("chromium did not exit within 20s of SIGTERM");
     }
+}
+
+async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value {
+    let (child, report) = open(site, profile, path).await;
+    close(child).await;
     report
 }
 
@@ -203,6 +228,41 @@ async fn chromium_login_survives_archive_and_restore_into_a_fresh_profile() {
         .collect();
     restored_dirs.sort();
     assert_eq!(restored_dirs, ["IndexedDB", "Local Storage"]);
+    let restored = visit(&mut site, &b, "/read").await;
+    assert_eq!(restored, serde_json::json!({"ls": marker, "idb": marker}));
+}
+
+/// The runner also saves right after connecting, while the browser runs: what it archives
+/// then must already hold the login.
+#[tokio::test]
+async fn login_saved_from_a_running_browser_restores() {
+    let db = test_db().await;
+    new_session(&db.pool, "s1").await;
+    let store = AuthStore::new(db.pool.clone(), ring(&KeyRing::generate_spec("k1")));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let marker = format!("live-marker-{}", uuid::Uuid::new_v4().simple());
+    let mut site = site().await;
+
+    let (browser, written) = open(&mut site, &a, &format!("/write?marker={marker}")).await;
+    assert_eq!(written, serde_json::json!({"written": true}));
+    // IndexedDB is on disk when its transaction completes; Local Storage only after Chromium's
+    // commit delay (about 5 s here, hence LIVE_SAVE_SETTLE for the runner). Wait until it is.
+    let ls_dir = a.join("Default/Local Storage/leveldb");
+    wait_for(
+        "Local Storage committed to disk",
+        Duration::from_secs(30),
+        || {
+            let found = dir_contains(&ls_dir, &marker);
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+    let saved = store.save("s1", &a).await;
+    close(browser).await;
+    assert!(matches!(saved.unwrap(), SaveOutcome::Written { .. }));
+
+    assert!(store.restore("s1", &b).await.unwrap());
     let restored = visit(&mut site, &b, "/read").await;
     assert_eq!(restored, serde_json::json!({"ls": marker, "idb": marker}));
 }
