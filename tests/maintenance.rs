@@ -410,7 +410,9 @@ async fn only_one_of_two_competing_leaders_runs() {
          insert into wa_event (session_id, kind, created_at) values ('s', 'ack', now() - interval '30 days');",
     )
     .await;
-    let cfg = service_config("3s");
+    // A lease far longer than the run cadence: a loaded CI machine stalling the leader for a
+    // few seconds must not look like a dead leader here.
+    let cfg = service_config("15s");
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let stop = CancellationToken::new();
     let (ha, mut ra) = maintenance::spawn(db.pool.clone(), a, &cfg, stop.clone()).unwrap();
