@@ -370,6 +370,33 @@ fn append_tree<W: Write>(
     Ok(())
 }
 
+/// True when a login folder of the profile holds at least one file.
+pub fn has_login_files(profile_dir: &Path) -> std::io::Result<bool> {
+    fn any_file(dir: &Path) -> std::io::Result<bool> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if (ft.is_file() && !SKIPPED_FILES.iter().any(|s| entry.file_name() == *s))
+                || (ft.is_dir() && any_file(&entry.path())?)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    for dir in LOGIN_DIRS {
+        if any_file(&profile_dir.join(dir))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Unpacks an archive made by [`archive_profile`] into `profile_dir`, replacing whatever login
 /// folders were there. Everything is checked before anything is written: only plain files and
 /// folders under [`LOGIN_DIRS`], relative paths without `..`, within the size limits.
@@ -518,6 +545,9 @@ pub enum SaveOutcome {
     Unchanged,
     /// `save_owned` only: this runner no longer holds the session's lease; nothing written.
     NotOwner,
+    /// The profile holds no login storage at all (the browser never got that far): nothing
+    /// written, and any stored login is left as it was.
+    NoLogin,
 }
 
 /// What this runner last wrote for a session: skip identical rewrites.
@@ -586,9 +616,20 @@ impl AuthStore {
         owner: Option<uuid::Uuid>,
     ) -> Result<SaveOutcome, AuthError> {
         let dir = profile_dir.to_path_buf();
-        let archive = tokio::task::spawn_blocking(move || archive_profile(&dir))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let archive = tokio::task::spawn_blocking(move || {
+            if has_login_files(&dir)? {
+                archive_profile(&dir).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        // Storing an empty login would make the session look linked (and a restore "succeed"
+        // into a page that shows a QR): keep whatever is stored instead.
+        let Some(archive) = archive else {
+            return Ok(SaveOutcome::NoLogin);
+        };
         let archive_sha: [u8; 32] = Sha256::digest(&archive).into();
 
         let cached = self

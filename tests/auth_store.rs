@@ -342,7 +342,22 @@ async fn unchanged_login_is_not_rewritten_and_changes_are() {
         SaveOutcome::Written { .. }
     ));
 
+    // A profile without login storage never replaces a stored login.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("Default/IndexedDB")).unwrap();
+    std::fs::write(empty.join("Default/Cookies"), "c").unwrap();
+    assert_eq!(
+        store.save("s1", &empty).await.unwrap(),
+        SaveOutcome::NoLogin
+    );
+    assert!(store.has_login("s1").await.unwrap());
+
     assert!(store.delete("s1").await.unwrap());
+    assert!(!store.has_login("s1").await.unwrap());
+    assert_eq!(
+        store.save("s1", &empty).await.unwrap(),
+        SaveOutcome::NoLogin
+    );
     assert!(!store.has_login("s1").await.unwrap());
     assert!(!store.delete("s1").await.unwrap());
     assert!(!store.restore("s1", &tmp.path().join("x")).await.unwrap());
