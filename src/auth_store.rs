@@ -8,6 +8,13 @@
 //! session's archive cannot be replayed as another's), and upsert one row per session. Any
 //! runner can then restore the login into a fresh profile before the page loads, so a session
 //! is tied to no machine.
+//!
+//! When a runner calls it: `restore` into an emptied profile folder before the browser starts
+//! (an error there is `failed` / `auth_restore_failed`, never a fresh QR); `save` (or
+//! `save_owned`, fenced on the lease) after the browser was closed for stop / hibernate /
+//! drain, and for a live browser no sooner than [`LIVE_SAVE_SETTLE`] after it connected;
+//! `delete` once the device is unlinked. Unchanged logins are not rewritten, so saving often
+//! is cheap.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
