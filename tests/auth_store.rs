@@ -54,16 +54,34 @@ fn fake_profile(dir: &Path, marker: &str) {
     std::fs::write(dir.join("Default/Cache/data_0"), "cache").unwrap();
 }
 
+/// True when any file under `dir` (recursively) contains `needle`.
 fn dir_contains(dir: &Path, needle: &str) -> bool {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .any(|e| {
-            std::fs::read(e.path())
+            let path = e.path();
+            if path.is_dir() {
+                return dir_contains(&path, needle);
+            }
+            std::fs::read(&path)
                 .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
                 .unwrap_or(false)
         })
+}
+
+/// Waits until both login stores of `profile` hold `marker` on disk. IndexedDB is written when
+/// its transaction completes; Local Storage only after Chromium's commit delay (about 5 s),
+/// and a browser shut down under load may not flush it first.
+async fn wait_durable(profile: &Path, marker: &str) {
+    let profile = profile.to_path_buf();
+    wait_for("the login written to disk", Duration::from_secs(30), || {
+        let done = dir_contains(&profile.join("Default/Local Storage"), marker)
+            && dir_contains(&profile.join("Default/IndexedDB"), marker);
+        async move { done.then_some(()) }
+    })
+    .await;
 }
 
 fn gunzip_contains(archive: &[u8], needle: &str) -> bool {
@@ -197,8 +215,10 @@ async fn chromium_login_survives_archive_and_restore_into_a_fresh_profile() {
     let marker = format!("wa-login-marker-{}", uuid::Uuid::new_v4().simple());
     let mut site = site().await;
 
-    let written = visit(&mut site, &a, &format!("/write?marker={marker}")).await;
+    let (browser, written) = open(&mut site, &a, &format!("/write?marker={marker}")).await;
     assert_eq!(written, serde_json::json!({"written": true}));
+    wait_durable(&a, &marker).await;
+    close(browser).await;
     // What Chromium 156 actually wrote is what we archive.
     assert!(a.join("Default/Local Storage/leveldb").is_dir());
     assert!(std::fs::read_dir(a.join("Default/IndexedDB"))
@@ -246,18 +266,9 @@ async fn login_saved_from_a_running_browser_restores() {
 
     let (browser, written) = open(&mut site, &a, &format!("/write?marker={marker}")).await;
     assert_eq!(written, serde_json::json!({"written": true}));
-    // IndexedDB is on disk when its transaction completes; Local Storage only after Chromium's
-    // commit delay (about 5 s here, hence LIVE_SAVE_SETTLE for the runner). Wait until it is.
-    let ls_dir = a.join("Default/Local Storage/leveldb");
-    wait_for(
-        "Local Storage committed to disk",
-        Duration::from_secs(30),
-        || {
-            let found = dir_contains(&ls_dir, &marker);
-            async move { found.then_some(()) }
-        },
-    )
-    .await;
+    // A live save is complete once both stores reached the disk (LIVE_SAVE_SETTLE for the
+    // runner, which cannot look).
+    wait_durable(&a, &marker).await;
     let saved = store.save("s1", &a).await;
     close(browser).await;
     assert!(matches!(saved.unwrap(), SaveOutcome::Written { .. }));
