@@ -8,6 +8,13 @@
 //! session's archive cannot be replayed as another's), and upsert one row per session. Any
 //! runner can then restore the login into a fresh profile before the page loads, so a session
 //! is tied to no machine.
+//!
+//! When a runner calls it: `restore` into an emptied profile folder before the browser starts
+//! (an error there is `failed` / `auth_restore_failed`, never a fresh QR); `save` (or
+//! `save_owned`, fenced on the lease) after the browser was closed for stop / hibernate /
+//! drain, and for a live browser no sooner than [`LIVE_SAVE_SETTLE`] after it connected;
+//! `delete` once the device is unlinked. Unchanged logins are not rewritten, so saving often
+//! is cheap.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -37,6 +44,13 @@ pub const MAX_UNPACKED_BYTES: u64 = 1 << 30;
 pub const MAX_ENTRIES: usize = 100_000;
 /// A live Chromium may compact LevelDB while we read it (a file vanishes under us): try again.
 const ARCHIVE_ATTEMPTS: usize = 5;
+
+/// How long after the page's last Local Storage write a save of a *running* browser's profile
+/// is complete. Chromium writes IndexedDB to disk when a transaction completes, but commits
+/// Local Storage lazily, about 5 s later (measured on Chromium 156); a browser that is shut
+/// down flushes both. So: save right after closing the browser, and save a live one only this
+/// long after it connected (or changed its login).
+pub const LIVE_SAVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The file an embedded (local/demo) runner generates when WA_AUTH_KEY is unset.
 pub const LOCAL_KEY_FILE: &str = "auth.key";
@@ -363,6 +377,33 @@ fn append_tree<W: Write>(
     Ok(())
 }
 
+/// True when a login folder of the profile holds at least one file.
+pub fn has_login_files(profile_dir: &Path) -> std::io::Result<bool> {
+    fn any_file(dir: &Path) -> std::io::Result<bool> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let ft = entry.file_type()?;
+            if (ft.is_file() && !SKIPPED_FILES.iter().any(|s| entry.file_name() == *s))
+                || (ft.is_dir() && any_file(&entry.path())?)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    for dir in LOGIN_DIRS {
+        if any_file(&profile_dir.join(dir))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Unpacks an archive made by [`archive_profile`] into `profile_dir`, replacing whatever login
 /// folders were there. Everything is checked before anything is written: only plain files and
 /// folders under [`LOGIN_DIRS`], relative paths without `..`, within the size limits.
@@ -511,6 +552,9 @@ pub enum SaveOutcome {
     Unchanged,
     /// `save_owned` only: this runner no longer holds the session's lease; nothing written.
     NotOwner,
+    /// The profile holds no login storage at all (the browser never got that far): nothing
+    /// written, and any stored login is left as it was.
+    NoLogin,
 }
 
 /// What this runner last wrote for a session: skip identical rewrites.
@@ -579,9 +623,20 @@ impl AuthStore {
         owner: Option<uuid::Uuid>,
     ) -> Result<SaveOutcome, AuthError> {
         let dir = profile_dir.to_path_buf();
-        let archive = tokio::task::spawn_blocking(move || archive_profile(&dir))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let archive = tokio::task::spawn_blocking(move || {
+            if has_login_files(&dir)? {
+                archive_profile(&dir).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        // Storing an empty login would make the session look linked (and a restore "succeed"
+        // into a page that shows a QR): keep whatever is stored instead.
+        let Some(archive) = archive else {
+            return Ok(SaveOutcome::NoLogin);
+        };
         let archive_sha: [u8; 32] = Sha256::digest(&archive).into();
 
         let cached = self

@@ -14,7 +14,7 @@ use wa_outbox::auth_store::{
 };
 use wa_outbox::config::Config;
 use wa_outbox::error_code::ErrorCode;
-use wa_outbox::testing::test_db;
+use wa_outbox::testing::{test_db, wait_for};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PG_DUMP: &str = "/usr/lib/postgresql/15/bin/pg_dump";
@@ -52,6 +52,36 @@ fn fake_profile(dir: &Path, marker: &str) {
     std::fs::write(dir.join("Default/Cookies"), "cookie-jar").unwrap();
     std::fs::create_dir_all(dir.join("Default/Cache")).unwrap();
     std::fs::write(dir.join("Default/Cache/data_0"), "cache").unwrap();
+}
+
+/// True when any file under `dir` (recursively) contains `needle`.
+fn dir_contains(dir: &Path, needle: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                return dir_contains(&path, needle);
+            }
+            std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+}
+
+/// Waits until both login stores of `profile` hold `marker` on disk. IndexedDB is written when
+/// its transaction completes; Local Storage only after Chromium's commit delay (about 5 s),
+/// and a browser shut down under load may not flush it first.
+async fn wait_durable(profile: &Path, marker: &str) {
+    let profile = profile.to_path_buf();
+    wait_for("the login written to disk", Duration::from_secs(30), || {
+        let done = dir_contains(&profile.join("Default/Local Storage"), marker)
+            && dir_contains(&profile.join("Default/IndexedDB"), marker);
+        async move { done.then_some(()) }
+    })
+    .await;
 }
 
 fn gunzip_contains(archive: &[u8], needle: &str) -> bool {
@@ -124,10 +154,13 @@ async fn site() -> Site {
     }
 }
 
-/// Opens `url` in a headless Chromium on `profile`, waits for the page's report, then shuts
-/// the browser down with SIGTERM (so it flushes its storage, as a closing runner does).
-async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value {
-    let mut child = tokio::process::Command::new(CHROMIUM)
+/// Opens `path` in a headless Chromium on `profile` and waits for the page's report.
+async fn open(
+    site: &mut Site,
+    profile: &Path,
+    path: &str,
+) -> (tokio::process::Child, serde_json::Value) {
+    let child = tokio::process::Command::new(CHROMIUM)
         .args([
             "--headless",
             "--no-sandbox",
@@ -149,6 +182,11 @@ async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value
         .await
         .expect("page reported within 30s")
         .expect("report channel open");
+    (child, report)
+}
+
+/// Shuts the browser down with SIGTERM (so it flushes its storage, as a closing runner does).
+async fn close(mut child: tokio::process::Child) {
     let pid = child.id().expect("chromium running") as i32;
     // SAFETY: plain kill(2) on the child we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -159,6 +197,11 @@ async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value
         child.kill().await.unwrap();
         panic!("chromium did not exit within 20s of SIGTERM");
     }
+}
+
+async fn visit(site: &mut Site, profile: &Path, path: &str) -> serde_json::Value {
+    let (child, report) = open(site, profile, path).await;
+    close(child).await;
     report
 }
 
@@ -172,8 +215,10 @@ async fn chromium_login_survives_archive_and_restore_into_a_fresh_profile() {
     let marker = format!("wa-login-marker-{}", uuid::Uuid::new_v4().simple());
     let mut site = site().await;
 
-    let written = visit(&mut site, &a, &format!("/write?marker={marker}")).await;
+    let (browser, written) = open(&mut site, &a, &format!("/write?marker={marker}")).await;
     assert_eq!(written, serde_json::json!({"written": true}));
+    wait_durable(&a, &marker).await;
+    close(browser).await;
     // What Chromium 156 actually wrote is what we archive.
     assert!(a.join("Default/Local Storage/leveldb").is_dir());
     assert!(std::fs::read_dir(a.join("Default/IndexedDB"))
@@ -203,6 +248,32 @@ async fn chromium_login_survives_archive_and_restore_into_a_fresh_profile() {
         .collect();
     restored_dirs.sort();
     assert_eq!(restored_dirs, ["IndexedDB", "Local Storage"]);
+    let restored = visit(&mut site, &b, "/read").await;
+    assert_eq!(restored, serde_json::json!({"ls": marker, "idb": marker}));
+}
+
+/// The runner also saves right after connecting, while the browser runs: what it archives
+/// then must already hold the login.
+#[tokio::test]
+async fn login_saved_from_a_running_browser_restores() {
+    let db = test_db().await;
+    new_session(&db.pool, "s1").await;
+    let store = AuthStore::new(db.pool.clone(), ring(&KeyRing::generate_spec("k1")));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let marker = format!("live-marker-{}", uuid::Uuid::new_v4().simple());
+    let mut site = site().await;
+
+    let (browser, written) = open(&mut site, &a, &format!("/write?marker={marker}")).await;
+    assert_eq!(written, serde_json::json!({"written": true}));
+    // A live save is complete once both stores reached the disk (LIVE_SAVE_SETTLE for the
+    // runner, which cannot look).
+    wait_durable(&a, &marker).await;
+    let saved = store.save("s1", &a).await;
+    close(browser).await;
+    assert!(matches!(saved.unwrap(), SaveOutcome::Written { .. }));
+
+    assert!(store.restore("s1", &b).await.unwrap());
     let restored = visit(&mut site, &b, "/read").await;
     assert_eq!(restored, serde_json::json!({"ls": marker, "idb": marker}));
 }
@@ -282,7 +353,22 @@ async fn unchanged_login_is_not_rewritten_and_changes_are() {
         SaveOutcome::Written { .. }
     ));
 
+    // A profile without login storage never replaces a stored login.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("Default/IndexedDB")).unwrap();
+    std::fs::write(empty.join("Default/Cookies"), "c").unwrap();
+    assert_eq!(
+        store.save("s1", &empty).await.unwrap(),
+        SaveOutcome::NoLogin
+    );
+    assert!(store.has_login("s1").await.unwrap());
+
     assert!(store.delete("s1").await.unwrap());
+    assert!(!store.has_login("s1").await.unwrap());
+    assert_eq!(
+        store.save("s1", &empty).await.unwrap(),
+        SaveOutcome::NoLogin
+    );
     assert!(!store.has_login("s1").await.unwrap());
     assert!(!store.delete("s1").await.unwrap());
     assert!(!store.restore("s1", &tmp.path().join("x")).await.unwrap());

@@ -410,7 +410,9 @@ async fn only_one_of_two_competing_leaders_runs() {
          insert into wa_event (session_id, kind, created_at) values ('s', 'ack', now() - interval '30 days');",
     )
     .await;
-    let cfg = service_config("3s");
+    // A lease far longer than the run cadence: a loaded CI machine stalling the leader for a
+    // few seconds must not look like a dead leader here.
+    let cfg = service_config("15s");
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let stop = CancellationToken::new();
     let (ha, mut ra) = maintenance::spawn(db.pool.clone(), a, &cfg, stop.clone()).unwrap();
@@ -543,4 +545,53 @@ async fn election_is_one_statement_that_respects_a_live_lease() {
         "takeover after expiry"
     );
     assert!(!acquire(&db.pool, "maintenance", a, ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_blocked_batch_times_out_and_the_other_tasks_still_run() {
+    let db = test_db().await;
+    exec(
+        &db.pool,
+        "insert into wa_runner (id, host, pid, version, capacity, heartbeat_at)
+           values (gen_random_uuid(), 'dead', 1, 'v', 1, now() - interval '1 day');
+         insert into wa_session (id) values ('s');
+         insert into wa_event (session_id, kind, created_at) values ('s', 'ack', now() - interval '30 days');",
+    )
+    .await;
+    // Someone holds wa_event locked (a long migration, a stuck admin session).
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table wa_event in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let mut cfg = MaintenanceConfig::from_config(&config(&[])).unwrap();
+    let short = Duration::from_millis(300);
+    cfg.prune.batching.timeout = short;
+    // Its event insert needs wa_event too, even when it has nothing to mark.
+    cfg.forget_idle.batching.timeout = short;
+    cfg.validate().unwrap();
+    let t0 = std::time::Instant::now();
+    let r = maintenance::run_once(&db.pool, &cfg).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "bounded: {:?}",
+        t0.elapsed()
+    );
+    let err = r
+        .prune
+        .events
+        .error
+        .clone()
+        .expect("the blocked batch failed");
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(r.forget_idle.marked_logged_out.error.is_some());
+    assert!(!r.ok());
+    assert_eq!(r.dead_runners.rows, 1, "the other tasks ran");
+    assert!(r.dead_runners.ok() && r.expired_leases.ok() && r.failed_logged_out.ok());
+
+    blocker.rollback().await.unwrap();
+    let r = maintenance::run_once(&db.pool, &cfg).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.prune.events.rows, 1);
 }

@@ -6,6 +6,9 @@
 //! what it did. The service emits a [`MaintenanceReport`] after every run, which is what the
 //! logs, the metrics and the tests look at: tests wait on reports, never on sleeps.
 //!
+//! Hibernating idle sessions is not here: it needs the owning runner to save the login and
+//! close its browser, so each runner's reconciler does it for its own sessions.
+//!
 //! Leadership is a row in `wa_leader` (see [`leader`]), not a session advisory lock, so it
 //! survives PgBouncer in transaction mode.
 
