@@ -16,6 +16,10 @@ use crate::driver::{DriverEvent, SessionSpec};
 use crate::error_code::ErrorCode;
 use crate::runner::{SessionCmd, SessionEntry, Shared};
 
+/// While connected, the login is saved this often (a no-op when it did not change), so a runner
+/// killed without warning leaves a recent login behind.
+const LIVE_SAVE_EVERY: Duration = Duration::from_secs(60);
+
 /// How long the page may take to confirm an unlink before the login is forgotten anyway.
 const LOGOUT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -412,15 +416,16 @@ async fn drive(
         return Ok(Exit::Quiet);
     }
     if restore {
-        if let Err(e) = shared.logins.restore(id, &profile_dir).await {
-            finish(
-                shared,
-                id,
-                "failed",
-                Some((ErrorCode::AuthRestoreFailed, &e)),
-            )
-            .await?;
-            return Ok(Exit::Quiet);
+        match shared.logins.restore(id, &profile_dir).await {
+            Ok(_) => {}
+            Err(e) if e.transient => {
+                return Ok(Exit::Restart(format!("restoring the login: {}", e.message)))
+            }
+            Err(e) => {
+                let err = Some((ErrorCode::AuthRestoreFailed, e.message.as_str()));
+                finish(shared, id, "failed", err).await?;
+                return Ok(Exit::Quiet);
+            }
         }
     }
     if !set_status(shared, id, "starting", None).await? {
@@ -446,6 +451,7 @@ async fn drive(
     let mut logout_pending = false;
     let mut logout_deadline: Option<tokio::time::Instant> = None;
     let mut connected = false;
+    let mut save_at: Option<tokio::time::Instant> = None;
 
     let close = |session: Arc<dyn crate::driver::Session>| async move {
         if tokio::time::timeout(Duration::from_secs(10), session.close())
@@ -463,6 +469,12 @@ async fn drive(
 
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)), if save_at.is_some() => {
+                if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
+                    tracing::warn!(session = %id, error = %e, "could not save the login");
+                }
+                save_at = Some(tokio::time::Instant::now() + LIVE_SAVE_EVERY);
+            }
             _ = tokio::time::sleep_until(logout_deadline.unwrap_or_else(tokio::time::Instant::now)), if logout_deadline.is_some() => {
                 tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
                 detach(shared);
@@ -526,9 +538,9 @@ async fn drive(
                             e.handle = Some(session.clone());
                         }
                         shared.dispatch_wake.notify_one();
-                        if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
-                            tracing::warn!(session = %id, error = %e, "could not save the login");
-                        }
+                        // Local Storage reaches the disk seconds after the page writes it: save once
+                        // it has settled, and again now and then (an unchanged login is not rewritten).
+                        save_at = Some(tokio::time::Instant::now() + crate::auth_store::LIVE_SAVE_SETTLE);
                     }
                     DriverEvent::Disconnected { reason } => {
                         tracing::info!(session = %id, %reason, "socket dropped; the page reconnects");
@@ -584,10 +596,11 @@ async fn drive(
                         detach(shared);
                         // Wait for an in-flight send of this session to settle before closing its page.
                         wait_not_in_flight(shared, id).await;
+                        // A normal browser shutdown writes both stores to disk: close, then save.
+                        close(session).await;
                         if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
                             tracing::warn!(session = %id, error = %e, "could not save the login");
                         }
-                        close(session).await;
                         match cmd {
                             SessionCmd::Stop => finish(shared, id, "stopped", None).await?,
                             SessionCmd::Hibernate => {

@@ -90,7 +90,7 @@ pub trait LoginStore: Send + Sync + 'static {
         &self,
         session_id: &str,
         profile_dir: &std::path::Path,
-    ) -> Result<bool, String>;
+    ) -> Result<bool, RestoreError>;
     /// Stores the login, fenced on `runner_id` still holding the session's lease.
     async fn save(
         &self,
@@ -102,12 +102,20 @@ pub trait LoginStore: Send + Sync + 'static {
     async fn has_login(&self, session_id: &str) -> Result<bool, String>;
 }
 
+/// Why a stored login could not be put back. A transient cause (database, disk) is retried;
+/// anything else fails the session with auth_restore_failed rather than silently showing a QR.
+#[derive(Debug)]
+pub struct RestoreError {
+    pub transient: bool,
+    pub message: String,
+}
+
 /// No stored logins: every new browser starts from its local profile folder only.
 pub struct NoLoginStore;
 
 #[async_trait]
 impl LoginStore for NoLoginStore {
-    async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, String> {
+    async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, RestoreError> {
         Ok(false)
     }
     async fn save(&self, _: &str, _: Uuid, _: &std::path::Path) -> Result<(), String> {
@@ -128,10 +136,13 @@ impl LoginStore for crate::auth_store::AuthStore {
         &self,
         session_id: &str,
         profile_dir: &std::path::Path,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RestoreError> {
         crate::auth_store::AuthStore::restore(self, session_id, profile_dir)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| RestoreError {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            })
     }
     async fn save(
         &self,

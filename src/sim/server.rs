@@ -536,9 +536,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
     }
     let auto = w.faults.auto_ack;
     let step = w.config.ack_step;
-    let recipient_registered = to
-        .strip_suffix("@c.us")
-        .is_none_or(|u| w.is_registered(u));
+    let recipient_registered = to.strip_suffix("@c.us").is_none_or(|u| w.is_registered(u));
     drop(w);
     let st = st.clone();
     tokio::spawn(async move {
