@@ -29,6 +29,14 @@ pub enum Command {
     Sim(crate::sim::SimArgs),
     /// The end-to-end demo on the embedded defaults.
     Demo(crate::demo::DemoArgs),
+    /// Start or stop a throwaway PostgreSQL cluster (used by the test script).
+    #[command(hide = true)]
+    DevPg {
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -55,6 +63,7 @@ pub fn main() -> ExitCode {
             Command::Status { json } => crate::status::status_command(&config, json).await,
             Command::Sim(args) => crate::sim::main(args).await,
             Command::Demo(args) => crate::demo::main(config, args).await,
+            Command::DevPg { action, dir } => dev_pg(&action, &dir).await,
         }
     });
     match result {
@@ -63,5 +72,18 @@ pub fn main() -> ExitCode {
             eprintln!("wa-outbox: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the admin URL of a fast throwaway cluster in `dir` (started or reused), or stops it.
+async fn dev_pg(action: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    use crate::embedded_pg::{EmbeddedPg, PgOptions};
+    let mut pg = EmbeddedPg::start(dir, PgOptions { fast: true }).await?;
+    if action == "stop" {
+        pg.force_stop()
+    } else {
+        pg.detach();
+        println!("{}", pg.url("postgres"));
+        Ok(())
     }
 }

@@ -16,12 +16,21 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 const STATEMENT_TIMEOUT: &str = "30s";
 
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_as(url, max_connections, "wa-outbox").await
+}
+
+/// `application_name` tells the connections of one process apart in pg_stat_activity.
+pub async fn connect_as(
+    url: &str,
+    max_connections: u32,
+    application_name: &str,
+) -> anyhow::Result<PgPool> {
     let opts: PgConnectOptions = url
         .parse()
         .with_context(|| "DATABASE_URL is not a valid PostgreSQL URL")?;
     let opts = opts
         .options([("statement_timeout", STATEMENT_TIMEOUT)])
-        .application_name("wa-outbox");
+        .application_name(application_name);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -1,1 +1,671 @@
-//! The dispatcher: claims due messages for owned connected sessions and sends them at most once.
+//! The dispatcher: claims due messages for the sessions this runner owns and has connected,
+//! sends them through the page, and settles them. Sending is at most once:
+//!
+//! 1. The claim moves a row to `sending` with `attempts + 1` and its WhatsApp message id already
+//!    chosen (derived from the row), and commits — before the page is asked anything.
+//! 2. Only then the page sends under that id.
+//! 3. Whoever later finds a row in `sending` (a new owner after a crash, or a retry after a
+//!    timeout) asks the page whether that id exists in the chat, and re-sends only if not.
+//!
+//! Claims and completions are batched (one statement each for all ready sessions) because every
+//! message is written twice; per session there is one message in flight, in (priority, id)
+//! order, spaced by the minimum interval plus jitter.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::postgres::PgListener;
+use sqlx::Row;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::driver::{DriverError, Media, MessageKind, OutgoingMessage, Session};
+use crate::error_code::ErrorCode;
+use crate::runner::Shared;
+
+/// WhatsApp refuses longer texts and captions.
+pub const MAX_BODY_CHARS: usize = 65_536;
+/// Base and cap of the retry back-off for transient send failures.
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Exponential back-off with ±25 % jitter: `base * 2^(n-1)`, capped.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let d = exp.min(max);
+    d.mul_f64(rand::rng().random_range(0.75..1.25))
+}
+
+/// LISTEN wa_outbox: wake the dispatcher for our sessions' messages and the reconciler for
+/// session changes. Notifications are only a hint; both loops also poll.
+pub async fn listen(shared: Arc<Shared>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&shared.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen("wa_outbox").await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything sent while we were not listening is found by one look now.
+        shared.dispatch_wake.notify_one();
+        shared.reconcile_wake.notify_one();
+        // Ok(None) or an error: the connection dropped; reconnect, then look again.
+        while let Ok(Some(n)) = listener.try_recv().await {
+            let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap_or_default();
+            match v["kind"].as_str() {
+                Some("message") => {
+                    let sid = v["session_id"].as_str().unwrap_or_default();
+                    if shared.sessions().contains_key(sid) {
+                        shared.dispatch_wake.notify_one();
+                    } else {
+                        // A message may wake a hibernated session.
+                        shared.reconcile_wake.notify_one();
+                    }
+                }
+                _ => shared.reconcile_wake.notify_one(),
+            }
+        }
+    }
+}
+
+/// How one send ended, for the batched completion write.
+#[derive(Debug)]
+struct Completion {
+    id: i64,
+    session_id: String,
+    status: &'static str,
+    code: Option<ErrorCode>,
+    error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+    ack: Option<i16>,
+}
+
+struct Claimed {
+    id: i64,
+    session_id: String,
+    recipient: String,
+    kind: String,
+    body: Option<String>,
+    media_url: Option<String>,
+    media_data: Option<Vec<u8>>,
+    media_mime: Option<String>,
+    media_filename: Option<String>,
+    options: serde_json::Value,
+    attempts: i32,
+    max_attempts: i32,
+    chat_id: String,
+    wa_message_id: String,
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let (done_tx, done_rx) = mpsc::channel::<Completion>(8192);
+    let writer = tokio::spawn(write_completions(shared.clone(), done_rx));
+    let known = Arc::new(Mutex::new(HashSet::<String>::new()));
+    loop {
+        if shared.draining.is_cancelled() {
+            break;
+        }
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut recover = Vec::new();
+        let mut next_wake = now + shared.cfg.poll_interval;
+        {
+            let mut sessions = shared.sessions();
+            for (id, e) in sessions.iter_mut() {
+                let Some(handle) = e.handle.clone() else {
+                    continue;
+                };
+                if e.in_flight || e.recovering {
+                    continue;
+                }
+                if !e.recovered {
+                    e.recovering = true;
+                    recover.push((id.clone(), handle));
+                } else if e.next_send_at <= now {
+                    ready.push(id.clone());
+                } else {
+                    next_wake = next_wake.min(e.next_send_at);
+                }
+            }
+        }
+        for (id, handle) in recover {
+            tokio::spawn(recover_session(shared.clone(), id, handle));
+        }
+        if !ready.is_empty() {
+            match claim(&shared, &ready).await {
+                Ok(rows) => {
+                    let mut sessions = shared.sessions();
+                    for row in rows {
+                        let Some(e) = sessions.get_mut(&row.session_id) else {
+                            continue;
+                        };
+                        let Some(handle) = e.handle.clone() else {
+                            continue;
+                        };
+                        e.in_flight = true;
+                        let tx = done_tx.clone();
+                        let sh = shared.clone();
+                        let known = known.clone();
+                        tokio::spawn(async move {
+                            let c = send_one(&sh, handle, row, &known).await;
+                            let _ = tx.send(c).await;
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming messages failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shared.dispatch_wake.notified() => {}
+            _ = tokio::time::sleep_until(next_wake) => {}
+            _ = shared.draining.cancelled() => {}
+        }
+    }
+    // Drain: let in-flight sends finish within the bound, then flush their completions.
+    let deadline = Instant::now() + shared.cfg.drain_timeout;
+    while shared.sessions().values().any(|e| e.in_flight) && Instant::now() < deadline {
+        tokio::select! {
+            _ = shared.dispatch_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    drop(done_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> {
+    let t0 = Instant::now();
+    // The chat id here is only the cheap form of the recipient; send_one checks it against the
+    // real normalisation and fails the row (invalid_recipient) when they differ.
+    let rows = sqlx::query(
+        "with ready as (select unnest($2::text[]) as sid),
+         picked as (
+           select m.id from ready r
+           cross join lateral (
+             select id from wa_message
+             where session_id = r.sid and status = 'queued' and not_before <= now()
+             order by priority, id limit 1
+             for update skip locked) m
+         ),
+         chats as (
+           select m.id,
+             case when m.recipient like '%@%' then trim(m.recipient)
+                  else regexp_replace(m.recipient, '[^0-9]', '', 'g') || '@c.us' end as chat
+           from wa_message m join picked p on p.id = m.id
+         )
+         update wa_message m set status = 'sending', attempts = m.attempts + 1, runner_id = $1, sending_at = now(),
+           chat_id = c.chat,
+           wa_message_id = coalesce(m.wa_message_id, 'true_' || c.chat || '_3EB0' ||
+             upper(substr(md5(m.id::text || ':' || m.session_id || ':' || extract(epoch from m.created_at)::text), 1, 16)))
+         from chats c, wa_session s
+         where m.id = c.id and s.id = m.session_id and s.runner_id = $1 and s.lease_until > now()
+         returning m.id, m.session_id, m.recipient, m.kind, m.body, m.media_url, m.media_data, m.media_mime,
+                   m.media_filename, m.options, m.attempts, m.max_attempts, m.chat_id, m.wa_message_id",
+    )
+    .bind(shared.id)
+    .bind(ready)
+    .fetch_all(&shared.pool)
+    .await?;
+    if let Some(m) = &shared.metrics {
+        m.observe_claim_latency(t0.elapsed());
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.get("id"),
+            session_id: r.get("session_id"),
+            recipient: r.get("recipient"),
+            kind: r.get("kind"),
+            body: r.get("body"),
+            media_url: r.get("media_url"),
+            media_data: r.get("media_data"),
+            media_mime: r.get("media_mime"),
+            media_filename: r.get("media_filename"),
+            options: r.get("options"),
+            attempts: r.get("attempts"),
+            max_attempts: r.get("max_attempts"),
+            chat_id: r.get("chat_id"),
+            wa_message_id: r.get("wa_message_id"),
+        })
+        .collect())
+}
+
+fn permanent(code: ErrorCode, msg: impl Into<String>) -> DriverError {
+    DriverError::permanent(code, msg)
+}
+
+/// Everything a row must satisfy before the page sees it; failures here are permanent.
+async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, DriverError> {
+    let jid = crate::recipient::normalize(&row.recipient)
+        .map_err(|e| permanent(ErrorCode::InvalidRecipient, e))?;
+    if jid.as_str() != row.chat_id {
+        return Err(permanent(
+            ErrorCode::InvalidRecipient,
+            format!("`{}` is not a phone number or JID", row.recipient),
+        ));
+    }
+    let kind = MessageKind::parse(&row.kind).ok_or_else(|| {
+        permanent(
+            ErrorCode::InvalidOptions,
+            format!("unknown kind `{}`", row.kind),
+        )
+    })?;
+    if let Some(b) = &row.body {
+        if b.chars().count() > MAX_BODY_CHARS {
+            return Err(permanent(
+                ErrorCode::BodyTooLong,
+                format!(
+                    "{} characters; the limit is {MAX_BODY_CHARS}",
+                    b.chars().count()
+                ),
+            ));
+        }
+    }
+    let obj = row.options.as_object().cloned().unwrap_or_default();
+    for (k, v) in &obj {
+        let ok = match k.as_str() {
+            "reply_to" => v.is_string(),
+            "link_preview" => v.is_boolean(),
+            _ => false,
+        };
+        if !ok {
+            return Err(permanent(ErrorCode::InvalidOptions, format!("options.{k}: unknown key or wrong type (allowed: reply_to string, link_preview bool)")));
+        }
+    }
+    let media = if kind == MessageKind::Text {
+        if row.body.as_deref().is_none_or(|b| b.trim().is_empty()) {
+            return Err(permanent(
+                ErrorCode::EmptyMessage,
+                "a text message needs a body",
+            ));
+        }
+        None
+    } else if let Some(data) = &row.media_data {
+        let mime = row
+            .media_mime
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| {
+                permanent(
+                    ErrorCode::MediaMissing,
+                    "media_mime is required with media_data",
+                )
+            })?;
+        if data.len() as u64 > shared.cfg_media_max() {
+            return Err(permanent(
+                ErrorCode::MediaTooLarge,
+                format!("{} bytes", data.len()),
+            ));
+        }
+        Some(Media {
+            data: bytes::Bytes::copy_from_slice(data),
+            mime,
+            filename: row.media_filename.clone(),
+        })
+    } else if let Some(url) = &row.media_url {
+        let fetcher = shared.media.as_ref().ok_or_else(|| {
+            permanent(
+                ErrorCode::MediaFetchFailed,
+                "media fetching is not configured",
+            )
+        })?;
+        let mut m = fetcher
+            .fetch(url, row.media_mime.as_deref())
+            .await
+            .map_err(|e| {
+                if e.code == ErrorCode::MediaFetchFailed {
+                    DriverError::transient(e.code, e.message)
+                } else {
+                    permanent(e.code, e.message)
+                }
+            })?;
+        if m.filename.is_none() {
+            m.filename = row.media_filename.clone();
+        }
+        Some(m)
+    } else {
+        return Err(permanent(
+            ErrorCode::MediaMissing,
+            format!("a {} message needs media_url or media_data", row.kind),
+        ));
+    };
+    let id = row
+        .wa_message_id
+        .rsplit_once('_')
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_default();
+    Ok(OutgoingMessage {
+        chat_id: row.chat_id.clone(),
+        id,
+        wa_message_id: row.wa_message_id.clone(),
+        kind,
+        body: row.body.clone(),
+        media,
+        options: serde_json::Value::Object(obj),
+    })
+}
+
+impl Shared {
+    fn cfg_media_max(&self) -> u64 {
+        self.media
+            .as_ref()
+            .map(|m| m.max_bytes())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+async fn send_one(
+    shared: &Shared,
+    session: Arc<dyn Session>,
+    row: Claimed,
+    known: &Mutex<HashSet<String>>,
+) -> Completion {
+    let started = Instant::now();
+    let outcome = async {
+        let msg = prepare(shared, &row).await?;
+        let timeout = shared.cfg.send_timeout;
+        let bounded = |what: &'static str| {
+            move |_| {
+                DriverError::transient(
+                    ErrorCode::SendTimeout,
+                    format!("{what} took longer than {timeout:?}"),
+                )
+            }
+        };
+        // An earlier attempt may have reached WhatsApp before it failed: ask before sending again.
+        if row.attempts > 1 {
+            if let Some(ack) = tokio::time::timeout(
+                timeout,
+                session.find_message(&msg.chat_id, &msg.wa_message_id),
+            )
+            .await
+            .map_err(bounded("lookup"))??
+            {
+                return Ok(Some(ack));
+            }
+        }
+        let key = format!("{}|{}", row.session_id, msg.chat_id);
+        let is_known = known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key);
+        if !is_known && !msg.chat_id.ends_with("@g.us") {
+            let exists = tokio::time::timeout(timeout, session.number_exists(&msg.chat_id))
+                .await
+                .map_err(bounded("number lookup"))??;
+            if !exists {
+                return Err(permanent(
+                    ErrorCode::NotOnWhatsapp,
+                    format!("{} has no WhatsApp account", msg.chat_id),
+                ));
+            }
+            let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
+            if k.len() > 100_000 {
+                k.clear();
+            }
+            k.insert(key);
+        }
+        tokio::time::timeout(timeout, session.send(&msg))
+            .await
+            .map_err(bounded("send"))??;
+        Ok(None)
+    }
+    .await;
+    if let Some(m) = &shared.metrics {
+        m.observe_send_latency(started.elapsed());
+    }
+    let base = Completion {
+        id: row.id,
+        session_id: row.session_id.clone(),
+        status: "sent",
+        code: None,
+        error: None,
+        retry_at: None,
+        ack: None,
+    };
+    match outcome {
+        Ok(found_ack) => Completion {
+            status: status_for_ack(found_ack.unwrap_or(0)),
+            ack: found_ack.map(|a| a as i16),
+            ..base
+        },
+        Err(DriverError::Permanent { code, message }) => Completion {
+            status: "failed",
+            code: Some(code),
+            error: Some(message),
+            ..base
+        },
+        Err(DriverError::Transient { code, message }) => {
+            if row.attempts >= row.max_attempts {
+                let error = format!("{} attempts; last: {code}: {message}", row.attempts);
+                Completion {
+                    status: "failed",
+                    code: Some(ErrorCode::AttemptsExhausted),
+                    error: Some(error),
+                    ..base
+                }
+            } else {
+                let delay = backoff(row.attempts as u32, shared.cfg.retry_base, RETRY_MAX);
+                tracing::info!(message_id = row.id, attempt = row.attempts, ?delay, %code, "transient send failure; will retry");
+                let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                Completion {
+                    status: "queued",
+                    code: Some(code),
+                    error: Some(message),
+                    retry_at: Some(retry_at),
+                    ..base
+                }
+            }
+        }
+    }
+}
+
+fn status_for_ack(ack: i32) -> &'static str {
+    match ack {
+        i32::MIN..=1 => "sent",
+        2 => "delivered",
+        3 => "read",
+        _ => "played",
+    }
+}
+
+async fn write_completions(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completion>) {
+    let max = shared.cfg.completion_batch.max(1);
+    let mut batch = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        // A completion is never dropped: retry until written (rows stay `sending` meanwhile,
+        // and a crash here leaves them to the recovery path, which is still at most once).
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match write_batch(&shared, &batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, n = batch.len(), "writing completions failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let now = Instant::now();
+        {
+            let mut sessions = shared.sessions();
+            for c in &batch {
+                if let Some(e) = sessions.get_mut(&c.session_id) {
+                    e.in_flight = false;
+                    e.next_send_at = now + jittered(shared.cfg.send_min_interval);
+                    // A retry wakes the dispatcher when it is due (and holds the session's
+                    // later messages back until then: a session that just failed is likely
+                    // to fail again, and order is kept better this way).
+                    if let Some(at) = c.retry_at {
+                        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                        e.next_send_at = e.next_send_at.max(now + wait);
+                    }
+                }
+            }
+        }
+        batch.clear();
+        shared.dispatch_wake.notify_one();
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    if d.is_zero() {
+        return d;
+    }
+    d.mul_f64(1.0 + rand::rng().random_range(0.0..0.25))
+}
+
+async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> {
+    let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+    let statuses: Vec<&str> = batch.iter().map(|c| c.status).collect();
+    let codes: Vec<Option<&str>> = batch.iter().map(|c| c.code.map(|c| c.as_str())).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
+    let retry: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.retry_at).collect();
+    let acks: Vec<Option<i16>> = batch.iter().map(|c| c.ack).collect();
+    let sent_sessions: Vec<&str> = batch
+        .iter()
+        .filter(|c| c.status != "failed" && c.status != "queued")
+        .map(|c| c.session_id.as_str())
+        .collect();
+    let mut tx = shared.pool.begin().await?;
+    sqlx::query(
+        "update wa_message m set
+           status = c.status, error_code = c.code, error = c.err,
+           not_before = coalesce(c.retry_at, m.not_before),
+           ack = coalesce(c.ack, m.ack),
+           sent_at = case when c.status in ('sent', 'delivered', 'read', 'played') then coalesce(m.sent_at, now()) else m.sent_at end,
+           delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
+           read_at = case when c.status in ('read', 'played') then coalesce(m.read_at, now()) else m.read_at end,
+           finished_at = case when c.status = 'queued' then null else now() end
+         from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[])
+           as c(id, status, code, err, retry_at, ack)
+         where m.id = c.id and m.status = 'sending'",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&codes)
+    .bind(&errors)
+    .bind(&retry)
+    .bind(&acks)
+    .execute(&mut *tx)
+    .await?;
+    if !sent_sessions.is_empty() {
+        sqlx::query("update wa_session set last_active_at = now() where id = any($1)")
+            .bind(&sent_sessions)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Settles the `sending` rows an earlier owner (or an earlier browser) of this session left:
+/// sent if the page knows the id, queued again if not. Never sends anything itself.
+async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<dyn Session>) {
+    let result: anyhow::Result<()> = async {
+        let rows = sqlx::query("select id, chat_id, wa_message_id, attempts, max_attempts from wa_message where session_id = $1 and status = 'sending' order by id")
+            .bind(&session_id)
+            .fetch_all(&shared.pool)
+            .await?;
+        for r in rows {
+            let id: i64 = r.get("id");
+            let chat: Option<String> = r.get("chat_id");
+            let wa_id: Option<String> = r.get("wa_message_id");
+            let attempts: i32 = r.get("attempts");
+            let max_attempts: i32 = r.get("max_attempts");
+            let found = match (&chat, &wa_id) {
+                (Some(c), Some(w)) => tokio::time::timeout(shared.cfg.send_timeout, session.find_message(c, w)).await??,
+                _ => None,
+            };
+            match found {
+                Some(ack) => {
+                    tracing::info!(message_id = id, "recovered: the page has it; marking sent");
+                    sqlx::query(
+                        "update wa_message set status = $2, ack = $3, sent_at = coalesce(sent_at, now()), finished_at = now(),
+                           delivered_at = case when $3 >= 2 then coalesce(delivered_at, now()) else delivered_at end,
+                           read_at = case when $3 >= 3 then coalesce(read_at, now()) else read_at end
+                         where id = $1 and status = 'sending'",
+                    )
+                    .bind(id)
+                    .bind(status_for_ack(ack))
+                    .bind(ack as i16)
+                    .execute(&shared.pool)
+                    .await?;
+                }
+                None if attempts >= max_attempts => {
+                    sqlx::query("update wa_message set status = 'failed', error_code = 'attempts_exhausted', error = 'interrupted on its last attempt and not found in the chat', finished_at = now() where id = $1 and status = 'sending'")
+                        .bind(id)
+                        .execute(&shared.pool)
+                        .await?;
+                }
+                None => {
+                    tracing::info!(message_id = id, "recovered: not in the chat; queued again");
+                    sqlx::query("update wa_message set status = 'queued' where id = $1 and status = 'sending'")
+                        .bind(id)
+                        .execute(&shared.pool)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let ok = result.is_ok();
+    if let Err(e) = result {
+        tracing::warn!(session = %session_id, error = %e, "recovering in-flight messages failed; will retry");
+    }
+    if let Some(e) = shared.sessions().get_mut(&session_id) {
+        e.recovering = false;
+        e.recovered = ok;
+        if !ok {
+            e.next_send_at = Instant::now() + Duration::from_secs(1);
+        }
+    }
+    shared.dispatch_wake.notify_one();
+}
+
+/// An ack from the page: move the row forward (never back) and record an ack event.
+pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "with upd as (
+           update wa_message set
+             ack = $2,
+             status = case when $2 < 0 then 'failed' when $2 >= 4 then 'played' when $2 = 3 then 'read'
+                           when $2 = 2 then 'delivered' else 'sent' end,
+             error_code = case when $2 < 0 then 'send_failed' end,
+             error = case when $2 < 0 then 'WhatsApp reported an error for this message' end,
+             sent_at = case when $2 >= 0 then coalesce(sent_at, now()) else sent_at end,
+             delivered_at = case when $2 >= 2 then coalesce(delivered_at, now()) else delivered_at end,
+             read_at = case when $2 >= 3 then coalesce(read_at, now()) else read_at end,
+             played_at = case when $2 >= 4 then coalesce(played_at, now()) else played_at end,
+             finished_at = coalesce(finished_at, now())
+           where wa_message_id = $1
+             and (($2 < 0 and status in ('sending', 'sent') and coalesce(ack, 0) <= 0)
+                  or ($2 >= 0 and status in ('sending', 'sent', 'delivered', 'read') and coalesce(ack, -2) < $2))
+           returning id, session_id, status)
+         insert into wa_event (session_id, kind, message_id, wa_message_id, payload)
+         select session_id, 'ack', id, $1, jsonb_build_object('ack', $2, 'status', status) from upd",
+    )
+    .bind(wa_message_id)
+    .bind(ack as i16)
+    .execute(&shared.pool)
+    .await?;
+    Ok(())
+}

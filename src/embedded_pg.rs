@@ -228,6 +228,12 @@ impl EmbeddedPg {
         Ok(())
     }
 
+    /// Stops the server whoever started it.
+    pub fn force_stop(&mut self) -> anyhow::Result<()> {
+        self.started_here = true;
+        self.stop()
+    }
+
     /// Leaves the server running after this process exits (the test suite shares one).
     pub fn detach(&mut self) {
         self.started_here = false;

@@ -1,1 +1,1258 @@
-//! The Chromium driver (chromiumoxide).
+//! The Chromium driver: one headless Chromium per session, driven over the DevTools protocol with
+//! chromiumoxide (DESIGN.md §3).
+//!
+//! The page is driven only through the module surface real WhatsApp Web exposes, the same one
+//! whatsapp-web.js 1.34 uses (`window.require('WAWeb…')`); there is no DOM scraping and no
+//! back channel into the simulator. The injected functions live in `chromium/*.js`; each is sent
+//! as the `functionDeclaration` of `Runtime.callFunctionOn` and every piece of user data travels
+//! as one of its JSON arguments, never as source text.
+//!
+//! The page pushes to us through a CDP binding (`Runtime.addBinding` → `Runtime.bindingCalled`):
+//! a QR rotation reaches the event channel as soon as the page's `change:ref` fires.
+//!
+//! "A browser" ([`BrowserProcess`]) and "a session's page" ([`ChromiumSession`]) are separate
+//! types so that a later shared-browser mode (one context per session) only changes how the page
+//! is obtained (DESIGN.md §7).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use chromiumoxide::cdp::browser_protocol::inspector::{
+    EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
+};
+use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
+use chromiumoxide::cdp::browser_protocol::target::{
+    CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
+    GetTargetsParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    AddBindingParams, CallArgument, CallFunctionOnParams, EventBindingCalled,
+};
+use chromiumoxide::error::CdpError;
+use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::{Browser, Page};
+use futures::StreamExt as _;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{
+    Driver, DriverError, DriverEvent, IncomingMessage, MessageKind, OutgoingMessage, Session,
+    SessionSpec, StartedSession,
+};
+use crate::error_code::ErrorCode;
+
+/// The injected functions. Each file holds exactly one function expression.
+const JS_WAIT_LOADED: &str = include_str!("chromium/wait_loaded.js");
+const JS_INSTALL: &str = include_str!("chromium/install.js");
+const JS_SEND: &str = include_str!("chromium/send.js");
+const JS_NUMBER_EXISTS: &str = include_str!("chromium/number_exists.js");
+const JS_FIND_MESSAGE: &str = include_str!("chromium/find_message.js");
+const JS_LOGOUT: &str = include_str!("chromium/logout.js");
+const JS_LIVENESS: &str = include_str!("chromium/liveness.js");
+
+/// Name of the page → runner binding. Neutral on purpose: the page can see it.
+const BINDING: &str = "__wa_outbox_push";
+
+/// A current desktop Chrome: WhatsApp Web serves an "update your browser" page to old or unknown
+/// agents, and headless Chromium's own agent says `HeadlessChrome`.
+pub const DEFAULT_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) \
+    AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36";
+
+/// Events buffered between the page and the runner; a slow runner back-pressures the page's
+/// pushes rather than losing acks.
+const EVENT_BUFFER: usize = 1024;
+
+/// WhatsApp's limit on a text body or caption (characters).
+const MAX_BODY_CHARS: usize = 65_536;
+
+/// Everything the Chromium driver needs, taken from [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct ChromiumConfig {
+    pub chromium: PathBuf,
+    /// WhatsApp Web, or a `wa-outbox sim` URL.
+    pub web_url: String,
+    /// Any single DevTools call.
+    pub cdp_timeout: Duration,
+    /// Process start to WhatsApp Web's code loaded.
+    pub start_timeout: Duration,
+    /// One send, media upload included, until the page has it accepted by the server.
+    pub send_timeout: Duration,
+    pub user_agent: String,
+    /// Appended to the fixed flags (e.g. `--disable-features=LocalNetworkAccessChecks`).
+    pub extra_args: Vec<String>,
+}
+
+impl ChromiumConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            chromium: c.chromium.clone(),
+            web_url: c.web_url.clone(),
+            cdp_timeout: c.cdp_timeout,
+            start_timeout: c.start_timeout,
+            send_timeout: c.send_timeout,
+            user_agent: DEFAULT_USER_AGENT.to_string(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The Chromium command line (without the binary), DESIGN.md §3.
+    pub fn args(&self, profile_dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--headless",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-quic",
+            "--mute-audio",
+            "--disable-extensions",
+            "--disable-blink-features=AutomationControlled",
+            // A hidden tab must keep its timers and socket running at full speed.
+            "--disable-background-timer-throttling",
+            "--disable-backgrounding-occluded-windows",
+            "--disable-renderer-backgrounding",
+            "--disable-breakpad",
+            "--disable-crash-reporter",
+            "--disable-default-apps",
+            "--disable-hang-monitor",
+            "--disable-features=Translate,MediaRouter,OptimizationHints",
+            "--metrics-recording-only",
+            "--password-store=basic",
+            "--use-mock-keychain",
+            "--hide-scrollbars",
+            "--window-size=1280,900",
+            // Loopback only, a free port; no --remote-allow-origins, so web pages cannot reach it.
+            "--remote-debugging-port=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if running_as_root() {
+            // Chromium refuses to start as root with its sandbox on; containers usually run as root.
+            args.push("--no-sandbox".into());
+        }
+        args.push(format!("--user-agent={}", self.user_agent));
+        args.push(format!("--user-data-dir={}", profile_dir.display()));
+        args.extend(self.extra_args.iter().cloned());
+        args.push("about:blank".into());
+        args
+    }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Starts one Chromium per session.
+#[derive(Debug, Clone)]
+pub struct ChromiumDriver {
+    config: Arc<ChromiumConfig>,
+}
+
+impl ChromiumDriver {
+    pub fn new(config: ChromiumConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self::new(ChromiumConfig::from_config(c))
+    }
+
+    pub fn config(&self) -> &ChromiumConfig {
+        &self.config
+    }
+
+    /// Like [`Driver::start`], returning the concrete session (tests use its browser pid).
+    pub async fn launch(
+        &self,
+        spec: SessionSpec,
+    ) -> Result<(Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>), DriverError> {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let sink = Arc::new(EventSink::new(tx));
+        let browser = BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?;
+        match ChromiumSession::open(self.config.clone(), spec, browser, sink.clone()).await {
+            Ok(session) => Ok((session, rx)),
+            Err((e, browser)) => {
+                // A failed start is reported by the error, not by a Crashed event.
+                sink.closing.store(true, Ordering::SeqCst);
+                browser.shutdown(self.config.cdp_timeout).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for ChromiumDriver {
+    async fn start(&self, spec: SessionSpec) -> Result<StartedSession, DriverError> {
+        let (session, events) = self.launch(spec).await?;
+        Ok(StartedSession { session, events })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+#[derive(Default)]
+struct EventState {
+    last_qr: Option<String>,
+    connected: bool,
+    logged_out: bool,
+}
+
+/// The sending half of a session's event channel, plus the de-duplication that makes the stream
+/// easy to consume: the same QR twice, or two `LoggedOut` for one logout, reach the runner once;
+/// `Crashed` is sent at most once and never after `close()`.
+struct EventSink {
+    tx: mpsc::Sender<DriverEvent>,
+    closing: AtomicBool,
+    crashed: AtomicBool,
+    state: Mutex<EventState>,
+}
+
+impl EventSink {
+    fn new(tx: mpsc::Sender<DriverEvent>) -> Self {
+        Self {
+            tx,
+            closing: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            state: Mutex::new(EventState::default()),
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.closing.load(Ordering::SeqCst) || self.crashed.load(Ordering::SeqCst)
+    }
+
+    async fn emit(&self, ev: DriverEvent) {
+        if self.is_dead() {
+            return;
+        }
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match &ev {
+                DriverEvent::Qr { payload } => {
+                    if st.last_qr.as_deref() == Some(payload.as_str()) {
+                        return;
+                    }
+                    st.last_qr = Some(payload.clone());
+                }
+                DriverEvent::Connected { .. } => {
+                    st.connected = true;
+                    st.logged_out = false;
+                    st.last_qr = None;
+                }
+                DriverEvent::Disconnected { .. } => st.connected = false,
+                DriverEvent::LoggedOut { .. } => {
+                    if st.logged_out {
+                        return;
+                    }
+                    st.logged_out = true;
+                    st.connected = false;
+                }
+                _ => {}
+            }
+        }
+        // A dropped receiver means the runner is done with this session.
+        let _ = self.tx.send(ev).await;
+    }
+
+    async fn crashed(&self, reason: String) {
+        if self.closing.load(Ordering::SeqCst) || self.crashed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(%reason, "browser session crashed");
+        let _ = self.tx.send(DriverEvent::Crashed { reason }).await;
+    }
+}
+
+/// What the injected `install.js` pushes through the binding.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum PagePush {
+    Qr {
+        qr: String,
+    },
+    PairingCode {
+        code: String,
+    },
+    Connected {
+        phone: Option<String>,
+        #[serde(rename = "pushName")]
+        push_name: Option<String>,
+    },
+    Disconnected {
+        reason: Option<String>,
+    },
+    LoggedOut {
+        reason: Option<String>,
+    },
+    Ack {
+        id: String,
+        ack: i32,
+    },
+    Incoming {
+        id: String,
+        from: Option<String>,
+        #[serde(rename = "chatId")]
+        chat_id: Option<String>,
+        kind: Option<String>,
+        body: Option<String>,
+        t: Option<f64>,
+        #[serde(default)]
+        extra: serde_json::Value,
+    },
+    Error {
+        #[serde(rename = "where")]
+        at: Option<String>,
+        message: Option<String>,
+    },
+}
+
+impl PagePush {
+    fn into_event(self) -> Option<DriverEvent> {
+        Some(match self {
+            PagePush::Qr { qr } => DriverEvent::Qr { payload: qr },
+            PagePush::PairingCode { code } => DriverEvent::PairingCode { code },
+            PagePush::Connected { phone, push_name } => DriverEvent::Connected {
+                phone: phone
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_digit())
+                    .collect(),
+                push_name: push_name.filter(|n| !n.is_empty()),
+            },
+            PagePush::Disconnected { reason } => DriverEvent::Disconnected {
+                reason: reason.unwrap_or_else(|| "unknown".into()),
+            },
+            PagePush::LoggedOut { reason } => DriverEvent::LoggedOut {
+                reason: reason.unwrap_or_else(|| "logout".into()),
+            },
+            PagePush::Ack { id, ack } => DriverEvent::Ack {
+                wa_message_id: id,
+                ack,
+            },
+            PagePush::Incoming {
+                id,
+                from,
+                chat_id,
+                kind,
+                body,
+                t,
+                extra,
+            } => {
+                let chat_id = chat_id.unwrap_or_default();
+                DriverEvent::Incoming(IncomingMessage {
+                    wa_message_id: id,
+                    from: from.unwrap_or_else(|| chat_id.clone()),
+                    chat_id,
+                    kind: kind.unwrap_or_else(|| "chat".into()),
+                    body,
+                    timestamp: t.unwrap_or(0.0) as i64,
+                    extra,
+                })
+            }
+            PagePush::Error { at, message } => {
+                tracing::warn!(
+                    at = at.as_deref().unwrap_or("?"),
+                    message = message.as_deref().unwrap_or(""),
+                    "page reported an error"
+                );
+                return None;
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser
+
+/// One Chromium process (its own process group) and its DevTools connection.
+struct BrowserProcess {
+    browser: Browser,
+    pid: u32,
+    exited: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BrowserProcess {
+    async fn launch(
+        config: &ChromiumConfig,
+        profile_dir: &Path,
+        sink: Arc<EventSink>,
+    ) -> Result<Self, DriverError> {
+        let start_failed = |m: String| DriverError::transient(ErrorCode::BrowserStartFailed, m);
+        std::fs::create_dir_all(profile_dir).map_err(|e| {
+            start_failed(format!(
+                "cannot create profile dir {}: {e}",
+                profile_dir.display()
+            ))
+        })?;
+        // The profile is ours while we hold the session's lease; a lock left by a killed browser
+        // (or by another host, after a restore) would make Chromium refuse it.
+        for f in ["SingletonLock", "SingletonSocket", "SingletonCookie"] {
+            let _ = std::fs::remove_file(profile_dir.join(f));
+        }
+
+        let mut cmd = tokio::process::Command::new(&config.chromium);
+        cmd.args(config.args(profile_dir))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            // Its own group, so that close() can take every helper process down with it.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| start_failed(format!("cannot run {}: {e}", config.chromium.display())))?;
+        let pid = child.id().unwrap_or(0);
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = BufReader::new(stderr).lines();
+
+        // Chromium prints its DevTools address on stderr once it listens.
+        let ws_url = {
+            let mut tail: Vec<String> = Vec::new();
+            let read = async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                        return Some(url.trim().to_string());
+                    }
+                    tail.push(line);
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
+                None
+            };
+            match tokio::time::timeout(config.start_timeout, read).await {
+                Ok(Some(url)) => url,
+                Ok(None) => {
+                    let _ = child.wait().await;
+                    return Err(start_failed(format!(
+                        "Chromium exited before listening: {}",
+                        tail.join(" | ")
+                    )));
+                }
+                Err(_) => {
+                    kill_group(pid);
+                    let _ = child.wait().await;
+                    return Err(start_failed(format!(
+                        "Chromium did not start within {:?}",
+                        config.start_timeout
+                    )));
+                }
+            }
+        };
+
+        // Keep reading stderr: a full pipe would block Chromium.
+        let drain = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::trace!(target: "chromium", "{line}");
+            }
+        });
+
+        // The process watcher owns the child: it reaps it (no zombie) and reports a death that
+        // close() did not ask for.
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let watcher = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                // Helpers (zygote, renderers) of a killed browser may linger; take them too.
+                kill_group(pid);
+                let _ = exited_tx.send(true);
+                let what = match status {
+                    Ok(s) => format!("browser process exited ({s})"),
+                    Err(e) => format!("browser process lost: {e}"),
+                };
+                sink.crashed(what).await;
+            })
+        };
+
+        let handler_config = HandlerConfig {
+            // Our own timeouts are the ones that should fire; chromiumoxide's is a backstop.
+            request_timeout: config
+                .start_timeout
+                .max(config.send_timeout)
+                .max(config.cdp_timeout)
+                + Duration::from_secs(5),
+            ..HandlerConfig::default()
+        };
+        let connected = tokio::time::timeout(
+            config.cdp_timeout,
+            Browser::connect_with_config(ws_url, handler_config),
+        )
+        .await;
+        let (browser, mut handler) = match connected {
+            Ok(Ok(pair)) => pair,
+            other => {
+                let msg = match other {
+                    Ok(Err(e)) => format!("DevTools connection failed: {e}"),
+                    _ => "DevTools connection timed out".to_string(),
+                };
+                sink.closing.store(true, Ordering::SeqCst);
+                kill_group(pid);
+                drain.abort();
+                let _ = watcher.await;
+                return Err(start_failed(msg));
+            }
+        };
+
+        let handler_task = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Some(item) = handler.next().await {
+                    match item {
+                        Ok(()) => {}
+                        // The connection is gone (process killed, crashed, or closed).
+                        Err(CdpError::Ws(e)) => {
+                            tracing::debug!(error = %e, "DevTools connection ended");
+                            break;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "DevTools handler error"),
+                    }
+                }
+                sink.crashed("DevTools connection closed".into()).await;
+            })
+        };
+
+        Ok(Self {
+            browser,
+            pid,
+            exited: exited_rx,
+            tasks: vec![handler_task, drain, watcher],
+        })
+    }
+
+    async fn new_page(&self, timeout: Duration) -> Result<Page, DriverError> {
+        match tokio::time::timeout(
+            timeout,
+            self.browser
+                .new_page(CreateTargetParams::new("about:blank")),
+        )
+        .await
+        {
+            Ok(Ok(p)) => {
+                self.close_other_tabs(&p, timeout).await;
+                Ok(p)
+            }
+            Ok(Err(e)) => Err(DriverError::transient(
+                ErrorCode::BrowserStartFailed,
+                format!("cannot open a tab: {e}"),
+            )),
+            Err(_) => Err(DriverError::transient(
+                ErrorCode::BrowserStartFailed,
+                "opening a tab timed out",
+            )),
+        }
+    }
+
+    /// Chromium opens a blank tab at start; it would cost a renderer process per session.
+    async fn close_other_tabs(&self, keep: &Page, timeout: Duration) {
+        let Ok(Ok(targets)) =
+            tokio::time::timeout(timeout, self.browser.execute(GetTargetsParams::default())).await
+        else {
+            return;
+        };
+        for t in &targets.result.target_infos {
+            if t.r#type == "page" && t.target_id != *keep.target_id() {
+                let _ = tokio::time::timeout(
+                    timeout,
+                    self.browser
+                        .execute(CloseTargetParams::new(t.target_id.clone())),
+                )
+                .await;
+            }
+        }
+    }
+
+    fn has_exited(&self) -> bool {
+        *self.exited.borrow()
+    }
+
+    /// Asks Chromium to quit (so it flushes the profile: the login lives there), then kills the
+    /// whole process group if it has not gone within `timeout`. Returns once the process is reaped.
+    async fn shutdown(mut self, timeout: Duration) {
+        if !self.has_exited() {
+            let _ = tokio::time::timeout(timeout, self.browser.close()).await;
+            let mut exited = self.exited.clone();
+            if tokio::time::timeout(timeout, exited.wait_for(|e| *e))
+                .await
+                .is_err()
+            {
+                kill_group(self.pid);
+                let _ = tokio::time::timeout(timeout, exited.wait_for(|e| *e)).await;
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        // The watcher has reaped the child; nothing is left for Browser's Drop to kill.
+        self.tasks.clear();
+    }
+}
+
+fn kill_group(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: plain syscall; a negative pid addresses the process group we created at spawn.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page
+
+/// One session's WhatsApp Web page.
+pub struct ChromiumSession {
+    session_id: String,
+    config: Arc<ChromiumConfig>,
+    page: Page,
+    pid: u32,
+    sink: Arc<EventSink>,
+    browser: tokio::sync::Mutex<Option<BrowserProcess>>,
+    event_task: Mutex<Option<JoinHandle<()>>>,
+    send_lock: tokio::sync::Mutex<()>,
+}
+
+enum CallError {
+    Timeout,
+    /// The page's code threw.
+    Js(String),
+    /// The DevTools call itself failed (target gone, connection closed…).
+    Cdp(String),
+}
+
+impl ChromiumSession {
+    async fn open(
+        config: Arc<ChromiumConfig>,
+        spec: SessionSpec,
+        browser: BrowserProcess,
+        sink: Arc<EventSink>,
+    ) -> Result<Arc<Self>, (DriverError, BrowserProcess)> {
+        macro_rules! tryb {
+            ($e:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(e) => return Err((e, browser)),
+                }
+            };
+        }
+        let cdp = config.cdp_timeout;
+        let page = tryb!(browser.new_page(cdp).await);
+        let target_id = page.target_id().clone();
+
+        let listen_failed =
+            |e: CdpError| DriverError::transient(ErrorCode::BrowserStartFailed, e.to_string());
+        let bindings = tryb!(cdp_call(cdp, page.event_listener::<EventBindingCalled>())
+            .await
+            .and_then(|r| r.map_err(listen_failed)));
+        let page_crashed = tryb!(cdp_call(
+            cdp,
+            page.event_listener::<EventInspectorTargetCrashed>()
+        )
+        .await
+        .and_then(|r| r.map_err(listen_failed)));
+        let loads = tryb!(cdp_call(cdp, page.event_listener::<EventLoadEventFired>())
+            .await
+            .and_then(|r| r.map_err(listen_failed)));
+        let target_crashed = tryb!(cdp_call(
+            cdp,
+            browser.browser.event_listener::<EventTargetCrashed>()
+        )
+        .await
+        .and_then(|r| r.map_err(listen_failed)));
+        let target_destroyed = tryb!(cdp_call(
+            cdp,
+            browser.browser.event_listener::<EventTargetDestroyed>()
+        )
+        .await
+        .and_then(|r| r.map_err(listen_failed)));
+
+        tryb!(cdp_call(cdp, page.execute(AddBindingParams::new(BINDING)))
+            .await
+            .and_then(|r| r.map(|_| ()).map_err(listen_failed)));
+        tryb!(
+            cdp_call(cdp, page.execute(InspectorEnableParams::default()))
+                .await
+                .and_then(|r| r.map(|_| ()).map_err(listen_failed))
+        );
+
+        let pid = browser.pid;
+        let session = Arc::new(Self {
+            session_id: spec.session_id.clone(),
+            config: config.clone(),
+            page: page.clone(),
+            pid,
+            sink: sink.clone(),
+            browser: tokio::sync::Mutex::new(None),
+            event_task: Mutex::new(None),
+            send_lock: tokio::sync::Mutex::new(()),
+        });
+
+        let pair_phone = spec.pair_phone.clone();
+        let event_task = {
+            let page = page.clone();
+            let sink = sink.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                let mut bindings = bindings.fuse();
+                let mut page_crashed = page_crashed.fuse();
+                let mut loads = loads.fuse();
+                let mut target_crashed = target_crashed.fuse();
+                let mut target_destroyed = target_destroyed.fuse();
+                loop {
+                    tokio::select! {
+                        Some(ev) = bindings.next() => {
+                            if ev.name != BINDING {
+                                continue;
+                            }
+                            match serde_json::from_str::<PagePush>(&ev.payload) {
+                                Ok(push) => {
+                                    if let Some(ev) = push.into_event() {
+                                        sink.emit(ev).await;
+                                    }
+                                }
+                                // Not logged: the payload may be a QR.
+                                Err(e) => tracing::warn!(error = %e, "unreadable page push"),
+                            }
+                        }
+                        Some(_) = loads.next() => {
+                            // A reload (WhatsApp reloads itself, e.g. after logout) drops our
+                            // hooks; put them back on the new document.
+                            let page = page.clone();
+                            let config = config.clone();
+                            let pair_phone = pair_phone.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = install(&page, &config, pair_phone.as_deref()).await {
+                                    tracing::warn!(error = %e, "re-installing page hooks failed");
+                                }
+                            });
+                        }
+                        Some(_) = page_crashed.next() => {
+                            sink.crashed("page crashed (Inspector.targetCrashed)".into()).await;
+                        }
+                        Some(ev) = target_crashed.next() => {
+                            if ev.target_id == target_id {
+                                sink.crashed(format!("page crashed ({})", ev.status)).await;
+                            }
+                        }
+                        Some(ev) = target_destroyed.next() => {
+                            if ev.target_id == target_id {
+                                sink.crashed("page closed".into()).await;
+                            }
+                        }
+                        else => break,
+                    }
+                }
+            })
+        };
+        *session.event_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(event_task);
+
+        // Navigate and wait for WhatsApp Web's code.
+        let load_failed = |m: String| DriverError::transient(ErrorCode::PageLoadFailed, m);
+        let nav = NavigateParams::builder()
+            .url(config.web_url.clone())
+            .build()
+            .map_err(load_failed);
+        let nav = tryb!(nav);
+        match tokio::time::timeout(config.start_timeout, page.goto(nav)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err((load_failed(format!("navigation failed: {e}")), browser)),
+            Err(_) => {
+                return Err((
+                    load_failed(format!(
+                        "navigation did not finish within {:?}",
+                        config.start_timeout
+                    )),
+                    browser,
+                ))
+            }
+        }
+        tryb!(install(&page, &config, spec.pair_phone.as_deref()).await);
+        *session.browser.lock().await = Some(browser);
+        tracing::info!(session = %spec.session_id, pid, "browser session started");
+        Ok(session)
+    }
+
+    /// The Chromium main process id (tests kill it to simulate a crash).
+    pub fn browser_pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    fn dead_error(&self) -> Option<DriverError> {
+        if self.sink.closing.load(Ordering::SeqCst) {
+            Some(DriverError::transient(
+                ErrorCode::BrowserCrashed,
+                "session is closed",
+            ))
+        } else if self.sink.crashed.load(Ordering::SeqCst) {
+            Some(DriverError::transient(
+                ErrorCode::BrowserCrashed,
+                "browser crashed",
+            ))
+        } else {
+            None
+        }
+    }
+
+    async fn call(
+        &self,
+        source: &str,
+        args: Vec<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        call_function(&self.page, source, args, timeout).await
+    }
+
+    /// After a call timed out: is the page still answering at all? If not, it is hung; report it
+    /// as a crash so the runner restarts it.
+    async fn check_alive(&self) {
+        if self
+            .call(JS_LIVENESS, vec![], self.config.cdp_timeout)
+            .await
+            .is_err()
+        {
+            self.sink
+                .crashed("page unresponsive (a DevTools call timed out)".into())
+                .await;
+        }
+    }
+
+    async fn map_call_error(&self, e: CallError, on_timeout: ErrorCode, what: &str) -> DriverError {
+        if let Some(dead) = self.dead_error() {
+            return dead;
+        }
+        match e {
+            CallError::Timeout => {
+                self.check_alive().await;
+                DriverError::transient(on_timeout, format!("{what} timed out"))
+            }
+            CallError::Js(m) => {
+                DriverError::transient(ErrorCode::SendFailed, format!("{what}: {m}"))
+            }
+            CallError::Cdp(m) => {
+                DriverError::transient(ErrorCode::BrowserCrashed, format!("{what}: {m}"))
+            }
+        }
+    }
+}
+
+async fn cdp_call<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, DriverError> {
+    tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        DriverError::transient(ErrorCode::BrowserStartFailed, "DevTools call timed out")
+    })
+}
+
+async fn call_function(
+    page: &Page,
+    source: &str,
+    args: Vec<serde_json::Value>,
+    timeout: Duration,
+) -> Result<serde_json::Value, CallError> {
+    let mut builder = CallFunctionOnParams::builder()
+        .function_declaration(source)
+        .await_promise(true)
+        .return_by_value(true);
+    for a in args {
+        builder = builder.argument(CallArgument::builder().value(a).build());
+    }
+    let params = builder.build().map_err(CallError::Cdp)?;
+    match tokio::time::timeout(timeout, page.evaluate_function(params)).await {
+        Err(_) => Err(CallError::Timeout),
+        Ok(Err(CdpError::JavascriptException(ex))) => {
+            let text = ex
+                .exception
+                .as_ref()
+                .and_then(|o| o.description.clone())
+                .unwrap_or_else(|| ex.text.clone());
+            // First line only: a stack trace adds nothing for the error column.
+            Err(CallError::Js(
+                text.lines().next().unwrap_or_default().to_string(),
+            ))
+        }
+        Ok(Err(CdpError::Timeout)) => Err(CallError::Timeout),
+        Ok(Err(e)) => Err(CallError::Cdp(e.to_string())),
+        Ok(Ok(r)) => Ok(r.value().cloned().unwrap_or(serde_json::Value::Null)),
+    }
+}
+
+/// Waits for WhatsApp Web's code, then installs the hooks (idempotent per document).
+async fn install(
+    page: &Page,
+    config: &ChromiumConfig,
+    pair_phone: Option<&str>,
+) -> Result<(), DriverError> {
+    let ms = config.start_timeout.as_millis() as u64;
+    match call_function(
+        page,
+        JS_WAIT_LOADED,
+        vec![serde_json::json!(ms)],
+        config.start_timeout + Duration::from_secs(1),
+    )
+    .await
+    {
+        Ok(version) => tracing::debug!(%version, "WhatsApp Web loaded"),
+        Err(CallError::Timeout) => {
+            return Err(DriverError::transient(
+                ErrorCode::PageLoadFailed,
+                format!(
+                    "WhatsApp Web did not load within {:?}",
+                    config.start_timeout
+                ),
+            ))
+        }
+        Err(CallError::Js(m) | CallError::Cdp(m)) => {
+            return Err(DriverError::transient(ErrorCode::PageLoadFailed, m))
+        }
+    }
+    let pair = pair_phone.map(|p| p.chars().filter(|c| c.is_ascii_digit()).collect::<String>());
+    call_function(
+        page,
+        JS_INSTALL,
+        vec![serde_json::json!(BINDING), serde_json::json!(pair)],
+        config.cdp_timeout,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        let m = match e {
+            CallError::Timeout => "installing page hooks timed out".to_string(),
+            CallError::Js(m) | CallError::Cdp(m) => format!("installing page hooks failed: {m}"),
+        };
+        DriverError::transient(ErrorCode::PageLoadFailed, m)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct SendResult {
+    error: Option<String>,
+    id: Option<String>,
+    ack: Option<i32>,
+    result: Option<String>,
+    #[serde(default)]
+    existed: bool,
+}
+
+#[async_trait]
+impl Session for ChromiumSession {
+    async fn number_exists(&self, chat_id: &str) -> Result<bool, DriverError> {
+        if chat_id.ends_with("@g.us") {
+            return Ok(true);
+        }
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self
+            .call(
+                JS_NUMBER_EXISTS,
+                vec![serde_json::json!(chat_id)],
+                self.config.send_timeout,
+            )
+            .await
+        {
+            Ok(v) => Ok(v.as_bool().unwrap_or(false)),
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::SendTimeout, "checking the number")
+                .await),
+        }
+    }
+
+    async fn send(&self, msg: &OutgoingMessage) -> Result<(), DriverError> {
+        if let Some(body) = &msg.body {
+            if body.chars().count() > MAX_BODY_CHARS {
+                return Err(DriverError::permanent(
+                    ErrorCode::BodyTooLong,
+                    format!("body longer than {MAX_BODY_CHARS} characters"),
+                ));
+            }
+        }
+        let media = match (msg.kind, &msg.media) {
+            (MessageKind::Text, _) => {
+                if msg.body.as_deref().unwrap_or("").is_empty() {
+                    return Err(DriverError::permanent(
+                        ErrorCode::EmptyMessage,
+                        "a text message needs a body",
+                    ));
+                }
+                serde_json::Value::Null
+            }
+            (_, None) => {
+                return Err(DriverError::permanent(
+                    ErrorCode::MediaMissing,
+                    format!("a {} message needs media", msg.kind.as_str()),
+                ))
+            }
+            (_, Some(m)) => serde_json::json!({
+                "data": base64::engine::general_purpose::STANDARD.encode(&m.data),
+                "mimetype": m.mime,
+                "filename": m.filename,
+            }),
+        };
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        // One send at a time per page: the page's send path is not built for interleaving.
+        let _one = self.send_lock.lock().await;
+        let args = vec![
+            serde_json::json!(msg.chat_id),
+            serde_json::json!(msg.id),
+            serde_json::json!(msg.kind.as_str()),
+            serde_json::json!(msg.body),
+            media,
+            msg.options.clone(),
+        ];
+        let v = match self.call(JS_SEND, args, self.config.send_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(e, ErrorCode::SendTimeout, "sending")
+                    .await)
+            }
+        };
+        let r: SendResult = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("unexpected send result: {e}"),
+            )
+        })?;
+        if let Some(err) = r.error {
+            return Err(DriverError::permanent(
+                ErrorCode::InvalidRecipient,
+                format!("the page has no chat for {}: {err}", msg.chat_id),
+            ));
+        }
+        if let Some(id) = &r.id {
+            if *id != msg.wa_message_id {
+                tracing::warn!(
+                    expected = %msg.wa_message_id,
+                    page = %id,
+                    "page serialised the message id differently"
+                );
+            }
+        }
+        if let Some(res) = r.result.as_deref() {
+            if res != "OK" {
+                return Err(DriverError::transient(
+                    ErrorCode::SendFailed,
+                    format!("the page refused the send: {res}"),
+                ));
+            }
+        }
+        if r.ack.unwrap_or(0) < 0 {
+            return Err(DriverError::transient(
+                ErrorCode::SendFailed,
+                "the page marked the message as failed (ack -1)",
+            ));
+        }
+        if r.existed {
+            tracing::info!(id = %msg.wa_message_id, "message already in the page; not sent again");
+        }
+        Ok(())
+    }
+
+    async fn find_message(
+        &self,
+        _chat_id: &str,
+        wa_message_id: &str,
+    ) -> Result<Option<i32>, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self
+            .call(
+                JS_FIND_MESSAGE,
+                vec![serde_json::json!(wa_message_id)],
+                self.config.cdp_timeout,
+            )
+            .await
+        {
+            Ok(v) => Ok(v.as_i64().map(|a| a as i32)),
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::SendTimeout, "looking up the message")
+                .await),
+        }
+    }
+
+    async fn logout(&self) -> Result<(), DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self.call(JS_LOGOUT, vec![], self.config.cdp_timeout).await {
+            Ok(_) => {
+                self.sink
+                    .emit(DriverEvent::LoggedOut {
+                        reason: "logout requested".into(),
+                    })
+                    .await;
+                Ok(())
+            }
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::SendTimeout, "logging out")
+                .await),
+        }
+    }
+
+    async fn close(&self) -> Result<(), DriverError> {
+        self.sink.closing.store(true, Ordering::SeqCst);
+        let browser = self.browser.lock().await.take();
+        if let Some(browser) = browser {
+            browser.shutdown(self.config.cdp_timeout).await;
+            tracing::info!(session = %self.session_id, "browser session closed");
+        }
+        if let Some(t) = self
+            .event_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChromiumSession {
+    fn drop(&mut self) {
+        // Not closed: make sure no browser outlives its session (kill_on_drop reaps the leader).
+        if let Ok(mut b) = self.browser.try_lock() {
+            if let Some(b) = b.take() {
+                if !b.has_exited() {
+                    kill_group(b.pid);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_follow_the_design() {
+        let c = ChromiumConfig::from_config(&crate::config::Config::defaults());
+        let args = c.args(Path::new("/tmp/p"));
+        for f in [
+            "--headless",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--mute-audio",
+            "--disable-extensions",
+            "--disable-blink-features=AutomationControlled",
+            "--user-data-dir=/tmp/p",
+        ] {
+            assert!(args.iter().any(|a| a == f), "{f} missing");
+        }
+        assert!(args
+            .iter()
+            .any(|a| a.starts_with("--user-agent=Mozilla/5.0")));
+        assert_eq!(args.iter().any(|a| a == "--no-sandbox"), running_as_root());
+    }
+
+    #[test]
+    fn page_pushes_map_to_events() {
+        let ev = |s: &str| serde_json::from_str::<PagePush>(s).unwrap().into_event();
+        assert_eq!(
+            ev(r#"{"type":"connected","phone":"15551234567","pushName":"Bob"}"#),
+            Some(DriverEvent::Connected {
+                phone: "15551234567".into(),
+                push_name: Some("Bob".into())
+            })
+        );
+        assert_eq!(
+            ev(r#"{"type":"ack","id":"true_1@c.us_X","ack":3}"#),
+            Some(DriverEvent::Ack {
+                wa_message_id: "true_1@c.us_X".into(),
+                ack: 3
+            })
+        );
+        assert_eq!(ev(r#"{"type":"error","where":"qr","message":"x"}"#), None);
+        assert!(serde_json::from_str::<PagePush>(r#"{"type":"bogus"}"#).is_err());
+    }
+
+    #[test]
+    fn injected_functions_are_single_function_expressions() {
+        for src in [
+            JS_WAIT_LOADED,
+            JS_INSTALL,
+            JS_SEND,
+            JS_NUMBER_EXISTS,
+            JS_FIND_MESSAGE,
+            JS_LOGOUT,
+            JS_LIVENESS,
+        ] {
+            let code: String = src
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let code = code.trim();
+            assert!(
+                code.starts_with("function") || code.starts_with("async function"),
+                "{}",
+                &code[..40.min(code.len())]
+            );
+            assert!(code.ends_with('}'));
+        }
+    }
+
+    #[tokio::test]
+    async fn sink_deduplicates_and_stops_after_crash() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sink = EventSink::new(tx);
+        let qr = || DriverEvent::Qr {
+            payload: "a,b,c,d,e".into(),
+        };
+        sink.emit(qr()).await;
+        sink.emit(qr()).await;
+        sink.emit(DriverEvent::LoggedOut { reason: "x".into() })
+            .await;
+        sink.emit(DriverEvent::LoggedOut { reason: "y".into() })
+            .await;
+        sink.crashed("one".into()).await;
+        sink.crashed("two".into()).await;
+        sink.emit(qr()).await;
+        drop(sink);
+        let mut got = vec![];
+        while let Some(e) = rx.recv().await {
+            got.push(e);
+        }
+        assert_eq!(
+            got,
+            vec![
+                qr(),
+                DriverEvent::LoggedOut { reason: "x".into() },
+                DriverEvent::Crashed {
+                    reason: "one".into()
+                }
+            ]
+        );
+    }
+}

@@ -1,0 +1,607 @@
+"""WhatsAppService: the seed's method names and response shapes, on the outbox tables.
+
+Every call is an ORM read or write; nothing talks HTTP. Where the seed waited for the Node
+service (the QR, a send), this waits for the runner's row update, woken by LISTEN wa_event and
+bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
+
+from . import conf, pgnotify
+from .exceptions import (
+    InTransactionError,
+    InvalidInputError,
+    MessageNotFoundError,
+    QRTimeoutError,
+    SessionConflictError,
+    SessionFailedError,
+    SessionLoggedOutError,
+    SessionNotFoundError,
+    SessionTimeoutError,
+)
+from .models import (
+    FINISHED_MESSAGE_STATUSES,
+    PAIR_PHONE_RE,
+    SESSION_ID_RE,
+    DesiredState,
+    Message,
+    MessageKind,
+    MessageStatus,
+    Session,
+    SessionStatus,
+)
+
+MAX_BODY_CHARS = 65_536
+# Linked and able to send: a hibernated session (browser closed, login kept) is woken by the
+# runner as soon as a message for it is due, and only then, so waiting for `connected` on it
+# would wait forever.
+READY_STATUSES = frozenset({SessionStatus.CONNECTED, SessionStatus.HIBERNATED})
+MEDIA_TYPES = tuple(k for k in MessageKind.values if k != MessageKind.TEXT)
+
+_SESSION_ID = re.compile(SESSION_ID_RE)
+_PAIR_PHONE = re.compile(PAIR_PHONE_RE)
+# Same shapes the runner accepts (DESIGN.md §1); the runner still has the last word
+# (invalid_recipient, not_on_whatsapp).
+_JID = re.compile(r"^[0-9]{5,20}(-[0-9]{1,20})?@(c\.us|g\.us)$")
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+
+_SESSION_COLUMNS = (
+    "id",
+    "user_id",
+    "desired_state",
+    "status",
+    "qr_image",
+    "qr_expires_at",
+    "pairing_code",
+    "phone_number",
+    "push_name",
+    "error_code",
+    "error",
+)
+
+
+# ---- validation ---------------------------------------------------------------------------
+
+
+def validate_session_id(value: Any, field: str = "session_id") -> str:
+    if not isinstance(value, str) or not _SESSION_ID.match(value):
+        raise InvalidInputError(
+            field,
+            f"expected 1 to 64 letters, digits, '_' or '-' (e.g. user_123_session), got {value!r}",
+        )
+    return value
+
+
+def validate_user_id(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise InvalidInputError("user_id", f"expected an integer or None, got {value!r}")
+    return value
+
+
+def validate_recipient(value: Any) -> str:
+    if isinstance(value, str):
+        candidate = value.strip()
+        if _JID.match(candidate) or (
+            len(candidate) <= 128 and _PHONE.match(_PHONE_PUNCTUATION.sub("", candidate))
+        ):
+            return candidate
+    raise InvalidInputError(
+        "recipient",
+        "expected a phone number (15551234567, +1 (555) 123-4567) or a JID "
+        f"(15551234567@c.us, …@g.us), got {value!r}",
+    )
+
+
+def _validate_text(value: Any, field: str, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(field, f"expected text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InvalidInputError(field, "must not be empty")
+    if len(value) > MAX_BODY_CHARS:
+        raise InvalidInputError(
+            field, f"is {len(value)} characters; WhatsApp accepts at most {MAX_BODY_CHARS}"
+        )
+    return value
+
+
+def _validate_media_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError("media_url", f"expected an http(s) URL, got {type(value).__name__}")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError("media_url", f"expected an absolute http(s) URL, got {value!r}")
+    return value.strip()
+
+
+def _read_file(file: Any, max_bytes: int) -> tuple[bytes, str | None, str | None]:
+    """(data, filename, content type) from bytes or a file-like (Django File, UploadedFile, …)."""
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        data, name, content_type = bytes(file), None, None
+    elif hasattr(file, "read"):
+        if hasattr(file, "seek"):
+            try:
+                file.seek(0)
+            except (OSError, ValueError):
+                pass
+        # Read one byte past the cap so an over-large file is refused without reading it all.
+        data = file.read(max_bytes + 1)
+        if isinstance(data, str):
+            raise InvalidInputError("file", "expected a binary file (opened with 'rb'), got text")
+        name = getattr(file, "name", None)
+        name = os.path.basename(name) if isinstance(name, str) and name else None
+        content_type = getattr(file, "content_type", None)
+    else:
+        raise InvalidInputError(
+            "file", f"expected bytes or a binary file, got {type(file).__name__}"
+        )
+    if not data:
+        raise InvalidInputError("file", "is empty")
+    if len(data) > max_bytes:
+        raise InvalidInputError(
+            "file", f"is larger than WA_OUTBOX_MEDIA_MAX_BYTES ({max_bytes} bytes)"
+        )
+    return data, name, content_type
+
+
+def _kind_from_mime(mime: str | None) -> str:
+    major = (mime or "").split("/", 1)[0]
+    return {"image": "image", "video": "video", "audio": "audio"}.get(major, "document")
+
+
+# ---- the service --------------------------------------------------------------------------
+
+
+class WhatsAppService:
+    """Drop-in for the seed's HTTP WhatsAppService: same method names, same response dicts.
+
+    `using` picks the database alias holding the runner's tables (default: the
+    WA_OUTBOX_DATABASE setting, itself "default").
+    """
+
+    def __init__(self, using: str | None = None):
+        self.using = using or conf.get("WA_OUTBOX_DATABASE")
+
+    # -- sessions --
+
+    def init_session(
+        self,
+        user_id: int | None,
+        session_id: str,
+        *,
+        pair_phone: str | None = None,
+        timeout: float | None = None,
+    ) -> dict:
+        """Ask for the session to run and wait (up to WA_OUTBOX_QR_TIMEOUT) for its QR code.
+
+        Returns {"success": True, "qrCode": "data:image/png;base64,…", "status": "qr_pending"};
+        if the session is already linked (or restores its stored login) {"success": True,
+        "qrCode": None, "status": "connected", "phoneNumber": …}; with `pair_phone`,
+        {"success": True, "qrCode": None, "pairingCode": "ABCD1234", "status": "pairing"}.
+        """
+        session_id = validate_session_id(session_id)
+        user_id = validate_user_id(user_id)
+        if pair_phone is not None and (
+            not isinstance(pair_phone, str) or not _PAIR_PHONE.match(pair_phone)
+        ):
+            raise InvalidInputError(
+                "pair_phone", f"expected digits with an optional + (6 to 15), got {pair_phone!r}"
+            )
+        timeout = (
+            conf.get("WA_OUTBOX_QR_TIMEOUT")
+            if timeout is None
+            else conf.seconds("timeout", timeout)
+        )
+        self._refuse_in_transaction("init_session")
+
+        # LISTEN before the write: a runner answering within milliseconds is not missed.
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
+            self._request_running(session_id, user_id, pair_phone)
+            found = pgnotify.wait_for(
+                lambda: self._init_outcome(session_id, want_pairing=pair_phone is not None),
+                listener=listener,
+                timeout=timeout,
+                session_id=session_id,
+            )
+        if found is None:
+            raise QRTimeoutError(session_id, timeout, self._status_of(session_id))
+        return found
+
+    def _request_running(
+        self, session_id: str, user_id: int | None, pair_phone: str | None
+    ) -> None:
+        sessions = Session.objects.using(self.using)
+        with transaction.atomic(using=self.using):
+            row = sessions.select_for_update().filter(pk=session_id).values("user_id").first()
+            if row is None:
+                try:
+                    with transaction.atomic(using=self.using):
+                        Session(id=session_id, user_id=user_id, pair_phone=pair_phone).save(
+                            using=self.using
+                        )
+                    return
+                except IntegrityError:
+                    # Created concurrently: fall through to the update path.
+                    row = (
+                        sessions.select_for_update().filter(pk=session_id).values("user_id").first()
+                    )
+                    if row is None:
+                        raise
+            if user_id is not None and row["user_id"] not in (None, user_id):
+                raise SessionConflictError(
+                    f"session {session_id!r} belongs to another user; choose another session_id"
+                )
+            changes: dict[str, Any] = {"desired_state": DesiredState.RUNNING}
+            if user_id is not None:
+                changes["user_id"] = user_id
+            if pair_phone is not None:
+                changes["pair_phone"] = pair_phone
+            # Setting desired_state (even to its current value) fires the table's guard, which
+            # restarts a failed/stopped/logged-out session from `new`.
+            sessions.filter(pk=session_id).update(**changes)
+
+    def _session_row(self, session_id: str) -> dict | None:
+        return (
+            Session.objects.using(self.using)
+            .filter(pk=session_id)
+            .values(*_SESSION_COLUMNS)
+            .first()
+        )
+
+    def _status_of(self, session_id: str) -> str | None:
+        row = self._session_row(session_id)
+        return row and row["status"]
+
+    def _init_outcome(self, session_id: str, *, want_pairing: bool) -> dict | None:
+        row = self._session_row(session_id)
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        status = row["status"]
+        if status == SessionStatus.FAILED:
+            raise SessionFailedError(session_id, row["error_code"], row["error"])
+        if status in READY_STATUSES:
+            return {
+                "success": True,
+                "qrCode": None,
+                "status": status,
+                "phoneNumber": row["phone_number"],
+            }
+        if want_pairing:
+            if status == SessionStatus.PAIRING and row["pairing_code"]:
+                return {
+                    "success": True,
+                    "qrCode": None,
+                    "pairingCode": row["pairing_code"],
+                    "status": status,
+                }
+            return None
+        if status == SessionStatus.QR_PENDING and _live_qr(row):
+            return {"success": True, "qrCode": row["qr_image"], "status": status}
+        return None
+
+    def get_session_status(self, session_id: str) -> dict:
+        """{"success": True, "status": …, "phoneNumber": …, "isReady": bool}, plus the current
+        QR while one is shown (it rotates: poll this to refresh a QR on screen) and the last
+        error of a failed session."""
+        session_id = validate_session_id(session_id)
+        row = self._session_row(session_id)
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        status = row["status"]
+        return {
+            "success": True,
+            "status": status,
+            "phoneNumber": row["phone_number"],
+            "isReady": status in READY_STATUSES,
+            "desiredState": row["desired_state"],
+            "qrCode": row["qr_image"]
+            if status == SessionStatus.QR_PENDING and _live_qr(row)
+            else None,
+            "pairingCode": row["pairing_code"] if status == SessionStatus.PAIRING else None,
+            "pushName": row["push_name"],
+            "errorCode": row["error_code"],
+            "error": row["error"],
+        }
+
+    def wait_until_ready(self, session_id: str, timeout: float | None = None) -> dict:
+        """Wait (up to WA_OUTBOX_INIT_TIMEOUT) for the session to be linked (`connected`, or
+        `hibernated`), e.g. after the QR was scanned. Returns get_session_status()'s dict."""
+        session_id = validate_session_id(session_id)
+        timeout = (
+            conf.get("WA_OUTBOX_INIT_TIMEOUT")
+            if timeout is None
+            else conf.seconds("timeout", timeout)
+        )
+        self._refuse_in_transaction("wait_until_ready")
+
+        def ready() -> dict | None:
+            row = self._session_row(session_id)
+            if row is None:
+                raise SessionNotFoundError(session_id)
+            if row["status"] == SessionStatus.FAILED:
+                raise SessionFailedError(session_id, row["error_code"], row["error"])
+            return row if row["status"] in READY_STATUSES else None
+
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
+            found = pgnotify.wait_for(
+                ready, listener=listener, timeout=timeout, session_id=session_id
+            )
+        if found is None:
+            raise SessionTimeoutError(session_id, timeout, self._status_of(session_id))
+        return self.get_session_status(session_id)
+
+    def disconnect(self, session_id: str) -> dict:
+        """Close the session's browser and keep its login (desired_state = stopped). Queued
+        messages wait until init_session runs it again."""
+        self._set_desired(session_id, DesiredState.STOPPED)
+        return {"success": True, "message": "Session disconnected"}
+
+    def logout(self, session_id: str) -> dict:
+        """Unlink the device and delete its stored login (desired_state = logged_out). A new
+        QR scan is needed to use the session again."""
+        self._set_desired(session_id, DesiredState.LOGGED_OUT)
+        return {"success": True, "message": "Session logged out"}
+
+    def _set_desired(self, session_id: str, desired: str) -> None:
+        session_id = validate_session_id(session_id)
+        updated = (
+            Session.objects.using(self.using).filter(pk=session_id).update(desired_state=desired)
+        )
+        if not updated:
+            raise SessionNotFoundError(session_id)
+
+    # -- messages --
+
+    def send_text_message(
+        self,
+        session_id: str,
+        recipient: str,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a text message. Returns {"success", "messageId", "status"}; see _queue()."""
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.TEXT,
+            body=_validate_text(message, "message", required=True),
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def send_media_message(
+        self,
+        session_id: str,
+        recipient: str,
+        media_url: str | None = None,
+        caption: str | None = None,
+        media_type: str | None = None,
+        *,
+        file: Any = None,
+        filename: str | None = None,
+        mimetype: str | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a media message from `media_url` (the runner fetches it) or `file` (bytes or a
+        binary file, stored in the row). `media_type` is image, video, audio, voice or document;
+        None: guessed from the MIME type."""
+        caption = _validate_text(caption, "caption", required=False)
+        if (media_url is None) == (file is None):
+            raise InvalidInputError("media_url", "give exactly one of media_url or file")
+        if filename is not None and (not isinstance(filename, str) or not filename.strip()):
+            raise InvalidInputError("filename", f"expected a file name, got {filename!r}")
+        if mimetype is not None and (not isinstance(mimetype, str) or "/" not in mimetype):
+            raise InvalidInputError(
+                "mimetype", f"expected a MIME type like image/png, got {mimetype!r}"
+            )
+        data = None
+        if media_url is not None:
+            media_url = _validate_media_url(media_url)
+            guess_name = os.path.basename(urlsplit(media_url).path) or None
+        else:
+            data, guess_name, content_type = _read_file(file, conf.get("WA_OUTBOX_MEDIA_MAX_BYTES"))
+            mimetype = mimetype or content_type
+        filename = filename or guess_name
+        if mimetype is None and filename:
+            mimetype = mimetypes.guess_type(filename)[0]
+        if media_type is None:
+            media_type = _kind_from_mime(mimetype)
+        elif media_type not in MEDIA_TYPES:
+            raise InvalidInputError(
+                "media_type", f"expected one of {', '.join(MEDIA_TYPES)}, got {media_type!r}"
+            )
+        return self._queue(
+            session_id,
+            recipient,
+            kind=media_type,
+            body=caption,
+            media_url=media_url,
+            media_data=data,
+            media_mime=mimetype,
+            media_filename=filename,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def _queue(
+        self, session_id: str, recipient: str, *, idempotency_key, wait: bool, **fields
+    ) -> dict:
+        """Insert the row; then, when the call is not inside a transaction and the session is
+        running, wait up to WA_OUTBOX_SEND_TIMEOUT for the runner to send it.
+
+        `status` in the answer is the row's status when the call returns: `sent` (or later)
+        once the page accepted it, still `queued`/`sending` if the wait ran out or the session
+        is stopped (the message stays in the outbox and goes out later), `failed` with
+        errorCode/error (and success False) if the runner refused it.
+        """
+        session_id = validate_session_id(session_id)
+        recipient = validate_recipient(recipient)
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise InvalidInputError(
+                "idempotency_key", f"expected a non-empty string, got {idempotency_key!r}"
+            )
+        session = (
+            Session.objects.using(self.using)
+            .filter(pk=session_id)
+            .values("desired_state", "status")
+            .first()
+        )
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        # Logged out by us (desired_state) or from the phone (status): the runner would fail the
+        # message with session_logged_out at insert; say so before storing anything.
+        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
+            raise SessionLoggedOutError(session_id)
+
+        waiting = wait and not connections[self.using].in_atomic_block
+        timeout = conf.get("WA_OUTBOX_SEND_TIMEOUT")
+        # A stopped session keeps the message queued and a failed one waits for init_session:
+        # no answer can come within the timeout, so do not hold the caller.
+        waiting = (
+            waiting
+            and timeout > 0
+            and session["desired_state"] == DesiredState.RUNNING
+            and session["status"] != SessionStatus.FAILED
+        )
+        if not waiting:
+            msg = self._insert(session_id, recipient, idempotency_key, fields)
+            return _message_result(msg)
+        with pgnotify.subscribe(session_id, using=self.using) as listener:
+            msg = self._insert(session_id, recipient, idempotency_key, fields)
+            if msg["status"] in FINISHED_MESSAGE_STATUSES or msg["not_before"] > timezone.now():
+                return _message_result(msg)
+            found = pgnotify.wait_for(
+                lambda: _finished(self._message_row(msg["id"])),
+                listener=listener,
+                timeout=timeout,
+                session_id=session_id,
+            )
+        return _message_result(found or self._message_row(msg["id"]) or msg)
+
+    def _insert(
+        self, session_id: str, recipient: str, idempotency_key: str | None, fields: dict
+    ) -> dict:
+        try:
+            with transaction.atomic(using=self.using):
+                msg = Message(
+                    session_id=session_id,
+                    recipient=recipient,
+                    idempotency_key=idempotency_key,
+                    **fields,
+                )
+                msg.save(using=self.using)
+        except IntegrityError:
+            if idempotency_key is not None:
+                existing = (
+                    Message.objects.using(self.using)
+                    .filter(idempotency_key=idempotency_key)
+                    .values(*_MESSAGE_COLUMNS)
+                    .first()
+                )
+                if existing is not None:
+                    if existing["session_id"] != session_id:
+                        raise InvalidInputError(
+                            "idempotency_key", "already used for a message of another session"
+                        ) from None
+                    return existing
+            if not Session.objects.using(self.using).filter(pk=session_id).exists():
+                raise SessionNotFoundError(session_id) from None
+            raise
+        return {name: getattr(msg, name) for name in _MESSAGE_COLUMNS}
+
+    def _message_row(self, message_id: int) -> dict | None:
+        return (
+            Message.objects.using(self.using)
+            .filter(pk=message_id)
+            .values(*_MESSAGE_COLUMNS)
+            .first()
+        )
+
+    def get_message_status(self, message_id: int) -> dict:
+        """{"success": True, "messageId", "status", "ack", "waMessageId", "errorCode", "error"}."""
+        if isinstance(message_id, str) and message_id.isdigit():
+            message_id = int(message_id)
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise InvalidInputError("message_id", f"expected an integer, got {message_id!r}")
+        row = self._message_row(message_id)
+        if row is None:
+            raise MessageNotFoundError(message_id)
+        return {**_message_result(row), "ack": row["ack"], "waMessageId": row["wa_message_id"]}
+
+    def cancel_message(self, message_id: int) -> dict:
+        """Cancel a message that is still queued. {"success": bool, "messageId", "status"}."""
+        status = self.get_message_status(message_id)
+        Message.objects.using(self.using).filter(
+            pk=status["messageId"], status=MessageStatus.QUEUED
+        ).update(status=MessageStatus.CANCELLED)
+        row = self._message_row(status["messageId"])
+        return {
+            "success": row["status"] == MessageStatus.CANCELLED,
+            "messageId": row["id"],
+            "status": row["status"],
+        }
+
+    def _refuse_in_transaction(self, what: str) -> None:
+        if connections[self.using].in_atomic_block:
+            raise InTransactionError(
+                f"{what} waits for the wa-outbox runner, which cannot see this transaction's "
+                "writes until it commits; call it outside transaction.atomic() (for views under "
+                "ATOMIC_REQUESTS, decorate them with transaction.non_atomic_requests)"
+            )
+
+
+_MESSAGE_COLUMNS = (
+    "id",
+    "session_id",
+    "status",
+    "not_before",
+    "ack",
+    "wa_message_id",
+    "error_code",
+    "error",
+)
+
+
+def _finished(row: dict | None) -> dict | None:
+    if row is None or row["status"] in FINISHED_MESSAGE_STATUSES:
+        return row or {}
+    return None
+
+
+def _message_result(row: dict) -> dict:
+    result = {
+        "success": row["status"] != MessageStatus.FAILED,
+        "messageId": row["id"],
+        "status": row["status"],
+    }
+    if row["status"] == MessageStatus.FAILED:
+        result["errorCode"] = row["error_code"]
+        result["error"] = row["error"]
+    return result
+
+
+def _live_qr(row: dict) -> bool:
+    # Freshness comes from the status, not from qr_expires_at: the runner clears the QR columns
+    # whenever the session leaves qr_pending, while qr_expires_at is only an estimate of the next
+    # rotation (WhatsApp's first QR lives longer than the later ones).
+    return bool(row["qr_image"])

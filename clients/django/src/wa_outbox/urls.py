@@ -1,0 +1,17 @@
+"""Include with one line: path("whatsapp/", include("wa_outbox.urls"))."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "wa_outbox"
+
+urlpatterns = [
+    path("session/init", views.session_init, name="session-init"),
+    path("session/status/<str:session_id>", views.session_status, name="session-status"),
+    path("session/disconnect", views.session_disconnect, name="session-disconnect"),
+    path("session/logout", views.session_logout, name="session-logout"),
+    path("message/send-text", views.send_text, name="send-text"),
+    path("message/send-media", views.send_media, name="send-media"),
+    path("message/status/<int:message_id>", views.message_status, name="message-status"),
+]

@@ -1,0 +1,303 @@
+"""End to end: Django's views, a real wa-outbox runner, real Chromium and the simulator.
+
+Selected with `-m e2e`; needs WA_OUTBOX_BIN (the wa-outbox binary). Without it these tests FAIL
+(they do not skip): a green run must mean the whole path was exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from wa_outbox import signals
+from wa_outbox.listener import EventListener
+from wa_outbox.models import Message, Session
+
+from .conftest import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+PHONE = "15550001111"
+RECIPIENT = "15551234567"
+HTTP_TIMEOUT = 10
+
+
+class Process:
+    """A child process whose output goes to a file (read back only when a test fails)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=self._log_file, stdin=subprocess.DEVNULL
+        )
+        self.first_line: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        first = True
+        for line in self.proc.stdout:
+            if first:
+                self.first_line.put(line)
+                first = False
+            self._log_file.write(line)
+            self._log_file.flush()
+        if first:
+            self.first_line.put(b"")
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + "\n".join(lines[-n:])
+
+    def stop(self, grace: float = 20.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log_file.close()
+
+
+class Stack:
+    def __init__(self, sim: Process, runner: Process, sim_url: str):
+        self.sim, self.runner, self.sim_url = sim, runner, sim_url
+
+    def logs(self) -> str:
+        return f"{self.runner.tail()}\n{self.sim.tail(20)}"
+
+    def sim_call(self, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.sim_url.rstrip("/") + path,
+            data=data,
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            return json.loads(resp.read() or b"{}")
+
+
+@pytest.fixture
+def stack(database_url, tmp_path):
+    binary = os.environ.get("WA_OUTBOX_BIN")
+    if not binary:
+        pytest.fail(
+            "WA_OUTBOX_BIN is not set: the e2e tests need the wa-outbox binary "
+            "(e.g. WA_OUTBOX_BIN=$PWD/target/debug/wa-outbox); deselect them with -m 'not e2e'",
+            pytrace=False,
+        )
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"WA_OUTBOX_BIN={binary} is not an executable", pytrace=False)
+
+    base_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    sim = Process("sim", [binary, "sim", "--listen", "127.0.0.1:0"], base_env, tmp_path)
+    runner = None
+    try:
+        try:
+            line = sim.first_line.get(timeout=30).decode(errors="replace").strip()
+        except queue.Empty:
+            pytest.fail(f"the simulator printed nothing in 30 s\n{sim.tail()}", pytrace=False)
+        prefix = "sim listening on "
+        if not line.startswith(prefix):
+            if not line:  # stdout closed: it exited; let tail() show its exit code
+                try:
+                    sim.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            pytest.fail(f"unexpected first simulator line {line!r}\n{sim.tail()}", pytrace=False)
+        sim_url = line[len(prefix) :]
+
+        data_dir = tmp_path / "wa-data"
+        data_dir.mkdir()
+        env = {
+            **base_env,
+            "DATABASE_URL": database_url,
+            "WA_WEB_URL": sim_url,
+            "WA_DATA_DIR": str(data_dir),
+            "WA_AUTH_KEY": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+            "WA_SEND_MIN_INTERVAL": "0",
+            "WA_LOG_FORMAT": "pretty",
+        }
+        runner = Process("runner", [binary, "run"], env, tmp_path)
+        yield Stack(sim, runner, sim_url)
+    finally:
+        if runner is not None:
+            runner.stop()
+        sim.stop(5)
+
+
+@pytest.fixture
+def user_client(client, settings):
+    # A cold Chromium on a busy CI machine can take longer than the seed's 30 s to show a QR.
+    settings.WA_OUTBOX_QR_TIMEOUT = 90
+    client.force_login(User.objects.create_user("e2e", password="x"))
+    return client
+
+
+def post(client, name, data):
+    return client.post(
+        reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json"
+    )
+
+
+def link(stack: Stack, client, session_id: str) -> dict:
+    """init → QR → the simulated phone scans it → the status endpoint says connected."""
+    r = post(client, "session-init", {"sessionId": session_id})
+    assert r.status_code == 200, f"{r.status_code} {r.content!r}\n{stack.logs()}"
+    body = r.json()
+    assert body["success"] is True and body["status"] == "qr_pending", body
+    assert body["qrCode"].startswith("data:image/png;base64,")
+    assert base64.b64decode(body["qrCode"].split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+
+    # What a phone's camera would read from that picture: the raw payload in the same row.
+    qr = Session.objects.get(pk=session_id).qr_code
+    assert qr and qr.count(",") == 4, "qr_code is not the five-field WhatsApp QR payload"
+    stack.sim_call("/_sim/scan", {"qr": qr, "phone": PHONE, "name": "E2E Phone"})
+
+    url = reverse("wa_outbox:session-status", args=[session_id])
+
+    def connected():
+        status = client.get(url).json()
+        assert status.get("status") != "failed", f"{status}\n{stack.logs()}"
+        return status if status.get("status") == "connected" else None
+
+    try:
+        status = wait_until(connected, timeout=90, interval=0.25, what="status connected")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.logs()}") from None
+    assert status["isReady"] is True
+    assert (status["phoneNumber"] or "").lstrip("+") == PHONE
+    return status
+
+
+def test_init_scan_status_send_delivered(stack, user_client):
+    link(stack, user_client, "e2e_session")
+
+    text = "Hello from Django " + secrets.token_hex(4)
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "e2e_session", "recipient": RECIPIENT, "message": text},
+    )
+    assert r.status_code == 200, f"{r.content!r}\n{stack.logs()}"
+    body = r.json()
+    assert body["success"] is True, f"{body}\n{stack.logs()}"
+    assert isinstance(body["messageId"], int)
+    assert body["status"] in ("queued", "sending", "sent", "delivered", "read"), body
+
+    try:
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=body["messageId"], status__in=["delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message delivered",
+        )
+    except AssertionError as exc:
+        row = (
+            Message.objects.filter(pk=body["messageId"])
+            .values("status", "error_code", "error")
+            .first()
+        )
+        raise AssertionError(f"{exc}; row {row}\n{stack.logs()}") from None
+    assert row.delivered_at is not None and row.sent_at is not None
+    assert row.wa_message_id and row.error_code is None
+
+    # The simulated WhatsApp server got exactly one copy.
+    sent = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+    assert [m["body"] for m in sent if m.get("body") == text] == [text], sent
+
+    status = user_client.get(reverse("wa_outbox:message-status", args=[body["messageId"]])).json()
+    assert status["status"] in ("delivered", "read", "played") and status["ack"] >= 2
+
+
+def test_listener_signals_for_a_live_session(stack, user_client):
+    link(stack, user_client, "e2e_signals")
+
+    got: list[tuple[str, dict]] = []
+    lock = threading.Lock()
+
+    def recorder(name):
+        def handle(sender, **kwargs):
+            with lock:
+                got.append((name, kwargs))
+
+        return handle
+
+    handlers = {
+        name: recorder(name) for name in ("message_received", "message_ack", "session_status")
+    }
+    for name, handler in handlers.items():
+        getattr(signals, name).connect(handler, weak=False)
+    stop, ready = threading.Event(), threading.Event()
+    listener = EventListener(name="e2e", poll_interval=0.5)
+    thread = threading.Thread(target=listener.run, args=(stop, ready), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "listener did not start"
+
+        def seen(name, pred):
+            with lock:
+                return [kw for n, kw in got if n == name and pred(kw)]
+
+        # The backlog: the session's own status changes up to connected.
+        wait_until(
+            lambda: seen("session_status", lambda kw: kw["session_id"] == "e2e_signals"),
+            timeout=30,
+            what="session_status signal",
+        )
+
+        stack.sim_call("/_sim/incoming", {"to": PHONE, "from": "15557654321", "body": "hi django"})
+        try:
+            incoming = wait_until(
+                lambda: seen(
+                    "message_received", lambda kw: "hi django" in json.dumps(kw["payload"])
+                ),
+                timeout=60,
+                what="message_received signal",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stack.logs()}") from None
+        assert incoming[0]["session_id"] == "e2e_signals" and incoming[0]["wa_message_id"]
+
+        r = post(
+            user_client,
+            "send-text",
+            {"sessionId": "e2e_signals", "recipient": RECIPIENT, "message": "ack me"},
+        )
+        message_id = r.json()["messageId"]
+        try:
+            wait_until(
+                lambda: seen(
+                    "message_ack",
+                    lambda kw: kw["message_id"] == message_id and (kw["ack"] or 0) >= 2,
+                ),
+                timeout=60,
+                what="message_ack signal (ack >= 2)",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stack.logs()}") from None
+    finally:
+        stop.set()
+        thread.join(20)
+        for name, handler in handlers.items():
+            getattr(signals, name).disconnect(handler)

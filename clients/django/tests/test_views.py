@@ -1,0 +1,307 @@
+"""The five seed endpoints (plus logout and message status) through Django's test client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+from django.urls import reverse
+
+from wa_outbox.models import Message, Session
+
+from . import runner_side
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post(client, name, data):
+    return client.post(
+        reverse(f"wa_outbox:{name}"), json.dumps(data), content_type="application/json"
+    )
+
+
+@pytest.fixture
+def user_client(client):
+    user = User.objects.create_user("ann", password="x")
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def only_own_session(request, session_id):
+    return session_id == f"user_{request.user.pk}_session"
+
+
+def test_anonymous_requests_are_forbidden_by_default(client):
+    r = post(client, "send-text", {"sessionId": "s1", "recipient": "15551234567", "message": "hi"})
+    assert r.status_code == 403
+    assert r.json() == {"success": False, "error": "forbidden", "code": "forbidden"}
+    assert not Message.objects.exists()
+
+
+@override_settings(WA_OUTBOX_PERMISSION="wa_outbox.permissions.allow_any")
+def test_permission_setting_is_honoured(client):
+    r = client.get(reverse("wa_outbox:session-status", args=["nobody"]))
+    assert r.status_code == 404
+    assert r.json()["code"] == "session_not_found"
+
+
+@override_settings(WA_OUTBOX_PERMISSION=lambda request: request.headers.get("X-Api-Key") == "k")
+def test_permission_setting_accepts_a_callable(client):
+    url = reverse("wa_outbox:session-status", args=["nobody"])
+    assert client.get(url).status_code == 403
+    assert client.get(url, headers={"X-Api-Key": "k"}).status_code == 404
+
+
+@override_settings(WA_OUTBOX_PERMISSION="wa_outbox.permissions.nope")
+def test_bad_permission_setting_is_reported(client):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="WA_OUTBOX_PERMISSION"):
+        client.get(reverse("wa_outbox:session-status", args=["s1"]))
+
+
+@override_settings(WA_OUTBOX_SESSION_PERMISSION="tests.test_views.only_own_session")
+def test_session_permission_setting(user_client):
+    mine = f"user_{user_client.user.pk}_session"
+    Session.objects.create(id=mine)
+    Session.objects.create(id="someone_else")
+    assert user_client.get(reverse("wa_outbox:session-status", args=[mine])).status_code == 200
+    r = user_client.get(reverse("wa_outbox:session-status", args=["someone_else"]))
+    assert r.status_code == 403
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "someone_else", "recipient": "15551234567", "message": "x"},
+    )
+    assert r.status_code == 403
+
+
+def test_session_init_returns_the_qr(user_client, database_url):
+    session_id = f"user_{user_client.user.pk}_session"
+    runner = runner_side.show_qr(database_url, session_id)
+    runner.start()
+    r = post(user_client, "session-init", {"sessionId": session_id})
+    runner.join_ok()
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "qrCode": runner_side.QR_IMAGE, "status": "qr_pending"}
+    # userId defaults to the logged-in user.
+    assert Session.objects.get(pk=session_id).user_id == user_client.user.pk
+
+
+@override_settings(WA_OUTBOX_QR_TIMEOUT=0.3)
+def test_session_init_timeout_is_504(user_client):
+    r = post(user_client, "session-init", {"sessionId": "s1", "userId": 5})
+    assert r.status_code == 504
+    assert r.json()["code"] == "qr_timeout"
+
+
+def test_session_init_failed_is_502(user_client, database_url):
+    runner = runner_side.set_session(
+        database_url, "s1", status="failed", error_code="page_load_failed"
+    )
+    runner.start()
+    r = post(user_client, "session-init", {"sessionId": "s1"})
+    runner.join_ok()
+    assert r.status_code == 502
+    assert r.json()["code"] == "session_failed" and r.json()["errorCode"] == "page_load_failed"
+
+
+@pytest.mark.parametrize(
+    "name,body,field",
+    [
+        ("session-init", {}, "sessionId"),
+        ("session-init", {"sessionId": "bad id"}, "session_id"),
+        ("session-disconnect", {}, "sessionId"),
+        ("send-text", {"sessionId": "s1", "recipient": "15551234567"}, "message"),
+        ("send-text", {"sessionId": "s1", "recipient": "nope", "message": "x"}, "recipient"),
+        ("send-media", {"sessionId": "s1", "recipient": "15551234567"}, "media_url"),
+        (
+            "send-media",
+            {
+                "sessionId": "s1",
+                "recipient": "15551234567",
+                "mediaUrl": "https://a/b.png",
+                "mediaType": "gif",
+            },
+            "media_type",
+        ),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(user_client, name, body, field):
+    r = post(user_client, name, body)
+    assert r.status_code == 400
+    assert r.json()["success"] is False
+    assert r.json()["field"] == field
+    assert r.json()["code"] == "invalid_input"
+
+
+def test_malformed_json_and_wrong_method(user_client):
+    r = user_client.post(
+        reverse("wa_outbox:send-text"), "{not json", content_type="application/json"
+    )
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    r = user_client.post(reverse("wa_outbox:send-text"), "[1]", content_type="application/json")
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    assert user_client.get(reverse("wa_outbox:send-text")).status_code == 405
+
+
+def test_status_disconnect_logout(user_client, sql):
+    sql.execute(
+        "insert into wa_session (id, status, phone_number) values ('s1', 'connected', '+15550001')"
+    )
+    r = user_client.get(reverse("wa_outbox:session-status", args=["s1"]))
+    body = r.json()
+    assert {k: body[k] for k in ("success", "status", "phoneNumber", "isReady")} == {
+        "success": True,
+        "status": "connected",
+        "phoneNumber": "+15550001",
+        "isReady": True,
+    }
+    r = post(user_client, "session-disconnect", {"sessionId": "s1"})
+    assert r.json() == {"success": True, "message": "Session disconnected"}
+    assert Session.objects.get(pk="s1").desired_state == "stopped"
+    r = post(user_client, "session-logout", {"sessionId": "s1"})
+    assert r.json() == {"success": True, "message": "Session logged out"}
+    assert post(user_client, "session-disconnect", {"sessionId": "nobody"}).status_code == 404
+
+
+def test_send_text(user_client, database_url):
+    Session.objects.create(id="s1")
+    runner = runner_side.finish_message(database_url, "s1", "sent")
+    runner.start()
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "s1", "recipient": "1234567890@c.us", "message": "Hello World"},
+    )
+    runner.join_ok()
+    assert r.status_code == 200
+    body = r.json()
+    assert body == {"success": True, "messageId": body["messageId"], "status": "sent"}
+    r = user_client.get(reverse("wa_outbox:message-status", args=[body["messageId"]]))
+    assert r.json()["status"] == "sent" and r.json()["ack"] == 1
+
+
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_send_media_json_and_multipart(user_client):
+    Session.objects.create(id="s1")
+    r = post(
+        user_client,
+        "send-media",
+        {
+            "sessionId": "s1",
+            "recipient": "1234567890@c.us",
+            "mediaUrl": "http://django-server/media/file.jpg",
+            "caption": "Check this out",
+            "mediaType": "image",
+        },
+    )
+    assert r.status_code == 200, r.content
+    row = Message.objects.get(pk=r.json()["messageId"])
+    assert (row.kind, row.media_url, row.body) == (
+        "image",
+        "http://django-server/media/file.jpg",
+        "Check this out",
+    )
+
+    upload = SimpleUploadedFile("report.pdf", b"%PDF-1.4 body", content_type="application/pdf")
+    r = user_client.post(
+        reverse("wa_outbox:send-media"),
+        {"sessionId": "s1", "recipient": "15551234567", "caption": "the report", "file": upload},
+    )
+    assert r.status_code == 200, r.content
+    row = Message.objects.get(pk=r.json()["messageId"])
+    assert (row.kind, row.media_mime, row.media_filename, bytes(row.media_data), row.body) == (
+        "document",
+        "application/pdf",
+        "report.pdf",
+        b"%PDF-1.4 body",
+        "the report",
+    )
+
+
+def test_send_to_unknown_session_is_404(user_client):
+    r = post(
+        user_client,
+        "send-text",
+        {"sessionId": "nobody", "recipient": "15551234567", "message": "x"},
+    )
+    assert r.status_code == 404
+    assert r.json()["code"] == "session_not_found"
+
+
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_admin_pages_render(admin_client, sql):
+    sql.execute(
+        "insert into wa_session (id, status, qr_code, qr_image) values "
+        "('s1', 'qr_pending', 'SECRET-QR-PAYLOAD', 'data:image/png;base64,AAAA')"
+    )
+    m = Message.objects.create(session_id="s1", recipient="15551234567", body="hi")
+    sql.execute(
+        "insert into wa_event (session_id, kind, message_id, payload) values ('s1', 'ack', %s, '{}')",
+        (m.id,),
+    )
+    for url in (
+        "/admin/wa_outbox/session/",
+        "/admin/wa_outbox/session/s1/change/",
+        "/admin/wa_outbox/message/",
+        f"/admin/wa_outbox/message/{m.id}/change/",
+        "/admin/wa_outbox/event/",
+        "/admin/wa_outbox/session/add/",
+        "/admin/wa_outbox/message/add/",
+    ):
+        r = admin_client.get(url)
+        assert r.status_code == 200, url
+        assert b"SECRET-QR-PAYLOAD" not in r.content
+    assert admin_client.get("/admin/wa_outbox/event/add/").status_code == 403
+
+
+def test_admin_change_writes_only_caller_fields(admin_client, sql):
+    sql.execute("insert into wa_session (id) values ('s1')")
+    # The runner connects the session after the admin page was loaded.
+    sql.execute(
+        "update wa_session set status = 'connected', phone_number = '+15550001' where id = 's1'"
+    )
+    r = admin_client.post(
+        "/admin/wa_outbox/session/s1/change/",
+        {"user_id": "9", "desired_state": "stopped", "pair_phone": ""},
+    )
+    assert r.status_code == 302, r.content[:2000]
+    row = Session.objects.get(pk="s1")
+    assert (row.user_id, row.desired_state, row.status, row.phone_number) == (
+        9,
+        "stopped",
+        "connected",
+        "+15550001",
+    )
+
+
+def test_admin_add_session_and_message_use_database_defaults(admin_client):
+    r = admin_client.post(
+        "/admin/wa_outbox/session/add/",
+        {"id": "from_admin", "user_id": "", "desired_state": "", "pair_phone": ""},
+    )
+    assert r.status_code == 302, r.content[:3000]
+    s = Session.objects.get(pk="from_admin")
+    assert (s.desired_state, s.status) == ("running", "new")
+    r = admin_client.post(
+        "/admin/wa_outbox/message/add/",
+        {
+            "session": "from_admin",
+            "recipient": "15551234567",
+            "kind": "",
+            "body": "from the admin",
+            "options": "",
+            "priority": "",
+            "max_attempts": "",
+            "not_before_0": "",
+            "not_before_1": "",
+        },
+    )
+    assert r.status_code == 302, r.content[:3000]
+    m = Message.objects.get(body="from the admin")
+    assert (m.kind, m.status, m.priority, m.max_attempts, m.options) == ("text", "queued", 0, 5, {})

@@ -1,0 +1,5 @@
+// Client.logout.
+async function () {
+    await window.require('WAWebSocketModel').Socket.logout();
+    return true;
+}

@@ -1,0 +1,163 @@
+// Sends one message under the id the runner chose (and committed) beforehand, the way
+// whatsapp-web.js's WWebJS.sendMessage / processMediaData do, except that the message key's id is
+// ours instead of WAWebMsgKey.newId(): that is what lets a recovering runner ask whether it exists.
+// Every user-supplied value arrives here as a JSON argument.
+async function (chatId, id, kind, body, media, options) {
+    const req = window.require;
+    const Collections = req('WAWebCollections');
+    const WidFactory = req('WAWebWidFactory');
+    options = options || {};
+
+    const chatWid = WidFactory.createWid(chatId);
+    const found = Collections.Chat.get(chatWid) ||
+        ((await req('WAWebFindChatAction').findOrCreateLatestChat(chatWid)) || {}).chat;
+    if (!found) return { error: 'no_chat' };
+    const chat = found;
+
+    const { getMaybeMeLidUser, getMaybeMePnUser } = req('WAWebUserPrefsMeUser');
+    const lidUser = getMaybeMeLidUser();
+    const meUser = getMaybeMePnUser();
+    let from = chat.id.isLid() ? lidUser : meUser;
+    let participant;
+    if (typeof chat.id.isGroup === 'function' && chat.id.isGroup()) {
+        from = chat.groupMetadata && chat.groupMetadata.isLidAddressingMode ? lidUser : meUser;
+        participant = WidFactory.asUserWidOrThrow(from);
+    }
+    const MsgKey = req('WAWebMsgKey');
+    const key = new MsgKey({ from: from, to: chat.id, id: id, participant: participant, selfDir: 'out' });
+
+    // At most once: a message already under this key is never sent again.
+    const existing = Collections.Msg.get(key._serialized);
+    if (existing) return { id: key._serialized, ack: Number(existing.ack), existed: true };
+
+    let content = body == null ? '' : body;
+    let mediaOptions = {};
+    if (media) {
+        // WWebJS.mediaInfoToFile + processMediaData.
+        const binary = window.atob(media.data);
+        const bytes = new Uint8Array(binary.length);
+        for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+        const file = new File([new Blob([bytes], { type: media.mimetype })], media.filename || 'file', {
+            type: media.mimetype,
+            lastModified: Date.now(),
+        });
+        const OpaqueData = req('WAWebMediaOpaqueData');
+        const opaqueData = await OpaqueData.createFromData(file, media.mimetype);
+        const mediaParams = {
+            asSticker: false,
+            asGif: false,
+            isPtt: kind === 'voice',
+            asDocument: kind === 'document',
+        };
+        const mediaPrep = req('WAWebPrepRawMedia').prepRawMedia(opaqueData, mediaParams);
+        const mediaData = await mediaPrep.waitForPrep();
+        const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
+        const mediaType = req('WAWebMmsMediaTypes').msgToMediaType({
+            type: mediaData.type,
+            isGif: mediaData.isGif,
+            isNewsletter: false,
+        });
+        if (!mediaData.filehash) throw new Error('media-fault: filehash undefined');
+        if (!(mediaData.mediaBlob instanceof OpaqueData)) {
+            mediaData.mediaBlob = await OpaqueData.createFromData(mediaData.mediaBlob, mediaData.mediaBlob.type);
+        }
+        mediaData.renderableUrl = mediaData.mediaBlob.url();
+        mediaObject.consolidate(mediaData.toJSON());
+        mediaData.mediaBlob.autorelease();
+        const shouldUseMediaCache = req('WAWebMediaDataUtils').shouldUseMediaCache(
+            req('WAWebMmsMediaTypes').castToV4(mediaObject.type),
+        );
+        if (shouldUseMediaCache && mediaData.mediaBlob instanceof OpaqueData) {
+            req('WAWebMediaInMemoryBlobCache').InMemoryMediaBlobCache.put(
+                mediaObject.filehash,
+                mediaData.mediaBlob.formData(),
+            );
+        }
+        const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
+            mimetype: mediaData.mimetype,
+            mediaObject: mediaObject,
+            mediaType: mediaType,
+        });
+        const mediaEntry = uploaded.mediaEntry;
+        if (!mediaEntry) throw new Error('upload failed: media entry was not created');
+        mediaData.set({
+            clientUrl: mediaEntry.mmsUrl,
+            deprecatedMms3Url: mediaEntry.deprecatedMms3Url,
+            directPath: mediaEntry.directPath,
+            mediaKey: mediaEntry.mediaKey,
+            mediaKeyTimestamp: mediaEntry.mediaKeyTimestamp,
+            filehash: mediaObject.filehash,
+            encFilehash: mediaEntry.encFilehash,
+            uploadhash: mediaEntry.uploadHash,
+            size: mediaObject.size,
+            streamingSidecar: mediaEntry.sidecar,
+            firstFrameSidecar: mediaEntry.firstFrameSidecar,
+            mediaHandle: null,
+        });
+        mediaOptions = mediaData;
+        mediaOptions.caption = body == null ? undefined : body;
+        content = mediaOptions.preview;
+    }
+
+    let extra = {};
+    if (!media && options.link_preview !== false) {
+        const link = req('WALinkify').findLink(content);
+        if (link) {
+            let preview = await req('WAWebLinkPreviewChatAction').getLinkPreview(link);
+            if (preview && preview.data) {
+                preview = preview.data;
+                preview.preview = true;
+                preview.subtype = 'url';
+                extra = Object.assign(extra, preview);
+            }
+        }
+    }
+
+    let quoted = {};
+    if (options.reply_to) {
+        let q = Collections.Msg.get(options.reply_to);
+        if (!q && typeof Collections.Msg.getMessagesById === 'function') {
+            const r = await Collections.Msg.getMessagesById([options.reply_to]);
+            q = r && r.messages && r.messages[0];
+        }
+        if (q) {
+            const ReplyUtils = req('WAWebMsgReply');
+            const canReply = ReplyUtils && ReplyUtils.canReplyMsg ? ReplyUtils.canReplyMsg(q.unsafe()) : q.canReply();
+            if (canReply) quoted = q.msgContextInfo(chat);
+        }
+    }
+
+    const ephemeralFields = req('WAWebGetEphemeralFieldsMsgActionsUtils').getEphemeralFields(chat);
+    const message = Object.assign(
+        {
+            caption: media && body != null ? body : undefined,
+            isCaptionByUser: !!(media && body),
+            mentionedJidList: [],
+            id: key,
+            ack: 0,
+            body: content,
+            from: from,
+            to: chat.id,
+            local: true,
+            self: 'out',
+            t: Math.floor(Date.now() / 1000),
+            isNewMsg: true,
+            type: 'chat',
+        },
+        extra,
+        ephemeralFields,
+        mediaOptions,
+        mediaOptions.toJSON ? mediaOptions.toJSON() : {},
+        quoted,
+    );
+
+    const [msgPromise, sendResultPromise] = req('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, message);
+    await msgPromise;
+    const result = await sendResultPromise;
+    const sent = Collections.Msg.get(key._serialized);
+    return {
+        id: key._serialized,
+        ack: sent ? Number(sent.ack) : 0,
+        result: result && result.messageSendResult != null ? String(result.messageSendResult) : null,
+    };
+}

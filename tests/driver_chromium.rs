@@ -1,0 +1,553 @@
+//! The Chromium driver against real Chromium and the real simulator (`wa-outbox sim`), one
+//! simulator per test binary. Every wait is bounded; nothing sleeps to synchronise.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+use tokio::sync::mpsc;
+use wa_outbox::driver::chromium::{ChromiumConfig, ChromiumDriver, ChromiumSession};
+use wa_outbox::driver::{DriverEvent, Media, MessageKind, OutgoingMessage, Session, SessionSpec};
+use wa_outbox::error_code::ErrorCode;
+
+/// Generous bound on any single expected event (debug build, 2 shared cores).
+const EVENT_WAIT: Duration = Duration::from_secs(45);
+
+struct Sim {
+    url: String,
+}
+
+/// One simulator for the whole binary. It is spawned from a thread that lives as long as the
+/// process, so PR_SET_PDEATHSIG takes it down when the test binary exits.
+fn sim() -> &'static Sim {
+    static SIM: OnceLock<Sim> = OnceLock::new();
+    SIM.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
+            cmd.args(["sim", "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                use std::os::unix::process::CommandExt as _;
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().expect("wa-outbox sim starts");
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).expect("sim prints its address");
+            let url = line
+                .trim()
+                .strip_prefix("sim listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line from sim: {line:?}"))
+                .to_string();
+            tx.send(url).unwrap();
+            // Keep reading so the pipe never fills; park with the child.
+            let mut sink = String::new();
+            while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+            let _ = child.wait();
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("sim started within 30 s");
+        Sim { url }
+    })
+}
+
+fn driver() -> ChromiumDriver {
+    let mut c = ChromiumConfig::from_config(&wa_outbox::config::Config::defaults());
+    c.web_url = sim().url.clone();
+    c.start_timeout = Duration::from_secs(60);
+    c.send_timeout = Duration::from_secs(30);
+    c.cdp_timeout = Duration::from_secs(15);
+    ChromiumDriver::new(c)
+}
+
+fn spec(dir: &std::path::Path, id: &str, pair_phone: Option<&str>) -> SessionSpec {
+    SessionSpec {
+        session_id: id.into(),
+        profile_dir: dir.join(id),
+        pair_phone: pair_phone.map(str::to_string),
+    }
+}
+
+async fn get(path: &str) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(format!("{}{}", sim().url, path))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}{}", sim().url, path))
+        .timeout(Duration::from_secs(10))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "POST {path}: {status} {v}");
+    v
+}
+
+/// Events as printed in failure messages: QR payloads are credentials, even in tests.
+fn redacted(events: &[DriverEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            DriverEvent::Qr { .. } => "Qr { <redacted> }".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Waits for the first event `pick` accepts; returns it and everything seen before it.
+async fn wait_for<T>(
+    rx: &mut mpsc::Receiver<DriverEvent>,
+    what: &str,
+    mut pick: impl FnMut(&DriverEvent) -> Option<T>,
+) -> (T, Vec<DriverEvent>) {
+    let deadline = Instant::now() + EVENT_WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(ev)) => {
+                if let Some(t) = pick(&ev) {
+                    return (t, seen);
+                }
+                seen.push(ev);
+            }
+            Ok(None) => panic!(
+                "event channel closed while waiting for {what}; saw {:?}",
+                redacted(&seen)
+            ),
+            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {:?}", redacted(&seen)),
+        }
+    }
+}
+
+/// Polls the simulator's record (an HTTP read, not a sleep-and-hope) until `ok` holds.
+async fn sim_until(
+    path: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let v = get(path).await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn login(
+    driver: &ChromiumDriver,
+    spec: SessionSpec,
+    phone: &str,
+    name: &str,
+) -> (Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>, Duration) {
+    let started = Instant::now();
+    let (session, mut rx) = driver.launch(spec).await.expect("session starts");
+    let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
+        DriverEvent::Qr { payload } => Some(payload.clone()),
+        _ => None,
+    })
+    .await;
+    let to_qr = started.elapsed();
+    let devices = get("/_sim/devices").await;
+    assert!(
+        devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["qr"].as_str() == Some(qr.as_str())),
+        "the Qr event's payload is what the simulator shows"
+    );
+    assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
+    post(
+        "/_sim/scan",
+        serde_json::json!({"qr": qr, "phone": phone, "name": name}),
+    )
+    .await;
+    let ((p, n), _) = wait_for(&mut rx, "Connected", |e| match e {
+        DriverEvent::Connected { phone, push_name } => Some((phone.clone(), push_name.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(p, phone);
+    assert_eq!(n.as_deref(), Some(name));
+    (session, rx, to_qr)
+}
+
+fn text(to: &str, id: &str, body: &str) -> OutgoingMessage {
+    let chat_id = format!("{to}@c.us");
+    OutgoingMessage {
+        wa_message_id: format!("true_{chat_id}_{id}"),
+        chat_id,
+        id: id.into(),
+        kind: MessageKind::Text,
+        body: Some(body.into()),
+        media: None,
+        options: serde_json::json!({}),
+    }
+}
+
+fn sent_messages(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["messages"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_send_ack_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let phone = "15550001001";
+    let (session, mut rx, to_qr) = login(
+        &driver,
+        spec(dir.path(), "s-main", None),
+        phone,
+        "Main Phone",
+    )
+    .await;
+    eprintln!("start() → first Qr event: {to_qr:?}");
+
+    // Text.
+    let to = "15550009001";
+    let m1 = text(to, "3EB0AA00000000000001", "hello from wa-outbox");
+    session.send(&m1).await.expect("text sent");
+
+    // Image, with a caption.
+    let png = wa_outbox::qr::png_bytes("an image").unwrap();
+    let png_sha = hex::encode(sha2::Sha256::digest(&png));
+    let mut m2 = text(to, "3EB0AA00000000000002", "a caption");
+    m2.kind = MessageKind::Image;
+    m2.media = Some(Media {
+        data: png.clone().into(),
+        mime: "image/png".into(),
+        filename: Some("qr.png".into()),
+    });
+    session.send(&m2).await.expect("image sent");
+
+    // Hostile text: must arrive byte for byte, and nothing in it may run.
+    let nasty =
+        "quote \" apostrophe ' backslash \\ </script><script>alert(1)</script> '); alert(1);// \
+                 `${alert(1)}` 😀🚀 \u{1F9D1}\u{200D}\u{1F4BB} end";
+    let m3 = text(to, "3EB0AA00000000000003", nasty);
+    session.send(&m3).await.expect("hostile text sent");
+
+    // Sending the same id again is a no-op (at most once).
+    session
+        .send(&m1)
+        .await
+        .expect("re-send of a known id is accepted");
+
+    let path = format!("/_sim/messages?phone={phone}");
+    let record = sim_until(&path, "three messages recorded", |v| {
+        sent_messages(v).len() >= 3
+    })
+    .await;
+    let msgs = sent_messages(&record);
+    assert_eq!(msgs.len(), 3, "each message exactly once: {record}");
+    let by_id = |id: &str| {
+        msgs.iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not recorded: {record}"))
+            .clone()
+    };
+    let r1 = by_id("3EB0AA00000000000001");
+    assert_eq!(r1["body"], "hello from wa-outbox");
+    assert_eq!(r1["to"].as_str().unwrap().trim_end_matches("@c.us"), to);
+    let r2 = by_id("3EB0AA00000000000002");
+    assert_eq!(r2["kind"], "image");
+    assert_eq!(r2["caption"], "a caption");
+    assert_eq!(r2["media"]["sha256"], png_sha.as_str());
+    assert_eq!(r2["media"]["size"], png.len());
+    let r3 = by_id("3EB0AA00000000000003");
+    assert_eq!(r3["body"].as_str(), Some(nasty));
+
+    // Acks reach us as events under the ids we chose.
+    let mut want: std::collections::HashSet<String> = [&m1, &m2, &m3]
+        .iter()
+        .map(|m| m.wa_message_id.clone())
+        .collect();
+    wait_for(&mut rx, "Ack ≥ 1 for all three", |e| {
+        if let DriverEvent::Ack { wa_message_id, ack } = e {
+            if *ack >= 1 {
+                want.remove(wa_message_id);
+            }
+        }
+        want.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        session
+            .find_message(&m1.chat_id, &m1.wa_message_id)
+            .await
+            .unwrap()
+            .map(|a| a >= 1),
+        Some(true)
+    );
+    assert_eq!(
+        session
+            .find_message(&m1.chat_id, "true_15550009001@c.us_3EB0FFFFFFFFFFFFFFFF")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Incoming.
+    post(
+        "/_sim/incoming",
+        serde_json::json!({"to": phone, "from": "15550009002", "body": "hi there"}),
+    )
+    .await;
+    let (inc, _) = wait_for(&mut rx, "Incoming", |e| match e {
+        DriverEvent::Incoming(m) => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(inc.body.as_deref(), Some("hi there"));
+    assert!(inc.from.starts_with("15550009002"), "{inc:?}");
+
+    // number_exists.
+    post(
+        "/_sim/unregistered",
+        serde_json::json!({"numbers": ["15550009999"]}),
+    )
+    .await;
+    assert!(!session.number_exists("15550009999@c.us").await.unwrap());
+    assert!(session.number_exists("15550009001@c.us").await.unwrap());
+
+    // Close (idempotent), then start again from the same profile: no QR, straight to Connected.
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    session.close().await.unwrap();
+    assert!(!process_alive(pid), "browser process gone after close()");
+    drop(rx);
+
+    let started = Instant::now();
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-main", None))
+        .await
+        .expect("restart");
+    let (p, before) = wait_for(&mut rx, "Connected after restart", |e| match e {
+        DriverEvent::Connected { phone, .. } => Some(phone.clone()),
+        _ => None,
+    })
+    .await;
+    eprintln!("restart from profile → Connected: {:?}", started.elapsed());
+    assert_eq!(p, phone);
+    assert!(
+        !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
+        "no QR on resume: {:?}",
+        redacted(&before)
+    );
+    session.close().await.unwrap();
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie still "exists" for kill(0); read its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .map(|rest| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_browser_is_reported_and_resumes_without_qr() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let phone = "15550001002";
+    let (session, mut rx, _) = login(
+        &driver,
+        spec(dir.path(), "s-crash", None),
+        phone,
+        "Crash Phone",
+    )
+    .await;
+    let m = text("15550009003", "3EB0BB00000000000001", "before the crash");
+    session.send(&m).await.unwrap();
+
+    let pid = session.browser_pid();
+    // SAFETY: plain syscall on the browser we started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let (reason, _) = wait_for(&mut rx, "Crashed", |e| match e {
+        DriverEvent::Crashed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(!reason.is_empty());
+    let err = session
+        .send(&text("15550009003", "3EB0BB00000000000002", "x"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.code(), ErrorCode::BrowserCrashed);
+    session.close().await.unwrap();
+    assert!(!process_alive(pid), "killed browser reaped");
+
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-crash", None))
+        .await
+        .expect("restart after crash");
+    let (_, before) = wait_for(&mut rx, "Connected after crash", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
+        "no QR after a crash: {:?}",
+        redacted(&before)
+    );
+    // The message sent before the crash is known to the page under our id.
+    assert!(session
+        .find_message(&m.chat_id, &m.wa_message_id)
+        .await
+        .unwrap()
+        .is_some());
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_code_links_without_qr() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let phone = "15550001003";
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-pair", Some(phone)))
+        .await
+        .unwrap();
+    let (code, before) = wait_for(&mut rx, "PairingCode", |e| match e {
+        DriverEvent::PairingCode { code } => Some(code.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code.len(), 8);
+    assert!(!before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })));
+    post(
+        "/_sim/pair",
+        serde_json::json!({"code": code, "phone": phone}),
+    )
+    .await;
+    let (p, _) = wait_for(&mut rx, "Connected by code", |e| match e {
+        DriverEvent::Connected { phone, .. } => Some(phone.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(p, phone);
+
+    // Logout from the phone → LoggedOut.
+    post("/_sim/logout", serde_json::json!({"phone": phone})).await;
+    wait_for(&mut rx, "LoggedOut", |e| {
+        matches!(e, DriverEvent::LoggedOut { .. }).then_some(())
+    })
+    .await;
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_drop_refused_send_and_hung_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = driver().config().clone();
+    // Short bounds so the hung page is detected quickly.
+    c.send_timeout = Duration::from_secs(4);
+    c.cdp_timeout = Duration::from_secs(3);
+    let driver = ChromiumDriver::new(c);
+    let phone = "15550001004";
+    let (session, mut rx, _) = login(
+        &driver,
+        spec(dir.path(), "s-faults", None),
+        phone,
+        "Fault Phone",
+    )
+    .await;
+
+    // The socket drops: Disconnected, then Connected again on the page's own reconnect.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "drop_socket": true}),
+    )
+    .await;
+    wait_for(&mut rx, "Disconnected", |e| {
+        matches!(e, DriverEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    wait_for(&mut rx, "Connected after reconnect", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+
+    // The server refuses one send: a transient send_failed, nothing recorded.
+    post("/_sim/faults", serde_json::json!({"fail_sends": 1})).await;
+    let err = session
+        .send(&text("15550009004", "3EB0CC00000000000001", "refused"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.code(), ErrorCode::SendFailed, "{err}");
+    session
+        .send(&text("15550009004", "3EB0CC00000000000002", "accepted"))
+        .await
+        .unwrap();
+    let record = get(&format!("/_sim/messages?phone={phone}")).await;
+    let ids: Vec<&str> = record["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["3EB0CC00000000000002"]);
+
+    // The page stops running script: the send times out and the session reports a crash.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "crash_page": "hang"}),
+    )
+    .await;
+    let started = Instant::now();
+    let err = session
+        .send(&text(
+            "15550009004",
+            "3EB0CC00000000000003",
+            "into the void",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    wait_for(&mut rx, "Crashed after hang", |e| {
+        matches!(e, DriverEvent::Crashed { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "hang detected in bounded time"
+    );
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    assert!(!process_alive(pid));
+}
