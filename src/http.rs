@@ -314,6 +314,80 @@ async fn count_rows(pool: &PgPool) -> Result<Counts, sqlx::Error> {
     Ok((sessions, messages))
 }
 
+/// Proportional set size (PSS) of a process and all its descendants, in bytes: what
+/// `wa_session_memory_bytes` reports for a session's browser (DESIGN.md §7 measured the same way).
+/// PSS shares pages mapped by several processes among them, so the numbers of several sessions
+/// add up to the memory they really use. Linux only (`/proc/<pid>/smaps_rollup`); processes
+/// that exit while being read are skipped, and an error means the root itself is unreadable.
+pub fn process_tree_pss_bytes(root: u32) -> std::io::Result<u64> {
+    let tree = process_tree(root)?;
+    let mut total = 0u64;
+    for (i, pid) in tree.iter().enumerate() {
+        match smaps_pss_bytes(*pid) {
+            Ok(n) => total += n,
+            // A child may exit between listing and reading: not an error of the measurement.
+            Err(_) if i > 0 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// `root` and its descendants, root first, from the parent pid of every process in /proc.
+fn process_tree(root: u32) -> std::io::Result<Vec<u32>> {
+    let mut parent_of: Vec<(u32, u32)> = vec![];
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after the
+        // last `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    Ok(tree)
+}
+
+fn smaps_pss_bytes(pid: u32) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    text.lines()
+        .find_map(|line| {
+            let kb = line.strip_prefix("Pss:")?.trim().strip_suffix("kB")?.trim();
+            kb.parse::<u64>().ok()
+        })
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("/proc/{pid}/smaps_rollup has no Pss line"),
+            )
+        })
+}
+
 #[derive(Clone)]
 struct AppState {
     pool: PgPool,

@@ -856,3 +856,81 @@ async fn sql_in_the_deployment_docs_runs_and_matches_the_scaledobject() {
         tx.rollback().await.unwrap();
     }
 }
+
+// ---- memory per session -----------------------------------------------------------------------
+
+fn own_pss_bytes(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn memory_of_a_real_browser_counts_all_its_processes() {
+    use std::os::unix::process::CommandExt;
+
+    let chromium = std::env::var("WA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(&chromium);
+    cmd.args([
+        "--headless",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--remote-debugging-port=0",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg("about:blank")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    // Its own process group, so the whole browser can be killed at the end.
+    .process_group(0);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("--no-sandbox");
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{chromium}: {e} (install Debian's chromium)"));
+    let pid = child.id();
+
+    // A browser is several processes (browser, zygotes, renderer, utilities); wait until the
+    // renderer is up, i.e. the tree holds clearly more than the browser process alone.
+    let (tree, own) = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let tree = http::process_tree_pss_bytes(pid).expect("the browser is readable");
+            let own = own_pss_bytes(pid);
+            if tree > own + 20_000_000 {
+                return (tree, own);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the browser's child processes appear within 60 s");
+    // SAFETY: kill with a negative pid signals the process group we created above.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    let _ = child.wait();
+
+    // The wait above already proved the children are counted (tree > own + 20 MB).
+    assert!(tree < 4_000_000_000, "implausible PSS {tree}");
+    eprintln!(
+        "headless Chromium on about:blank: {} MB PSS in all, {} MB in the browser process",
+        tree / 1_000_000,
+        own / 1_000_000
+    );
+
+    let gone = http::process_tree_pss_bytes(pid);
+    assert!(
+        gone.is_err(),
+        "a process that is gone is an error, not 0: {gone:?}"
+    );
+}
