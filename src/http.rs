@@ -14,7 +14,8 @@
 //!   `wa_claim_latency_seconds`, `wa_send_latency_seconds` (histograms),
 //!   `wa_browser_restarts_total`, `wa_live_browsers`, `wa_session_memory_bytes{session_id}`.
 //!
-//! The runner owns a [`Metrics`] (cheap to clone) and feeds it; [`serve`] exposes it.
+//! The runner owns a [`Metrics`] (cheap to clone) and feeds it; [`serve`] exposes it;
+//! [`process_tree_pss_bytes`] measures a browser for `set_session_memory_bytes`.
 
 use std::future::Future;
 use std::net::SocketAddr;
