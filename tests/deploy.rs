@@ -274,6 +274,38 @@ fn manifests_agree_on_capacity_memory_and_secrets() {
             "configmap.yaml sets unknown variable {key}"
         );
     }
+    // Likewise the variables the image and the pods set directly (HOME and TMPDIR are for
+    // Chromium, not for wa-outbox).
+    let process_env = ["HOME", "TMPDIR"];
+    let dockerfile = std::fs::read_to_string(repo_file("deploy/docker/Dockerfile")).unwrap();
+    let env_block = dockerfile
+        .split("\nENV ")
+        .nth(1)
+        .expect("the Dockerfile sets ENV");
+    let mut image_vars = vec![];
+    for line in env_block.lines() {
+        image_vars.extend(
+            line.split_whitespace()
+                .filter_map(|t| t.split_once('=').map(|(k, _)| k.to_string())),
+        );
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    assert!(
+        image_vars.iter().any(|v| v == "WA_HTTP_LISTEN"),
+        "{image_vars:?}"
+    );
+    let pod_vars = [runner, &job["spec"]["template"]["spec"]["containers"][0]]
+        .into_iter()
+        .flat_map(|c| c["env"].as_sequence().unwrap())
+        .map(|e| str_at(e, &["name"]).to_string());
+    for var in image_vars.iter().cloned().chain(pod_vars) {
+        assert!(
+            known.contains(&var.as_str()) || process_env.contains(&var.as_str()),
+            "the image or a pod sets unknown variable {var}"
+        );
+    }
     // Every secret key referenced exists in the Secret.
     let keys: Vec<&str> = secret["stringData"]
         .as_mapping()
