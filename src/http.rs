@@ -421,10 +421,15 @@ pub async fn serve(
     draining: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
+    serve_listener(bind(listen).await?, pool, metrics, draining, shutdown).await
+}
+
+/// Binds WA_HTTP_LISTEN. Call it before spawning [`serve_listener`], so that a taken port stops
+/// start-up with a message naming the variable instead of failing inside a background task.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
         .await
-        .with_context(|| format!("WA_HTTP_LISTEN: cannot listen on {listen}"))?;
-    serve_listener(listener, pool, metrics, draining, shutdown).await
+        .with_context(|| format!("WA_HTTP_LISTEN: cannot listen on {listen}"))
 }
 
 /// As [`serve`], on a listener the caller bound (tests bind port 0 and read the address).

@@ -722,6 +722,8 @@ async fn serve_names_the_variable_when_the_address_is_taken() {
     .expect("a bind failure returns at once");
     let err = served.unwrap_err();
     assert!(format!("{err:#}").contains("WA_HTTP_LISTEN"), "{err:#}");
+    let err = http::bind(addr).await.unwrap_err();
+    assert!(format!("{err:#}").contains(&addr.to_string()), "{err:#}");
 }
 
 type SeriesKey = (String, Vec<(String, String)>);
