@@ -315,6 +315,10 @@ async fn run_loops(
             .0
     });
     let reconciler = tokio::spawn(crate::reconciler::run(shared.clone()));
+    let accounting = shared
+        .metrics
+        .clone()
+        .map(|m| tokio::spawn(account(shared.clone(), m)));
     let dispatcher = tokio::spawn(crate::dispatcher::run(shared.clone()));
 
     shutdown.cancelled().await;
@@ -329,6 +333,9 @@ async fn run_loops(
     let _ = dispatcher.await;
     let _ = reconciler.await;
     listener.abort();
+    if let Some(a) = accounting {
+        a.abort();
+    }
     if let Some(m) = maintenance {
         let _ = tokio::time::timeout(Duration::from_secs(10), m).await;
     }
@@ -360,10 +367,42 @@ pub async fn run_command(config: Config) -> anyhow::Result<()> {
         // The local default has no separate deploy step: bring the schema up to date here.
         crate::db::migrate(&pool).await?;
     }
-    let handle = spawn_production(&config, pool, db.embedded.is_some()).await?;
+    let metrics = crate::http::Metrics::new();
+    // Bind before anything starts, so a taken port fails start-up rather than hiding later.
+    let http = match config.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    let handle = spawn_production(
+        &config,
+        pool.clone(),
+        db.embedded.is_some(),
+        Some(metrics.clone()),
+    )
+    .await?;
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = http.map(|listener| {
+        // /healthz keeps answering until the drain is over, not just until the signal.
+        tokio::spawn(crate::http::serve_listener(
+            listener,
+            pool,
+            metrics,
+            drain_rx,
+            async move {
+                let _ = done_rx.await;
+            },
+        ))
+    });
     wait_for_signal().await;
     tracing::info!("signal received; draining");
-    handle.shutdown().await
+    let _ = drain_tx.send(true);
+    let result = handle.shutdown().await;
+    let _ = done_tx.send(());
+    if let Some(s) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    result
 }
 
 /// A runner with the real parts: Chromium, the media fetcher, the stored-login store.
@@ -371,6 +410,7 @@ pub async fn spawn_production(
     config: &Config,
     pool: PgPool,
     embedded: bool,
+    metrics: Option<crate::http::Metrics>,
 ) -> anyhow::Result<RunnerHandle> {
     // Without a key no login can be stored safely; only the local default may make its own.
     let keys = crate::auth_store::KeyRing::from_config(config, embedded)?;
@@ -385,7 +425,7 @@ pub async fn spawn_production(
         driver: Arc::new(driver),
         media: Some(Arc::new(media)),
         cfg: RunnerConfig::from_config(config),
-        metrics: None,
+        metrics,
     })
     .await
 }
@@ -405,6 +445,42 @@ async fn wait_for_signal() {
         }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// How often live browsers and their memory are measured for /metrics.
+const ACCOUNTING_EVERY: Duration = Duration::from_secs(15);
+
+/// Feeds wa_live_browsers and wa_session_memory_bytes (PSS of each browser's process tree).
+async fn account(shared: Arc<Shared>, metrics: crate::http::Metrics) {
+    let mut known: std::collections::HashSet<String> = Default::default();
+    loop {
+        let live: Vec<(String, Option<u32>)> = shared
+            .sessions()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.handle.as_ref().and_then(|h| h.process_id())))
+            .collect();
+        metrics.set_live_browsers(live.len() as i64);
+        let ids: std::collections::HashSet<String> =
+            live.iter().map(|(id, _)| id.clone()).collect();
+        for gone in known.difference(&ids) {
+            metrics.remove_session(gone);
+        }
+        for (id, pid) in live {
+            if let Some(pid) = pid {
+                if let Ok(Ok(bytes)) =
+                    tokio::task::spawn_blocking(move || crate::http::process_tree_pss_bytes(pid))
+                        .await
+                {
+                    metrics.set_session_memory_bytes(&id, bytes);
+                }
+            }
+        }
+        known = ids;
+        tokio::select! {
+            _ = tokio::time::sleep(ACCOUNTING_EVERY) => {}
+            _ = shared.draining.cancelled() => return,
         }
     }
 }

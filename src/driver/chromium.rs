@@ -1114,6 +1114,10 @@ impl Session for ChromiumSession {
         }
     }
 
+    fn process_id(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
     async fn close(&self) -> Result<(), DriverError> {
         self.sink.closing.store(true, Ordering::SeqCst);
         let browser = self.browser.lock().await.take();
