@@ -1,12 +1,96 @@
 //! `wa-outbox sim`: a local WhatsApp Web for tests, demos and users' CI.
+//!
+//! A server (this module) and one self-contained HTML app (`app.html`) that presents the module
+//! surface of the real page (`window.require(name)`, `window.Debug.VERSION`), so the product's
+//! driver and unmodified whatsapp-web.js run against it exactly as against web.whatsapp.com.
+//! The page talks to the server over a WebSocket; tests and demos steer the "phones" through the
+//! JSON control API under `/_sim/`. See docs/simulator.md and docs/sim-surface.md.
+
+mod server;
+mod world;
+
+use std::io::Write;
+use std::time::Duration;
+
+pub use server::{router, SimState};
+pub use world::{AutoAck, SimConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// Address the page uses to reach this server (defaults to the bound address). Set it when
+    /// the sim sits behind a proxy or listens on 0.0.0.0.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Milliseconds until the first QR ref is replaced (WhatsApp Web: 60 s).
+    #[arg(long, default_value_t = 60_000)]
+    pub qr_first_ms: u64,
+    /// Milliseconds between later QR refs (WhatsApp Web: 20 s).
+    #[arg(long, default_value_t = 20_000)]
+    pub qr_interval_ms: u64,
+    /// Milliseconds between CONNECTED and `hasSynced` (the history sync of the real page).
+    #[arg(long, default_value_t = 1_000)]
+    pub sync_delay_ms: u64,
+    /// How far acks progress on their own: none, server, device or read.
+    #[arg(long, default_value = "read")]
+    pub auto_ack: String,
+    /// Milliseconds between automatic ack steps (server → device → read).
+    #[arg(long, default_value_t = 300)]
+    pub ack_step_ms: u64,
 }
 
-pub async fn main(_args: SimArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the simulator is not built yet")
+impl SimArgs {
+    fn config(&self) -> anyhow::Result<SimConfig> {
+        let auto_ack: AutoAck = self
+            .auto_ack
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--auto-ack: {e}"))?;
+        if self.qr_first_ms == 0 || self.qr_interval_ms == 0 {
+            anyhow::bail!("--qr-first-ms and --qr-interval-ms must be greater than 0");
+        }
+        Ok(SimConfig {
+            qr_first: Duration::from_millis(self.qr_first_ms),
+            qr_interval: Duration::from_millis(self.qr_interval_ms),
+            sync_delay: Duration::from_millis(self.sync_delay_ms),
+            ack_step: Duration::from_millis(self.ack_step_ms),
+            auto_ack,
+        })
+    }
+}
+
+pub async fn main(args: SimArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = match &args.public_url {
+        Some(u) => {
+            let parsed = url::Url::parse(u).map_err(|e| anyhow::anyhow!("--public-url: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("--public-url must be http(s)");
+            }
+            Some(u.trim_end_matches('/').to_string())
+        }
+        // The Host of each request names us as the page's caller sees us.
+        None => None,
+    };
+    let state = SimState::new(config, public_url, Some(local));
+    state.spawn_ticker();
+    let app = router(state);
+
+    // Tests and scripts read the port from this first line, so it must reach them at once.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "sim listening on http://{local}")?;
+    out.flush()?;
+    drop(out);
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
 }

@@ -1,0 +1,853 @@
+//! HTTP side of the simulator: the app page, the page's WebSocket and the `/_sim/` control API.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use super::world::{
+    new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
+    Keys, Media, Out, SentMsg, SimConfig, Upload, World,
+};
+
+const APP_HTML: &str = include_str!("app.html");
+/// The `Debug.VERSION` the page reports; shaped like WhatsApp Web's so version checks parse it.
+pub const SIM_WA_VERSION: &str = "2.3000.1099999999";
+/// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
+const MAX_WS_MESSAGE: usize = 160 << 20;
+const MAX_BODY_CHARS: usize = 65_536;
+
+#[derive(Clone)]
+pub struct SimState {
+    world: Arc<Mutex<World>>,
+    /// The address pages use to reach us; None: derive it from the request's Host.
+    public_url: Option<String>,
+    local: Option<SocketAddr>,
+}
+
+impl SimState {
+    pub fn new(config: SimConfig, public_url: Option<String>, local: Option<SocketAddr>) -> Self {
+        SimState {
+            world: Arc::new(Mutex::new(World::new(config))),
+            public_url,
+            local,
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock must not take the whole simulator down with it.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rotates QR refs on time; one ticker for all pending devices.
+    pub fn spawn_ticker(&self) {
+        let st = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                st.world().rotate_refs(Instant::now());
+            }
+        });
+    }
+
+    fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() < 256
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            });
+        match (host, self.local) {
+            (Some(h), _) => format!("http://{h}"),
+            (None, Some(a)) => format!("http://{a}"),
+            (None, None) => "http://127.0.0.1".to_string(),
+        }
+    }
+}
+
+pub fn router(state: SimState) -> Router {
+    Router::new()
+        .route("/", get(app_page))
+        .route("/_sim/ws", get(ws_upgrade))
+        .route("/_sim/devices", get(devices))
+        .route("/_sim/scan", post(scan))
+        .route("/_sim/pair", post(pair))
+        .route("/_sim/logout", post(logout))
+        .route("/_sim/incoming", post(incoming))
+        .route("/_sim/messages", get(messages))
+        .route("/_sim/ack", post(ack))
+        .route("/_sim/unregistered", post(unregistered))
+        .route("/_sim/faults", get(get_faults).post(faults))
+        .route("/_sim/media/{id}", get(media))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::cors::CorsLayer::permissive())
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------- errors and bodies
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found_err(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+/// Parses a JSON body ourselves so that every malformed request gets a JSON error.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(bad("request body must be a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+fn phone_arg(field: &str, raw: &str) -> Result<String, ApiError> {
+    normalize_phone(raw).ok_or_else(|| bad(format!("{field}: not a phone number: {raw:?}")))
+}
+
+async fn not_found() -> ApiError {
+    not_found_err("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here".into(),
+    )
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+// ---------------------------------------------------------------- the page
+
+async fn app_page(State(st): State<SimState>, headers: HeaderMap) -> Response {
+    let base = st.base_url(&headers);
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}/_sim/ws")
+    } else {
+        format!("ws://{}/_sim/ws", base.trim_start_matches("http://"))
+    };
+    let config = json!({"base": base, "ws": ws, "version": SIM_WA_VERSION});
+    // JSON inside a <script> element: `<` must not open a tag.
+    let config = config.to_string().replace('<', "\\u003c");
+    let html = APP_HTML.replace("\"__SIM_CONFIG__\"", &config);
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+async fn ws_upgrade(State(st): State<SimState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| page_socket(st, socket))
+}
+
+async fn page_socket(st: SimState, socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let conn = {
+        let mut w = st.world();
+        let id = w.next_conn;
+        w.next_conn += 1;
+        w.conns.insert(
+            id,
+            Conn {
+                tx: tx.clone(),
+                device: None,
+            },
+        );
+        id
+    };
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Json(v)) => {
+                    if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Close) | None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            inc = stream.next() => match inc {
+                Some(Ok(Message::Text(t))) => page_message(&st, conn, t.as_str()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let mut w = st.world();
+    w.conns.remove(&conn);
+    let mut gone = Vec::new();
+    for d in w.devices.values_mut() {
+        if d.conn == Some(conn) {
+            d.conn = None;
+            if matches!(d.state, DevState::Pending { .. }) {
+                gone.push(d.id.clone());
+            }
+        }
+    }
+    // A QR nobody shows any more cannot be scanned.
+    for id in gone {
+        w.devices.remove(&id);
+    }
+}
+
+#[derive(Deserialize)]
+struct PageKeys {
+    noise: String,
+    identity: String,
+    adv: String,
+    platform: String,
+}
+
+fn s(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(|x| x.as_str()).map(str::to_string)
+}
+
+fn reply(w: &World, conn: ConnId, req: &Value, body: Value) {
+    let mut body = body;
+    body["t"] = json!("reply");
+    body["req"] = req.clone();
+    w.send_to(conn, body);
+}
+
+/// One message from a page. Malformed messages get an error reply, never a panic.
+fn page_message(st: &SimState, conn: ConnId, text: &str) {
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        st.world()
+            .send_to(conn, json!({"t": "error", "error": "malformed message"}));
+        return;
+    };
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    match v.get("t").and_then(|t| t.as_str()).unwrap_or("") {
+        "hello" => hello(st, conn, &v),
+        "refresh_qr" => {
+            let mut w = st.world();
+            let dev = w.conns.get(&conn).and_then(|c| c.device.clone());
+            if let Some(d) = dev.and_then(|d| w.devices.get_mut(&d)) {
+                if let DevState::Pending { next_rotation, .. } = &mut d.state {
+                    *next_rotation = Instant::now();
+                }
+            }
+            w.rotate_refs(Instant::now());
+        }
+        "pair_code" => {
+            let mut w = st.world();
+            let phone = s(&v, "phone").as_deref().and_then(normalize_phone);
+            let dev = w.conns.get(&conn).and_then(|c| c.device.clone());
+            let result = match (phone, dev.and_then(|d| w.devices.get_mut(&d))) {
+                (None, _) => Err("invalid phone number"),
+                (_, None) => Err("not waiting for a login"),
+                (Some(p), Some(d)) => match &mut d.state {
+                    DevState::Pending { code, .. } => {
+                        let c = new_pairing_code();
+                        *code = Some((c.clone(), p));
+                        Ok(c)
+                    }
+                    DevState::Linked { .. } => Err("already logged in"),
+                },
+            };
+            match result {
+                Ok(c) => reply(&w, conn, &req, json!({"ok": true, "code": c})),
+                Err(e) => reply(&w, conn, &req, json!({"error": e})),
+            }
+        }
+        "send" => send(st, conn, &v),
+        "upload" => upload(st, conn, &v),
+        "exists" => {
+            let w = st.world();
+            let user = s(&v, "user").as_deref().and_then(normalize_phone);
+            let exists = user.as_deref().is_some_and(|u| w.is_registered(u));
+            reply(
+                &w,
+                conn,
+                &req,
+                json!({"ok": true, "exists": exists, "user": user}),
+            );
+        }
+        "fetch" => {
+            let w = st.world();
+            let ids: Vec<String> = v
+                .get("ids")
+                .and_then(|x| x.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let phone = w
+                .conns
+                .get(&conn)
+                .and_then(|c| c.device.as_ref())
+                .and_then(|d| w.devices.get(d))
+                .and_then(|d| d.phone().map(str::to_string));
+            let found: Vec<&SentMsg> = phone
+                .and_then(|p| w.phones.get(&p))
+                .map(|p| {
+                    p.sent
+                        .iter()
+                        .filter(|m| ids.iter().any(|i| *i == m.id || *i == m.serialized))
+                        .collect()
+                })
+                .unwrap_or_default();
+            reply(&w, conn, &req, json!({"ok": true, "sent": found}));
+        }
+        "logout" => {
+            let mut w = st.world();
+            let dev = w.conns.get(&conn).and_then(|c| c.device.clone());
+            let phone = dev
+                .as_ref()
+                .and_then(|d| w.devices.get(d))
+                .and_then(|d| d.phone().map(str::to_string));
+            match (phone, dev) {
+                (Some(p), Some(d)) => {
+                    w.logout(&p, Some(&d));
+                }
+                _ => w.send_to(conn, json!({"t": "logged_out"})),
+            }
+        }
+        other => {
+            let w = st.world();
+            reply(
+                &w,
+                conn,
+                &req,
+                json!({"error": format!("unknown message type {other:?}")}),
+            );
+        }
+    }
+}
+
+fn hello(st: &SimState, conn: ConnId, v: &Value) {
+    let keys: Option<PageKeys> = v
+        .get("keys")
+        .cloned()
+        .and_then(|k| serde_json::from_value(k).ok());
+    let Some(keys) = keys else {
+        st.world()
+            .send_to(conn, json!({"t": "error", "error": "hello without keys"}));
+        return;
+    };
+    let keys = Keys {
+        noise: keys.noise,
+        identity: keys.identity,
+        adv: keys.adv,
+        platform: keys.platform,
+    };
+    let browser = s(v, "browser").unwrap_or_else(|| "Chrome".into());
+    let token = s(v, "token");
+    let mut w = st.world();
+    if let Some(token) = token {
+        if let Some(dev) = w.find_device_by_token(&token) {
+            // One page per login, as on WhatsApp: the older page is told it was replaced.
+            let old = w.devices.get(&dev).and_then(|d| d.conn);
+            if let Some(old) = old.filter(|o| *o != conn) {
+                w.send_to(old, json!({"t": "replaced"}));
+                if let Some(c) = w.conns.get_mut(&old) {
+                    c.device = None;
+                }
+            }
+            if let Some(d) = w.devices.get_mut(&dev) {
+                d.conn = Some(conn);
+            }
+            if let Some(c) = w.conns.get_mut(&conn) {
+                c.device = Some(dev.clone());
+            }
+            let history = w.history_for(&dev).unwrap_or(Value::Null);
+            w.send_to(
+                conn,
+                json!({"t": "linked", "device": dev, "history": history}),
+            );
+            drop(w);
+            spawn_sync(st.clone(), conn, dev);
+            return;
+        }
+        w.send_to(conn, json!({"t": "login_invalid"}));
+    }
+    let (dev, qr_ref) = w.add_pending(conn, keys, browser);
+    let matrix = w
+        .devices
+        .get(&dev)
+        .and_then(|d| d.qr_payload())
+        .map(|p| qr_matrix(&p))
+        .unwrap_or(Value::Null);
+    w.send_to(
+        conn,
+        json!({"t": "unpaired", "device": dev, "ref": qr_ref, "qr": matrix}),
+    );
+}
+
+/// After the history sync delay: `hasSynced`, then messages that arrived while offline.
+fn spawn_sync(st: SimState, conn: ConnId, dev: String) {
+    let delay = st.world().config.sync_delay;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut w = st.world();
+        if w.devices.get(&dev).and_then(|d| d.conn) != Some(conn) {
+            return;
+        }
+        w.send_to(conn, json!({"t": "synced"}));
+        deliver_incoming(&mut w, &dev);
+    });
+}
+
+fn deliver_incoming(w: &mut World, dev: &str) {
+    let me = w
+        .devices
+        .get(dev)
+        .and_then(|d| d.phone().map(str::to_string));
+    for m in w.take_undelivered(dev) {
+        w.send_to_device(dev, json!({"t": "incoming", "msg": m, "to": me}));
+    }
+}
+
+fn linked_phone(w: &World, conn: ConnId) -> Option<String> {
+    w.conns
+        .get(&conn)
+        .and_then(|c| c.device.as_ref())
+        .and_then(|d| w.devices.get(d))
+        .and_then(|d| d.phone().map(str::to_string))
+}
+
+fn upload(st: &SimState, conn: ConnId, v: &Value) {
+    use base64::Engine;
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    if linked_phone(&w, conn).is_none() {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    }
+    let data = s(v, "data").unwrap_or_default();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) else {
+        reply(&w, conn, &req, json!({"error": "media is not base64"}));
+        return;
+    };
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let media = Media {
+        mime: s(v, "mime").unwrap_or_else(|| "application/octet-stream".into()),
+        size: bytes.len() as u64,
+        sha256: sha.clone(),
+        filename: s(v, "filename"),
+    };
+    let id = random_token(12);
+    w.uploads.insert(
+        id.clone(),
+        Upload {
+            media,
+            bytes: Bytes::from(bytes),
+        },
+    );
+    reply(
+        &w,
+        conn,
+        &req,
+        json!({"ok": true, "direct_path": format!("/_sim/media/{id}"), "sha256": sha}),
+    );
+}
+
+fn send(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let msg = v.get("msg").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(phone) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let (Some(id), Some(serialized), Some(to)) =
+        (s(&msg, "id"), s(&msg, "serialized"), s(&msg, "to"))
+    else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "message needs id, serialized and to"}),
+        );
+        return;
+    };
+    // The same key twice is the same message: WhatsApp de-duplicates by id, and the product's
+    // at-most-once recovery relies on it.
+    if w.phones
+        .get(&phone)
+        .is_some_and(|p| p.sent.iter().any(|m| m.id == id))
+    {
+        reply(&w, conn, &req, json!({"ok": true, "duplicate": true}));
+        return;
+    }
+    let media = match s(&msg, "direct_path") {
+        Some(dp) => {
+            let key = dp.rsplit('/').next().unwrap_or("");
+            match w.uploads.get(key) {
+                Some(u) => Some(u.media.clone()),
+                None => {
+                    reply(&w, conn, &req, json!({"error": "unknown media"}));
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
+    let record = SentMsg {
+        id,
+        serialized,
+        to: to.clone(),
+        kind: s(&msg, "kind").unwrap_or_else(|| "text".into()),
+        body: s(&msg, "body"),
+        caption: s(&msg, "caption"),
+        media,
+        ack: 1,
+        time: chrono::Utc::now(),
+    };
+    let delay = Duration::from_millis(w.faults.send_delay_ms);
+    let fail = w.faults.fail_sends > 0;
+    if fail {
+        w.faults.fail_sends -= 1;
+    }
+    let auto = w.faults.auto_ack;
+    let step = w.config.ack_step;
+    let recipient_registered = to
+        .strip_suffix("@c.us")
+        .map_or(true, |u| w.is_registered(u));
+    drop(w);
+    let st = st.clone();
+    tokio::spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let serialized = record.serialized.clone();
+        {
+            let mut w = st.world();
+            if fail {
+                reply(
+                    &w,
+                    conn,
+                    &req,
+                    json!({"error": "send failed (simulated fault)"}),
+                );
+                w.send_to(conn, json!({"t": "ack", "id": serialized, "ack": -1}));
+                return;
+            }
+            let t = record.time.timestamp();
+            let echo = json!({"t": "own", "msg": record});
+            w.phones.entry(phone.clone()).or_default().sent.push(record);
+            reply(&w, conn, &req, json!({"ok": true, "t": t}));
+            // The account's other linked devices see the message too, as on WhatsApp.
+            for other in w.conns_of(Some(&phone)) {
+                if other != conn {
+                    w.send_to(other, echo.clone());
+                }
+            }
+            let _ = w.set_ack(&serialized, 1);
+        }
+        // Unregistered numbers never get a device ack: the server keeps the message forever.
+        let top = if recipient_registered {
+            auto.as_ack()
+        } else {
+            auto.as_ack().min(1)
+        };
+        for level in 2..=top {
+            tokio::time::sleep(step).await;
+            let mut w = st.world();
+            let current = w.find_sent_mut(&serialized).map(|(_, m)| m.ack);
+            match current {
+                Some(a) if a >= 1 && a < level => {
+                    let _ = w.set_ack(&serialized, level);
+                }
+                _ => break,
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------- control API
+
+async fn devices(State(st): State<SimState>) -> ApiResult {
+    Ok(Json(st.world().devices_json()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanReq {
+    qr: String,
+    phone: String,
+    name: Option<String>,
+}
+
+async fn scan(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: ScanReq = parse(&body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    let mut w = st.world();
+    let dev = w
+        .devices
+        .values()
+        .find(|d| d.qr_payload().as_deref() == Some(r.qr.as_str()))
+        .map(|d| d.id.clone())
+        .ok_or_else(|| not_found_err("no device shows this QR (expired, rotated or unknown)"))?;
+    w.link(&dev, &phone, r.name)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok(Json(json!({"ok": true, "device": dev, "phone": phone})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairReq {
+    code: String,
+    phone: String,
+    name: Option<String>,
+}
+
+async fn pair(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: PairReq = parse(&body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    let code: String = r
+        .code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_uppercase();
+    let mut w = st.world();
+    let found = w.devices.values().find_map(|d| match &d.state {
+        DevState::Pending {
+            code: Some((c, p)), ..
+        } if *c == code => Some((d.id.clone(), p.clone())),
+        _ => None,
+    });
+    let (dev, wanted) = found.ok_or_else(|| not_found_err("no device shows this pairing code"))?;
+    if wanted != phone {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("this code was requested for another number ({wanted})"),
+        ));
+    }
+    w.link(&dev, &phone, r.name)
+        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    Ok(Json(json!({"ok": true, "device": dev, "phone": phone})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutReq {
+    phone: String,
+    device: Option<String>,
+}
+
+async fn logout(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: LogoutReq = parse(&body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    let ids = st.world().logout(&phone, r.device.as_deref());
+    if ids.is_empty() {
+        return Err(not_found_err("no linked device for this phone"));
+    }
+    Ok(Json(json!({"ok": true, "devices": ids})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingReq {
+    to: String,
+    from: String,
+    body: String,
+}
+
+async fn incoming(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: IncomingReq = parse(&body)?;
+    let to = phone_arg("to", &r.to)?;
+    let from = phone_arg("from", &r.from)?;
+    if r.body.chars().count() > MAX_BODY_CHARS {
+        return Err(bad("body is too long"));
+    }
+    let mut w = st.world();
+    let m = w.add_incoming(&to, &from, r.body);
+    let devs: Vec<String> = w
+        .devices
+        .values()
+        .filter(|d| d.phone() == Some(to.as_str()) && d.conn.is_some())
+        .map(|d| d.id.clone())
+        .collect();
+    for d in &devs {
+        deliver_incoming(&mut w, d);
+    }
+    Ok(Json(json!({
+        "ok": true,
+        "id": m.id,
+        "serialized": format!("false_{from}@c.us_{}", m.id),
+        "delivered_to": devs.len(),
+    })))
+}
+
+async fn messages(
+    State(st): State<SimState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult {
+    let raw = q
+        .get("phone")
+        .ok_or_else(|| bad("query parameter phone is required"))?;
+    let phone = phone_arg("phone", raw)?;
+    let w = st.world();
+    let (sent, received) = match w.phones.get(&phone) {
+        Some(p) => (json!(p.sent), json!(p.inbox)),
+        None => (json!([]), json!([])),
+    };
+    Ok(Json(
+        json!({"phone": phone, "messages": sent, "received": received}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckReq {
+    id: String,
+    ack: i8,
+}
+
+async fn ack(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: AckReq = parse(&body)?;
+    if !(-1..=4).contains(&r.ack) {
+        return Err(bad("ack must be -1..4"));
+    }
+    st.world().set_ack(&r.id, r.ack).map_err(not_found_err)?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnregisteredReq {
+    numbers: Vec<String>,
+    /// true: these numbers are on WhatsApp again.
+    #[serde(default)]
+    remove: bool,
+}
+
+async fn unregistered(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: UnregisteredReq = parse(&body)?;
+    let numbers = r
+        .numbers
+        .iter()
+        .map(|n| phone_arg("numbers", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut w = st.world();
+    for n in numbers {
+        if r.remove {
+            w.unregistered.remove(&n);
+        } else {
+            w.unregistered.insert(n);
+        }
+    }
+    let mut all: Vec<&String> = w.unregistered.iter().collect();
+    all.sort();
+    Ok(Json(json!({"ok": true, "unregistered": all})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsReq {
+    /// Restrict drop_socket / crash_page to the pages of this phone.
+    phone: Option<String>,
+    #[serde(default)]
+    drop_socket: bool,
+    /// `hang` (default: the page stops running script) or `blank` (the app is gone).
+    crash_page: Option<Value>,
+    send_delay_ms: Option<u64>,
+    fail_sends: Option<u32>,
+    auto_ack: Option<String>,
+}
+
+async fn get_faults(State(st): State<SimState>) -> ApiResult {
+    Ok(Json(json!({"faults": st.world().faults})))
+}
+
+async fn faults(State(st): State<SimState>, body: Bytes) -> ApiResult {
+    let r: FaultsReq = parse(&body)?;
+    let phone = r
+        .phone
+        .as_deref()
+        .map(|p| phone_arg("phone", p))
+        .transpose()?;
+    let auto: Option<AutoAck> = r
+        .auto_ack
+        .as_deref()
+        .map(|a| a.parse().map_err(|e: String| bad(e)))
+        .transpose()?;
+    let crash_mode = match &r.crash_page {
+        None | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some("hang".to_string()),
+        Some(Value::String(m)) if m == "hang" || m == "blank" => Some(m.clone()),
+        Some(_) => return Err(bad("crash_page: true, \"hang\" or \"blank\"")),
+    };
+    let mut w = st.world();
+    if let Some(d) = r.send_delay_ms {
+        w.faults.send_delay_ms = d;
+    }
+    if let Some(n) = r.fail_sends {
+        w.faults.fail_sends = n;
+    }
+    if let Some(a) = auto {
+        w.faults.auto_ack = a;
+    }
+    let targets = w.conns_of(phone.as_deref());
+    let mut crashed = 0;
+    if let Some(mode) = crash_mode {
+        for c in &targets {
+            w.send_to(*c, json!({"t": "crash", "mode": mode}));
+            crashed += 1;
+        }
+    }
+    let mut dropped = 0;
+    if r.drop_socket {
+        for c in &targets {
+            if let Some(conn) = w.conns.get(c) {
+                let _ = conn.tx.send(Out::Close);
+                dropped += 1;
+            }
+        }
+    }
+    Ok(Json(json!({
+        "ok": true,
+        "faults": w.faults,
+        "dropped": dropped,
+        "crashed": crashed,
+    })))
+}
+
+async fn media(State(st): State<SimState>, Path(id): Path<String>) -> Response {
+    let w = st.world();
+    match w.uploads.get(&id) {
+        Some(u) => (
+            [(header::CONTENT_TYPE, u.media.mime.clone())],
+            u.bytes.clone(),
+        )
+            .into_response(),
+        None => not_found_err("no such media").into_response(),
+    }
+}

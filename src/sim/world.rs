@@ -1,0 +1,563 @@
+//! The simulated WhatsApp "server": phones, linked and pending devices, messages, faults.
+//!
+//! All state lives in one `World` behind a mutex; nothing awaits while holding it. Pages are
+//! reached through per-connection channels, so the world never touches a socket itself.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoAck {
+    None,
+    Server,
+    Device,
+    Read,
+}
+
+impl AutoAck {
+    pub fn as_ack(self) -> i8 {
+        match self {
+            AutoAck::None => 0,
+            AutoAck::Server => 1,
+            AutoAck::Device => 2,
+            AutoAck::Read => 3,
+        }
+    }
+}
+
+impl std::str::FromStr for AutoAck {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(AutoAck::None),
+            "server" => Ok(AutoAck::Server),
+            "device" => Ok(AutoAck::Device),
+            "read" => Ok(AutoAck::Read),
+            other => Err(format!(
+                "unknown ack level {other:?} (none, server, device, read)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub qr_first: Duration,
+    pub qr_interval: Duration,
+    pub sync_delay: Duration,
+    pub ack_step: Duration,
+    pub auto_ack: AutoAck,
+}
+
+/// What the server pushes to one page connection.
+#[derive(Debug)]
+pub enum Out {
+    Json(Value),
+    /// Close the socket (the "drop the socket" fault, or a replaced connection).
+    Close,
+}
+
+pub type ConnId = u64;
+
+/// Keys the page generated and keeps in its profile; the QR carries their public halves.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub noise: String,
+    pub identity: String,
+    pub adv: String,
+    pub platform: String,
+}
+
+#[derive(Debug)]
+pub enum DevState {
+    Pending {
+        qr_ref: String,
+        next_rotation: Instant,
+        /// (code, phone) while a pairing-code flow is open.
+        code: Option<(String, String)>,
+    },
+    Linked {
+        phone: String,
+        token: String,
+        linked_at: chrono::DateTime<chrono::Utc>,
+        /// Incoming messages of the phone with a sequence number at or below this were already
+        /// handed to this device.
+        delivered_seq: u64,
+    },
+}
+
+#[derive(Debug)]
+pub struct Device {
+    pub id: String,
+    pub conn: Option<ConnId>,
+    pub keys: Keys,
+    pub browser: String,
+    pub state: DevState,
+}
+
+impl Device {
+    pub fn qr_payload(&self) -> Option<String> {
+        match &self.state {
+            DevState::Pending { qr_ref, .. } => Some(format!(
+                "{},{},{},{},{}",
+                qr_ref, self.keys.noise, self.keys.identity, self.keys.adv, self.keys.platform
+            )),
+            DevState::Linked { .. } => None,
+        }
+    }
+    pub fn phone(&self) -> Option<&str> {
+        match &self.state {
+            DevState::Linked { phone, .. } => Some(phone),
+            DevState::Pending { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Media {
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SentMsg {
+    pub id: String,
+    pub serialized: String,
+    pub to: String,
+    pub kind: String,
+    pub body: Option<String>,
+    pub caption: Option<String>,
+    pub media: Option<Media>,
+    pub ack: i8,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InMsg {
+    pub seq: u64,
+    pub id: String,
+    pub from: String,
+    pub body: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default)]
+pub struct Phone {
+    pub pushname: String,
+    pub sent: Vec<SentMsg>,
+    pub inbox: Vec<InMsg>,
+    pub next_seq: u64,
+}
+
+#[derive(Debug)]
+pub struct Upload {
+    pub media: Media,
+    pub bytes: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Faults {
+    pub send_delay_ms: u64,
+    pub fail_sends: u32,
+    pub auto_ack: AutoAck,
+}
+
+pub struct Conn {
+    pub tx: mpsc::UnboundedSender<Out>,
+    pub device: Option<String>,
+}
+
+pub struct World {
+    pub config: SimConfig,
+    pub next_conn: ConnId,
+    pub conns: HashMap<ConnId, Conn>,
+    pub devices: HashMap<String, Device>,
+    pub phones: HashMap<String, Phone>,
+    pub unregistered: HashSet<String>,
+    pub uploads: HashMap<String, Upload>,
+    pub faults: Faults,
+}
+
+pub fn random_token(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill(&mut b[..]);
+    hex::encode(b)
+}
+
+fn new_ref() -> String {
+    use base64::Engine;
+    let mut b = [0u8; 18];
+    rand::rng().fill(&mut b[..]);
+    format!("2@{}", base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// `+1 (555) 123-4567`, `15551234567` and `15551234567@c.us` all name the same phone.
+pub fn normalize_phone(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let raw = raw
+        .strip_suffix("@c.us")
+        .or_else(|| raw.strip_suffix("@s.whatsapp.net"))
+        .unwrap_or(raw);
+    let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    let only_allowed = raw
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
+    if !only_allowed || !(5..=20).contains(&digits.len()) {
+        return None;
+    }
+    Some(digits)
+}
+
+impl World {
+    pub fn new(config: SimConfig) -> Self {
+        let auto_ack = config.auto_ack;
+        World {
+            config,
+            next_conn: 1,
+            conns: HashMap::new(),
+            devices: HashMap::new(),
+            phones: HashMap::new(),
+            unregistered: HashSet::new(),
+            uploads: HashMap::new(),
+            faults: Faults {
+                send_delay_ms: 0,
+                fail_sends: 0,
+                auto_ack,
+            },
+        }
+    }
+
+    pub fn send_to(&self, conn: ConnId, v: Value) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(Out::Json(v));
+        }
+    }
+
+    pub fn send_to_device(&self, device: &str, v: Value) {
+        if let Some(conn) = self.devices.get(device).and_then(|d| d.conn) {
+            self.send_to(conn, v);
+        }
+    }
+
+    /// Connections of the linked devices of `phone` (all pages when `phone` is None).
+    pub fn conns_of(&self, phone: Option<&str>) -> Vec<ConnId> {
+        match phone {
+            None => self.conns.keys().copied().collect(),
+            Some(p) => self
+                .devices
+                .values()
+                .filter(|d| d.phone() == Some(p))
+                .filter_map(|d| d.conn)
+                .collect(),
+        }
+    }
+
+    pub fn is_registered(&self, number: &str) -> bool {
+        !self.unregistered.contains(number)
+    }
+
+    /// A page without a valid login: a fresh pending device with a new QR ref.
+    pub fn add_pending(&mut self, conn: ConnId, keys: Keys, browser: String) -> (String, String) {
+        let id = format!("dev-{}", random_token(6));
+        let qr_ref = new_ref();
+        self.devices.insert(
+            id.clone(),
+            Device {
+                id: id.clone(),
+                conn: Some(conn),
+                keys,
+                browser,
+                state: DevState::Pending {
+                    qr_ref: qr_ref.clone(),
+                    next_rotation: Instant::now() + self.config.qr_first,
+                    code: None,
+                },
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.device = Some(id.clone());
+        }
+        (id, qr_ref)
+    }
+
+    /// Replace due QR refs; the page learns each new ref and shows a new QR.
+    pub fn rotate_refs(&mut self, now: Instant) {
+        let interval = self.config.qr_interval;
+        let mut pushes = Vec::new();
+        for d in self.devices.values_mut() {
+            if let DevState::Pending {
+                qr_ref,
+                next_rotation,
+                ..
+            } = &mut d.state
+            {
+                if *next_rotation <= now {
+                    *qr_ref = new_ref();
+                    *next_rotation = now + interval;
+                    if let Some(conn) = d.conn {
+                        pushes.push((conn, qr_ref.clone()));
+                    }
+                }
+            }
+        }
+        for (conn, r) in pushes {
+            let payload = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.device.as_ref())
+                .and_then(|d| self.devices.get(d))
+                .and_then(|d| d.qr_payload());
+            let matrix = payload.as_deref().map(qr_matrix).unwrap_or(Value::Null);
+            self.send_to(conn, json!({"t": "ref", "ref": r, "qr": matrix}));
+        }
+    }
+
+    /// Link a pending device to `phone`, as a scan or an entered pairing code does.
+    pub fn link(
+        &mut self,
+        device_id: &str,
+        phone: &str,
+        name: Option<String>,
+    ) -> Result<(), String> {
+        let entry = self.phones.entry(phone.to_string()).or_default();
+        if let Some(n) = name {
+            entry.pushname = n;
+        } else if entry.pushname.is_empty() {
+            entry.pushname = format!("Sim {phone}");
+        }
+        let pushname = entry.pushname.clone();
+        let current_seq = entry.next_seq;
+        let d = self
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| "no such device".to_string())?;
+        if !matches!(d.state, DevState::Pending { .. }) {
+            return Err("device is already linked".into());
+        }
+        let token = random_token(24);
+        d.state = DevState::Linked {
+            phone: phone.to_string(),
+            token: token.clone(),
+            linked_at: chrono::Utc::now(),
+            // Messages that arrived before the link are history, not news, for this device.
+            delivered_seq: current_seq,
+        };
+        let conn = d.conn;
+        if let Some(conn) = conn {
+            self.send_to(
+                conn,
+                json!({"t": "paired", "phone": phone, "token": token, "pushname": pushname,
+                       "device": device_id}),
+            );
+        }
+        Ok(())
+    }
+
+    /// Everything a linked device needs after (re)connecting: who it is and the chat history.
+    pub fn history_for(&mut self, device_id: &str) -> Option<Value> {
+        let (phone, delivered) = match &self.devices.get(device_id)?.state {
+            DevState::Linked {
+                phone,
+                delivered_seq,
+                ..
+            } => (phone.clone(), *delivered_seq),
+            DevState::Pending { .. } => return None,
+        };
+        let p = self.phones.get(&phone)?;
+        let old: Vec<&InMsg> = p.inbox.iter().filter(|m| m.seq <= delivered).collect();
+        Some(json!({
+            "phone": phone,
+            "pushname": p.pushname,
+            "sent": p.sent,
+            "received": old,
+        }))
+    }
+
+    /// Incoming messages this device has not seen yet; marks them delivered.
+    pub fn take_undelivered(&mut self, device_id: &str) -> Vec<InMsg> {
+        let Some(d) = self.devices.get_mut(device_id) else {
+            return Vec::new();
+        };
+        let DevState::Linked {
+            phone,
+            delivered_seq,
+            ..
+        } = &mut d.state
+        else {
+            return Vec::new();
+        };
+        let Some(p) = self.phones.get(phone.as_str()) else {
+            return Vec::new();
+        };
+        let out: Vec<InMsg> = p
+            .inbox
+            .iter()
+            .filter(|m| m.seq > *delivered_seq)
+            .cloned()
+            .collect();
+        if let Some(last) = out.last() {
+            *delivered_seq = last.seq;
+        }
+        out
+    }
+
+    /// Unlink devices of `phone` (one device when given); their pages forget the login.
+    pub fn logout(&mut self, phone: &str, device: Option<&str>) -> Vec<String> {
+        let ids: Vec<String> = self
+            .devices
+            .values()
+            .filter(|d| d.phone() == Some(phone))
+            .filter(|d| match device {
+                None => true,
+                Some(id) => id == d.id,
+            })
+            .map(|d| d.id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(d) = self.devices.remove(id) {
+                if let Some(conn) = d.conn {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.device = None;
+                    }
+                    self.send_to(conn, json!({"t": "logged_out"}));
+                }
+            }
+        }
+        ids
+    }
+
+    pub fn find_device_by_token(&self, token: &str) -> Option<String> {
+        self.devices
+            .values()
+            .find(|d| matches!(&d.state, DevState::Linked { token: t, .. } if t == token))
+            .map(|d| d.id.clone())
+    }
+
+    pub fn find_sent_mut(&mut self, id: &str) -> Option<(String, &mut SentMsg)> {
+        for (phone, p) in self.phones.iter_mut() {
+            if let Some(m) = p.sent.iter_mut().find(|m| m.id == id || m.serialized == id) {
+                return Some((phone.clone(), m));
+            }
+        }
+        None
+    }
+
+    /// Set an ack and tell every page of the sending account.
+    pub fn set_ack(&mut self, id: &str, ack: i8) -> Result<(), String> {
+        let (phone, serialized) = {
+            let (phone, m) = self
+                .find_sent_mut(id)
+                .ok_or_else(|| format!("no message with id {id:?}"))?;
+            m.ack = ack;
+            (phone, m.serialized.clone())
+        };
+        for conn in self.conns_of(Some(&phone)) {
+            self.send_to(conn, json!({"t": "ack", "id": serialized, "ack": ack}));
+        }
+        Ok(())
+    }
+
+    pub fn add_incoming(&mut self, to: &str, from: &str, body: String) -> InMsg {
+        let p = self.phones.entry(to.to_string()).or_default();
+        p.next_seq += 1;
+        let msg = InMsg {
+            seq: p.next_seq,
+            id: format!("3A{}", random_token(9).to_uppercase()),
+            from: from.to_string(),
+            body,
+            time: chrono::Utc::now(),
+        };
+        p.inbox.push(msg.clone());
+        msg
+    }
+
+    pub fn devices_json(&self) -> Value {
+        let mut list: Vec<Value> = self
+            .devices
+            .values()
+            .map(|d| match &d.state {
+                DevState::Pending { code, .. } => json!({
+                    "id": d.id,
+                    "state": "pending",
+                    "connected": d.conn.is_some(),
+                    "browser": d.browser,
+                    "qr": d.qr_payload(),
+                    "pairing_code": code.as_ref().map(|c| &c.0),
+                    "pairing_phone": code.as_ref().map(|c| &c.1),
+                }),
+                DevState::Linked {
+                    phone, linked_at, ..
+                } => json!({
+                    "id": d.id,
+                    "state": "linked",
+                    "connected": d.conn.is_some(),
+                    "browser": d.browser,
+                    "phone": phone,
+                    "linked_at": linked_at,
+                    "qr": null,
+                }),
+            })
+            .collect();
+        list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        json!({ "devices": list })
+    }
+}
+
+/// The QR modules of `payload` for the page's canvas: width and one '1'/'0' per module, row by
+/// row. Rendering here keeps the page free of a QR encoder.
+pub fn qr_matrix(payload: &str) -> Value {
+    match qrcode::QrCode::with_error_correction_level(payload.as_bytes(), qrcode::EcLevel::L) {
+        Ok(code) => {
+            let bits: String = code
+                .to_colors()
+                .iter()
+                .map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' })
+                .collect();
+            json!({"width": code.width(), "bits": bits})
+        }
+        Err(_) => Value::Null,
+    }
+}
+
+/// A pairing code as WhatsApp shows it: 8 characters from an alphabet without look-alikes.
+pub fn new_pairing_code() -> String {
+    const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTVWXYZ";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalize() {
+        assert_eq!(
+            normalize_phone("+1 (555) 123-4567").as_deref(),
+            Some("15551234567")
+        );
+        assert_eq!(
+            normalize_phone("15551234567@c.us").as_deref(),
+            Some("15551234567")
+        );
+        assert_eq!(normalize_phone("abc"), None);
+        assert_eq!(normalize_phone("12"), None);
+    }
+
+    #[test]
+    fn pairing_codes_have_eight_chars() {
+        let c = new_pairing_code();
+        assert_eq!(c.len(), 8);
+        assert!(c.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,249 @@
+// Proof that `wa-outbox sim` speaks WhatsApp Web's dialect: an unmodified whatsapp-web.js 1.34.7
+// (pinned in package-lock.json) logs in, sends, receives and logs out against it, on Debian's
+// Chromium, loading the simulator through its documented `webVersionCache` remote option.
+//
+// Every wait has a deadline; nothing sleeps to synchronise.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import wwebjs from 'whatsapp-web.js';
+
+const { Client, LocalAuth, MessageMedia } = wwebjs;
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.WA_OUTBOX_BIN || path.resolve(here, '../../target/debug/wa-outbox');
+const CHROMIUM = process.env.WA_CHROMIUM || '/usr/bin/chromium';
+
+// The flags a CI job needs (see docs/simulator.md): --no-sandbox only because CI runs as root;
+// LocalNetworkAccessChecks would block the page (served as https://web.whatsapp.com/) from
+// reaching the simulator on loopback.
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-features=LocalNetworkAccessChecks',
+  '--disable-dev-shm-usage',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-extensions',
+];
+
+const ME = '15550001111';
+const FRIEND = '15550002222';
+const STRANGER = '15550003333';
+const NOBODY = '15550009999';
+
+// A 1×1 PNG: small, real, and its sha256 is easy to check at the sim.
+const PNG_B64 =
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+function once(emitter, event, ms, predicate = () => true) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const handler = (...args) => {
+        if (!predicate(...args)) return;
+        emitter.off(event, handler);
+        resolve(args);
+      };
+      emitter.on(event, handler);
+    }),
+    ms,
+    `event ${event}`,
+  );
+}
+
+async function waitFor(what, ms, check) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+async function startSim() {
+  const child = spawn(
+    BIN,
+    ['sim', '--listen', '127.0.0.1:0', '--sync-delay-ms', '300', '--ack-step-ms', '150'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const lines = createInterface({ input: child.stdout });
+  const first = await withTimeout(
+    new Promise((resolve, reject) => {
+      lines.once('line', resolve);
+      child.once('exit', (code) => reject(new Error(`sim exited early with ${code}`)));
+      child.once('error', reject);
+    }),
+    30000,
+    'the sim to print its address',
+  );
+  const m = /^sim listening on (http:\/\/\S+)$/.exec(first);
+  assert.ok(m, `unexpected first line: ${first}`);
+  return { child, base: m[1] };
+}
+
+const dataDir = mkdtempSync(path.join(tmpdir(), 'wa-sim-compat-'));
+const sim = await startSim();
+const clients = [];
+
+after(async () => {
+  for (const c of clients) await c.destroy().catch(() => {});
+  sim.child.kill('SIGTERM');
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function api(method, p, body) {
+  const res = await withTimeout(
+    fetch(sim.base + p, {
+      method,
+      headers: body ? { 'content-type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    }),
+    10000,
+    `${method} ${p}`,
+  );
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+function newClient() {
+  const client = new Client({
+    authStrategy: new LocalAuth({ dataPath: dataDir }),
+    puppeteer: { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS },
+    webVersionCache: { type: 'remote', remotePath: sim.base + '/' },
+    authTimeoutMs: 60000,
+  });
+  clients.push(client);
+  return client;
+}
+
+test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async (t) => {
+  const client = newClient();
+  const acks = new Map();
+  client.on('message_ack', (msg, ack) => {
+    const prev = acks.get(msg.id._serialized) ?? -2;
+    acks.set(msg.id._serialized, Math.max(prev, ack));
+  });
+
+  const qrP = once(client, 'qr', 60000);
+  const authP = once(client, 'authenticated', 90000);
+  const readyP = once(client, 'ready', 90000);
+  client.initialize().catch((e) => console.error('initialize failed', e));
+
+  let qr;
+  await t.test('qr', async () => {
+    [qr] = await qrP;
+    assert.equal(qr.split(',').length, 5, 'QR has five fields');
+    const { devices } = await api('GET', '/_sim/devices');
+    assert.ok(devices.some((d) => d.state === 'pending' && d.qr === qr), 'the sim lists the QR');
+  });
+
+  await t.test('scan → authenticated → ready', async () => {
+    await api('POST', '/_sim/scan', { qr, phone: ME, name: 'Compat' });
+    await authP;
+    await readyP;
+    assert.equal(client.info.wid.user, ME);
+    assert.equal(client.info.pushname, 'Compat');
+  });
+
+  let textId;
+  let mediaId;
+  const pngSha = createHash('sha256').update(Buffer.from(PNG_B64, 'base64')).digest('hex');
+
+  await t.test('send text and media; the sim records both', async () => {
+    const text = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, 'hello from whatsapp-web.js'),
+      30000,
+      'sendMessage(text)',
+    );
+    assert.ok(text && text.id && text.id.fromMe);
+    textId = text.id._serialized;
+
+    const media = new MessageMedia('image/png', PNG_B64, 'dot.png');
+    const sent = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, media, { caption: 'a dot' }),
+      30000,
+      'sendMessage(media)',
+    );
+    assert.ok(sent && sent.id);
+    mediaId = sent.id._serialized;
+
+    const recorded = await waitFor('the sim to record both messages', 20000, async () => {
+      const { messages } = await api('GET', `/_sim/messages?phone=${ME}`);
+      const t1 = messages.find((m) => m.serialized === textId);
+      const m1 = messages.find((m) => m.serialized === mediaId);
+      return t1 && m1 ? { t1, m1 } : null;
+    });
+    assert.equal(recorded.t1.kind, 'text');
+    assert.equal(recorded.t1.body, 'hello from whatsapp-web.js');
+    assert.equal(recorded.t1.to, `${FRIEND}@c.us`);
+    assert.equal(recorded.m1.kind, 'image');
+    assert.equal(recorded.m1.caption, 'a dot');
+    assert.equal(recorded.m1.media.mime, 'image/png');
+    assert.equal(recorded.m1.media.size, Buffer.from(PNG_B64, 'base64').length);
+    assert.equal(recorded.m1.media.sha256, pngSha);
+  });
+
+  await t.test('message_ack progresses to read', async () => {
+    await waitFor('ack 3 (read) on the text message', 20000, () => (acks.get(textId) ?? -2) >= 3);
+    // A manual ack from the control API reaches the client too.
+    const played = once(client, 'message_ack', 20000, (m, ack) => m.id._serialized === mediaId && ack === 4);
+    await api('POST', '/_sim/ack', { id: mediaId, ack: 4 });
+    await played;
+  });
+
+  await t.test('incoming message fires `message`', async () => {
+    const got = once(client, 'message', 20000, (m) => m.body === 'ping from a stranger');
+    await api('POST', '/_sim/incoming', { to: ME, from: STRANGER, body: 'ping from a stranger' });
+    const [msg] = await got;
+    assert.equal(msg.from, `${STRANGER}@c.us`);
+    assert.equal(msg.fromMe, false);
+  });
+
+  await t.test('getNumberId: unregistered → null, registered → wid', async () => {
+    await api('POST', '/_sim/unregistered', { numbers: [NOBODY] });
+    assert.equal(await client.getNumberId(NOBODY), null);
+    const wid = await client.getNumberId(FRIEND);
+    assert.equal(wid && wid._serialized, `${FRIEND}@c.us`);
+  });
+
+  await t.test('restart with the same LocalAuth profile: ready without a qr', async () => {
+    await client.destroy();
+    const again = newClient();
+    let sawQr = false;
+    again.on('qr', () => {
+      sawQr = true;
+    });
+    const ready = once(again, 'ready', 90000);
+    again.initialize().catch((e) => console.error('initialize failed', e));
+    await ready;
+    assert.equal(sawQr, false, 'a stored login must not ask for a QR');
+    assert.equal(again.info.wid.user, ME);
+
+    await t.test('phone logout fires `disconnected`', async () => {
+      const gone = once(again, 'disconnected', 30000);
+      await api('POST', '/_sim/logout', { phone: ME });
+      await gone;
+      const { devices } = await api('GET', '/_sim/devices');
+      assert.ok(!devices.some((d) => d.state === 'linked' && d.phone === ME), 'device unlinked');
+    });
+  });
+});

@@ -1,0 +1,356 @@
+//! The simulator's control API, against the real binary (and, for the login flow, a real
+//! headless Chromium showing the sim's page).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Sim {
+    _proc: Proc,
+    base: String,
+    http: reqwest::Client,
+}
+
+fn start_sim(extra: &[&str]) -> Sim {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-outbox"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn wa-outbox sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc(child);
+    // read_line blocks; the sim prints this line right after binding, or exits (EOF).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sim prints its address within 30 s");
+    let base = line
+        .trim()
+        .strip_prefix("sim listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Sim {
+        _proc: proc,
+        base,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client"),
+    }
+}
+
+impl Sim {
+    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let req = match method {
+            "GET" => self.http.get(url),
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            other => panic!("method {other}"),
+        };
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(b.to_string()),
+            None => req,
+        };
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text:?}"));
+        (status, v)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body.to_string())).await
+    }
+
+    async fn devices(&self) -> Vec<Value> {
+        let (s, v) = self.call("GET", "/_sim/devices", None).await;
+        assert_eq!(s, 200);
+        v["devices"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls the sim until `f` finds what it wants, or fails after `secs`.
+    async fn wait_for<T>(&self, what: &str, secs: u64, f: impl Fn(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(t) = f(&self.devices().await) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn assert_json_error(status: u16, v: &Value, want: u16) {
+    assert_eq!(status, want, "status for {v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "JSON error body, got {v}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_requests_get_json_4xx() {
+    let sim = start_sim(&[]);
+    let (s, v) = sim.call("POST", "/_sim/scan", Some("not json")).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.call("POST", "/_sim/scan", None).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.post("/_sim/scan", json!({})).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/scan",
+            json!({"qr": "x", "phone": "15550001111", "bogus": 1}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post("/_sim/scan", json!({"qr": "x", "phone": "not a phone"}))
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/scan",
+            json!({"qr": "2@nope,a,b,c,WEB", "phone": "15550001111"}),
+        )
+        .await;
+    assert_json_error(s, &v, 404);
+    let (s, v) = sim
+        .post(
+            "/_sim/pair",
+            json!({"code": "ABCD1234", "phone": "15550001111"}),
+        )
+        .await;
+    assert_json_error(s, &v, 404);
+    let (s, v) = sim
+        .post("/_sim/logout", json!({"phone": "15550001111"}))
+        .await;
+    assert_json_error(s, &v, 404);
+    let (s, v) = sim.call("GET", "/_sim/messages", None).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.call("GET", "/_sim/messages?phone=abc", None).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.post("/_sim/ack", json!({"id": "x", "ack": 9})).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.post("/_sim/ack", json!({"id": "nope", "ack": 2})).await;
+    assert_json_error(s, &v, 404);
+    let (s, v) = sim
+        .post("/_sim/ack", json!({"id": "x", "ack": "read"}))
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post("/_sim/unregistered", json!({"numbers": ["abc"]}))
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.post("/_sim/faults", json!({"crash_page": 5})).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post("/_sim/faults", json!({"auto_ack": "sometimes"}))
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "1", "from": "15550002222", "body": "x"}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.call("GET", "/_sim/nothing-here", None).await;
+    assert_json_error(s, &v, 404);
+    let (s, v) = sim.call("GET", "/_sim/scan", None).await;
+    assert_json_error(s, &v, 405);
+    let (s, v) = sim.call("PUT", "/_sim/devices", Some("{}")).await;
+    assert_json_error(s, &v, 405);
+    // Still alive and answering after all that.
+    assert!(sim.devices().await.is_empty());
+}
+
+#[tokio::test]
+async fn settings_round_trip() {
+    let sim = start_sim(&[]);
+    let (s, v) = sim
+        .post(
+            "/_sim/unregistered",
+            json!({"numbers": ["+1 (555) 000-9999", "15550008888@c.us"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["unregistered"], json!(["15550008888", "15550009999"]));
+    let (_, v) = sim
+        .post(
+            "/_sim/unregistered",
+            json!({"numbers": ["15550008888"], "remove": true}),
+        )
+        .await;
+    assert_eq!(v["unregistered"], json!(["15550009999"]));
+
+    let (s, v) = sim
+        .post(
+            "/_sim/faults",
+            json!({"send_delay_ms": 250, "fail_sends": 2, "auto_ack": "device"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["faults"]["send_delay_ms"], 250);
+    assert_eq!(v["faults"]["fail_sends"], 2);
+    assert_eq!(v["faults"]["auto_ack"], "device");
+
+    // Incoming for a phone with no device is kept for when one links.
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550002222", "body": "queued"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["delivered_to"], 0);
+    let (_, v) = sim
+        .call("GET", "/_sim/messages?phone=15550001111", None)
+        .await;
+    assert_eq!(v["received"][0]["body"], "queued");
+    assert_eq!(v["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn page_serves_with_cors_and_absolute_address() {
+    let sim = start_sim(&[]);
+    let res = sim
+        .http
+        .get(format!("{}/", sim.base))
+        .header("origin", "https://web.whatsapp.com")
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers().contains_key("access-control-allow-origin"));
+    let html = res.text().await.expect("html");
+    assert!(html.contains(&format!("\"base\":\"{}\"", sim.base)));
+    assert!(html.contains("window.require"));
+    assert!(!html.contains("<script src"), "all script inline");
+}
+
+/// A headless Chromium showing the sim's page, with a profile directory that outlives it.
+fn chromium(url: &str, profile: &std::path::Path) -> Proc {
+    let bin = std::env::var("WA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let child = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromium");
+    Proc(child)
+}
+
+#[tokio::test]
+async fn login_lives_in_the_profile_until_the_phone_logs_out() {
+    let sim = start_sim(&["--qr-first-ms", "1500", "--qr-interval-ms", "700"]);
+    let profile = tempfile::tempdir().expect("tempdir");
+    let url = format!("{}/", sim.base);
+
+    let browser = chromium(&url, profile.path());
+    let (dev, qr) = sim
+        .wait_for("a pending device with a QR", 30, |ds| {
+            ds.iter()
+                .find(|d| d["state"] == "pending" && d["qr"].is_string())
+                .map(|d| (d["id"].clone(), d["qr"].as_str().unwrap_or("").to_string()))
+        })
+        .await;
+    assert_eq!(qr.split(',').count(), 5, "five QR fields");
+
+    // The ref rotates on its own.
+    let rotated = sim
+        .wait_for("a rotated QR", 10, |ds| {
+            ds.iter()
+                .find(|d| d["id"] == dev && d["qr"].as_str() != Some(qr.as_str()))
+                .map(|d| d["qr"].as_str().unwrap_or("").to_string())
+        })
+        .await;
+    // The old QR no longer links anything.
+    let (s, _) = sim
+        .post("/_sim/scan", json!({"qr": qr, "phone": "15550001111"}))
+        .await;
+    assert_eq!(s, 404);
+
+    let (s, v) = sim
+        .post(
+            "/_sim/scan",
+            json!({"qr": rotated, "phone": "15550001111", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    sim.wait_for("the device linked and connected", 30, |ds| {
+        ds.iter()
+            .find(|d| d["state"] == "linked" && d["connected"] == true)
+            .map(|_| ())
+    })
+    .await;
+
+    // Reload with the same profile: back without a QR.
+    drop(browser);
+    sim.wait_for("the old page gone", 30, |ds| {
+        ds.iter().all(|d| d["connected"] == false).then_some(())
+    })
+    .await;
+    let browser = chromium(&url, profile.path());
+    sim.wait_for("the same device back, connected", 30, |ds| {
+        ds.iter()
+            .find(|d| d["id"] == v["device"] && d["connected"] == true)
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        !sim.devices().await.iter().any(|d| d["state"] == "pending"),
+        "a stored login shows no QR"
+    );
+
+    // Phone logout: the page forgets the login and shows a fresh QR.
+    let (s, _) = sim
+        .post("/_sim/logout", json!({"phone": "15550001111"}))
+        .await;
+    assert_eq!(s, 200);
+    let fresh = sim
+        .wait_for("a fresh QR on the same page", 30, |ds| {
+            ds.iter()
+                .find(|d| d["state"] == "pending" && d["connected"] == true)
+                .map(|d| d["qr"].as_str().unwrap_or("").to_string())
+        })
+        .await;
+    assert_ne!(fresh, rotated);
+    assert!(
+        !sim.devices().await.iter().any(|d| d["state"] == "linked"),
+        "nothing linked any more"
+    );
+    drop(browser);
+}
