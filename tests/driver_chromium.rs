@@ -27,7 +27,9 @@ fn sim() -> &'static Sim {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
+            // QR refs rotate every few seconds so that rotation is exercised too.
             cmd.args(["sim", "--listen", "127.0.0.1:0"])
+                .args(["--qr-first-ms", "4000", "--qr-interval-ms", "4000"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -91,6 +93,15 @@ async fn get(path: &str) -> serde_json::Value {
 }
 
 async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, v) = post_status(path, body).await;
+    assert!(status.is_success(), "POST {path}: {status} {v}");
+    v
+}
+
+async fn post_status(
+    path: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{}", sim().url, path))
         .timeout(Duration::from_secs(10))
@@ -102,8 +113,7 @@ async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
     let status = r.status();
     let v: serde_json::Value =
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
-    assert!(status.is_success(), "POST {path}: {status} {v}");
-    v
+    (status, v)
 }
 
 /// Events as printed in failure messages: QR payloads are credentials, even in tests.
@@ -168,27 +178,27 @@ async fn login(
 ) -> (Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>, Duration) {
     let started = Instant::now();
     let (session, mut rx) = driver.launch(spec).await.expect("session starts");
-    let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
-        DriverEvent::Qr { payload } => Some(payload.clone()),
-        _ => None,
-    })
-    .await;
-    let to_qr = started.elapsed();
-    let devices = get("/_sim/devices").await;
-    assert!(
-        devices["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["qr"].as_str() == Some(qr.as_str())),
-        "the Qr event's payload is what the simulator shows"
-    );
-    assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
-    post(
-        "/_sim/scan",
-        serde_json::json!({"qr": qr, "phone": phone, "name": name}),
-    )
-    .await;
+    let mut to_qr = None;
+    loop {
+        let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
+            DriverEvent::Qr { payload } => Some(payload.clone()),
+            _ => None,
+        })
+        .await;
+        to_qr.get_or_insert(started.elapsed());
+        assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
+        let (status, _) = post_status(
+            "/_sim/scan",
+            serde_json::json!({"qr": qr, "phone": phone, "name": name}),
+        )
+        .await;
+        if status.is_success() {
+            break;
+        }
+        // The ref rotated between the event and the scan: the next Qr event carries the new one.
+        assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    }
+    let to_qr = to_qr.unwrap();
     let ((p, n), _) = wait_for(&mut rx, "Connected", |e| match e {
         DriverEvent::Connected { phone, push_name } => Some((phone.clone(), push_name.clone())),
         _ => None,
@@ -550,4 +560,41 @@ async fn socket_drop_refused_send_and_hung_page() {
     let pid = session.browser_pid();
     session.close().await.unwrap();
     assert!(!process_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_rotations_are_pushed_and_match_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-rotate", None))
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
+            DriverEvent::Qr { payload } => Some(payload.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(
+            !seen.contains(&qr),
+            "round {round}: a new payload each rotation"
+        );
+        // What the simulator shows now is what we were just told (rotations are 4 s apart).
+        let devices = get("/_sim/devices").await;
+        assert!(
+            devices["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["qr"].as_str() == Some(qr.as_str())),
+            "round {round}: the pushed QR is the page's current one"
+        );
+        seen.push(qr);
+    }
+    // Same keys, new ref: only the first field changes.
+    let tail = |q: &str| q.split_once(',').unwrap().1.to_string();
+    assert_eq!(tail(&seen[0]), tail(&seen[2]));
+    session.close().await.unwrap();
 }

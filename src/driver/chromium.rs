@@ -181,7 +181,13 @@ impl ChromiumDriver {
     ) -> Result<(Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>), DriverError> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let sink = Arc::new(EventSink::new(tx));
+        let started = std::time::Instant::now();
         let browser = BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?;
+        tracing::debug!(
+            session = %spec.session_id,
+            ms = started.elapsed().as_millis() as u64,
+            "browser launched"
+        );
         match ChromiumSession::open(self.config.clone(), spec, browser, sink.clone()).await {
             Ok(session) => Ok((session, rx)),
             Err((e, browser)) => {
@@ -785,7 +791,7 @@ impl ChromiumSession {
         }
         tryb!(install(&page, &config, spec.pair_phone.as_deref()).await);
         *session.browser.lock().await = Some(browser);
-        tracing::info!(session = %spec.session_id, pid, "browser session started");
+        tracing::info!(session = %spec.session_id, pid, "browser session started (page loaded, hooks installed)");
         Ok(session)
     }
 
