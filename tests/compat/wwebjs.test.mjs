@@ -104,7 +104,7 @@ const sim = await startSim();
 const clients = [];
 
 after(async () => {
-  for (const c of clients) await c.destroy().catch(() => {});
+  for (const c of clients) await withTimeout(c.destroy(), 30000, 'client.destroy').catch(() => {});
   sim.child.kill('SIGTERM');
   rmSync(dataDir, { recursive: true, force: true });
 });
@@ -225,9 +225,10 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     assert.equal(wid && wid._serialized, `${FRIEND}@c.us`);
   });
 
+  let again;
   await t.test('restart with the same LocalAuth profile: ready without a qr', async () => {
-    await client.destroy();
-    const again = newClient();
+    await withTimeout(client.destroy(), 30000, 'the first client to close');
+    again = newClient();
     let sawQr = false;
     again.on('qr', () => {
       sawQr = true;
@@ -237,13 +238,13 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     await ready;
     assert.equal(sawQr, false, 'a stored login must not ask for a QR');
     assert.equal(again.info.wid.user, ME);
+  });
 
-    await t.test('phone logout fires `disconnected`', async () => {
-      const gone = once(again, 'disconnected', 30000);
-      await api('POST', '/_sim/logout', { phone: ME });
-      await gone;
-      const { devices } = await api('GET', '/_sim/devices');
-      assert.ok(!devices.some((d) => d.state === 'linked' && d.phone === ME), 'device unlinked');
-    });
+  await t.test('phone logout fires `disconnected`', async () => {
+    const gone = once(again, 'disconnected', 30000);
+    await api('POST', '/_sim/logout', { phone: ME });
+    await gone;
+    const { devices } = await api('GET', '/_sim/devices');
+    assert.ok(!devices.some((d) => d.state === 'linked' && d.phone === ME), 'device unlinked');
   });
 });
