@@ -264,6 +264,27 @@ async fn login_send_ack_resume() {
     let m3 = text(to, "3EB0AA00000000000003", nasty);
     session.send(&m3).await.expect("hostile text sent");
 
+    // A document and a voice note: the kind reaches the page as WhatsApp's media params.
+    let doc = b"%PDF-1.4\n% not really a pdf\n".to_vec();
+    let mut m4 = text(to, "3EB0AA00000000000004", "the report");
+    m4.kind = MessageKind::Document;
+    m4.media = Some(Media {
+        data: doc.clone().into(),
+        mime: "application/pdf".into(),
+        filename: Some("report.pdf".into()),
+    });
+    session.send(&m4).await.expect("document sent");
+    let ogg = vec![0x4f, 0x67, 0x67, 0x53, 0, 2, 0, 0, 1, 2, 3, 4];
+    let mut m5 = text(to, "3EB0AA00000000000005", "");
+    m5.body = None;
+    m5.kind = MessageKind::Voice;
+    m5.media = Some(Media {
+        data: ogg.clone().into(),
+        mime: "audio/ogg; codecs=opus".into(),
+        filename: None,
+    });
+    session.send(&m5).await.expect("voice note sent");
+
     // Sending the same id again is a no-op (at most once).
     session
         .send(&m1)
@@ -271,12 +292,12 @@ async fn login_send_ack_resume() {
         .expect("re-send of a known id is accepted");
 
     let path = format!("/_sim/messages?phone={phone}");
-    let record = sim_until(&path, "three messages recorded", |v| {
-        sent_messages(v).len() >= 3
+    let record = sim_until(&path, "five messages recorded", |v| {
+        sent_messages(v).len() >= 5
     })
     .await;
     let msgs = sent_messages(&record);
-    assert_eq!(msgs.len(), 3, "each message exactly once: {record}");
+    assert_eq!(msgs.len(), 5, "each message exactly once: {record}");
     let by_id = |id: &str| {
         msgs.iter()
             .find(|m| m["id"] == id)
@@ -293,6 +314,19 @@ async fn login_send_ack_resume() {
     assert_eq!(r2["media"]["size"], png.len());
     let r3 = by_id("3EB0AA00000000000003");
     assert_eq!(r3["body"].as_str(), Some(nasty));
+    let r4 = by_id("3EB0AA00000000000004");
+    assert_eq!(r4["kind"], "document");
+    assert_eq!(r4["caption"], "the report");
+    assert_eq!(
+        r4["media"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&doc)).as_str()
+    );
+    let r5 = by_id("3EB0AA00000000000005");
+    assert_eq!(r5["kind"], "voice");
+    assert_eq!(
+        r5["media"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&ogg)).as_str()
+    );
 
     // Acks reach us as events under the ids we chose.
     let mut want: std::collections::HashSet<String> = [&m1, &m2, &m3]
@@ -352,6 +386,7 @@ async fn login_send_ack_resume() {
     session.close().await.unwrap();
     session.close().await.unwrap();
     assert!(!process_alive(pid), "browser process gone after close()");
+    assert!(!group_alive(pid), "no helper process left after close()");
     drop(rx);
 
     let started = Instant::now();
@@ -372,6 +407,26 @@ async fn login_send_ack_resume() {
         redacted(&before)
     );
     session.close().await.unwrap();
+}
+
+/// Is any (non-zombie) process of this process group left? The driver starts each browser as
+/// its own group, so this covers the zygote, renderers and other helpers.
+fn group_alive(pgid: u32) -> bool {
+    !group_members(pgid).is_empty()
+}
+
+fn group_members(pgid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // fields[0] = state, fields[2] = pgrp
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -420,6 +475,10 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     assert_eq!(err.code(), ErrorCode::BrowserCrashed);
     session.close().await.unwrap();
     assert!(!process_alive(pid), "killed browser reaped");
+    assert!(
+        !group_alive(pid),
+        "no helper process of the killed browser left"
+    );
 
     let (session, mut rx) = driver
         .launch(spec(dir.path(), "s-crash", None))
@@ -560,6 +619,7 @@ async fn socket_drop_refused_send_and_hung_page() {
     let pid = session.browser_pid();
     session.close().await.unwrap();
     assert!(!process_alive(pid));
+    assert!(!group_alive(pid), "{:?}", group_members(pid));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -601,6 +601,17 @@ impl BrowserProcess {
                 kill_group(self.pid);
                 let _ = tokio::time::timeout(timeout, exited.wait_for(|e| *e)).await;
             }
+        } else {
+            // Crashed: the watcher may not have seen the exit yet; let it reap the leader.
+            let mut exited = self.exited.clone();
+            let _ = tokio::time::timeout(timeout, exited.wait_for(|e| *e)).await;
+        }
+        // Helpers (zygote, renderers, crash handler) outlive a killed leader for a moment; the
+        // session is only closed once none of them is left.
+        kill_group(self.pid);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while group_has_live_members(self.pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for t in &self.tasks {
             t.abort();
@@ -608,6 +619,30 @@ impl BrowserProcess {
         // The watcher has reaped the child; nothing is left for Browser's Drop to kill.
         self.tasks.clear();
     }
+}
+
+/// Any process of this group still running (zombies awaiting their reaper do not count)?
+fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pgid = pgid.to_string();
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // `pid (comm) state ppid pgrp …`; comm may contain spaces or parentheses.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1);
+            state != Some("Z") && pgrp == Some(pgid.as_str())
+        })
 }
 
 fn kill_group(pid: u32) {
