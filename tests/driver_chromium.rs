@@ -592,6 +592,45 @@ async fn socket_drop_refused_send_and_hung_page() {
         .collect();
     assert_eq!(ids, vec!["3EB0CC00000000000002"]);
 
+    // The app vanishes from a live renderer: the failed send reveals it and it is a crash.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "crash_page": "blank"}),
+    )
+    .await;
+    // It closes the page's socket first; wait for that so the send surely meets the blank page.
+    wait_for(&mut rx, "Disconnected by the blank page", |e| {
+        matches!(e, DriverEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let err = session
+        .send(&text(
+            "15550009004",
+            "3EB0CC00000000000004",
+            "to a blank page",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let (reason, _) = wait_for(&mut rx, "Crashed after the app vanished", |e| match e {
+        DriverEvent::Crashed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("gone"), "{reason}");
+    session.close().await.unwrap();
+
+    // Back from the profile without a QR, then the next fault.
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-faults", None))
+        .await
+        .unwrap();
+    let (_, before) = wait_for(&mut rx, "Connected after restart", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    assert!(!before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })));
+
     // The page stops running script: the send times out and the session reports a crash.
     post(
         "/_sim/faults",

@@ -864,17 +864,33 @@ impl ChromiumSession {
         call_function(&self.page, source, args, timeout).await
     }
 
-    /// After a call timed out: is the page still answering at all? If not, it is hung; report it
-    /// as a crash so the runner restarts it.
+    /// After a call failed: is the page still answering, and is WhatsApp Web still in it? A hung
+    /// renderer or a page whose app has vanished is reported as a crash, so the runner restarts
+    /// the session instead of retrying into a dead page.
     async fn check_alive(&self) {
-        if self
-            .call(JS_LIVENESS, vec![], self.config.cdp_timeout)
+        let grace = self.config.cdp_timeout / 2;
+        match self
+            .call(
+                JS_LIVENESS,
+                vec![serde_json::json!(grace.as_millis() as u64)],
+                self.config.cdp_timeout,
+            )
             .await
-            .is_err()
         {
-            self.sink
-                .crashed("page unresponsive (a DevTools call timed out)".into())
-                .await;
+            Ok(serde_json::Value::Bool(true)) => {}
+            Ok(_) => {
+                self.sink
+                    .crashed("WhatsApp Web is gone from the page".into())
+                    .await
+            }
+            Err(CallError::Cdp(_)) => {
+                // The page is navigating; its load event re-installs the hooks.
+            }
+            Err(_) => {
+                self.sink
+                    .crashed("page unresponsive (a DevTools call timed out)".into())
+                    .await
+            }
         }
     }
 
@@ -888,6 +904,10 @@ impl ChromiumSession {
                 DriverError::transient(on_timeout, format!("{what} timed out"))
             }
             CallError::Js(m) => {
+                self.check_alive().await;
+                if let Some(dead) = self.dead_error() {
+                    return dead;
+                }
                 DriverError::transient(ErrorCode::SendFailed, format!("{what}: {m}"))
             }
             CallError::Cdp(m) => {
@@ -1093,19 +1113,19 @@ impl Session for ChromiumSession {
                 );
             }
         }
-        if let Some(res) = r.result.as_deref() {
-            if res != "OK" {
-                return Err(DriverError::transient(
-                    ErrorCode::SendFailed,
-                    format!("the page refused the send: {res}"),
-                ));
+        let refused = match r.result.as_deref() {
+            Some(res) if res != "OK" => Some(format!("the page refused the send: {res}")),
+            _ if r.ack.unwrap_or(0) < 0 => {
+                Some("the page marked the message as failed (ack -1)".to_string())
             }
-        }
-        if r.ack.unwrap_or(0) < 0 {
-            return Err(DriverError::transient(
-                ErrorCode::SendFailed,
-                "the page marked the message as failed (ack -1)",
-            ));
+            _ => None,
+        };
+        if let Some(why) = refused {
+            // A refusal is normal (server said no), unless the app itself is gone.
+            self.check_alive().await;
+            return Err(self
+                .dead_error()
+                .unwrap_or_else(|| DriverError::transient(ErrorCode::SendFailed, why)));
         }
         if r.existed {
             tracing::info!(id = %msg.wa_message_id, "message already in the page; not sent again");
