@@ -65,6 +65,11 @@ fn sim() -> &'static Sim {
 }
 
 fn driver() -> ChromiumDriver {
+    // RUST_LOG=wa_outbox=debug shows the driver's own timings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut c = ChromiumConfig::from_config(&wa_outbox::config::Config::defaults());
     c.web_url = sim().url.clone();
     c.start_timeout = Duration::from_secs(60);
@@ -239,6 +244,10 @@ async fn login_send_ack_resume() {
     )
     .await;
     eprintln!("start() → first Qr event: {to_qr:?}");
+    eprintln!(
+        "connected session, all its Chromium processes: PSS {} MiB",
+        session.browser_pss_bytes().unwrap_or(0) / (1024 * 1024)
+    );
 
     // Text.
     let to = "15550009001";

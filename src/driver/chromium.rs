@@ -623,19 +623,21 @@ impl BrowserProcess {
 
 /// Any process of this group still running (zombies awaiting their reaper do not count)?
 fn group_has_live_members(pgid: u32) -> bool {
+    !group_live_members(pgid).is_empty()
+}
+
+/// Pids of the non-zombie processes in this process group.
+fn group_live_members(pgid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
     let pgid = pgid.to_string();
     dir.filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .any(|stat| {
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
             // `pid (comm) state ppid pgrp …`; comm may contain spaces or parentheses.
             let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
             let mut fields = rest.split_whitespace();
@@ -643,6 +645,7 @@ fn group_has_live_members(pgid: u32) -> bool {
             let pgrp = fields.nth(1);
             state != Some("Z") && pgrp == Some(pgid.as_str())
         })
+        .collect()
 }
 
 fn kill_group(pid: u32) {
@@ -826,13 +829,33 @@ impl ChromiumSession {
         }
         tryb!(install(&page, &config, spec.pair_phone.as_deref()).await);
         *session.browser.lock().await = Some(browser);
-        tracing::info!(session = %spec.session_id, pid, "browser session started (page loaded, hooks installed)");
+        tracing::info!(
+            session = %spec.session_id,
+            pid,
+            "browser session started (page loaded, hooks installed)"
+        );
         Ok(session)
     }
 
     /// The Chromium main process id (tests kill it to simulate a crash).
     pub fn browser_pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Proportional set size of every process of this session's browser, in bytes (Linux
+    /// `smaps_rollup`), for the memory figures of DESIGN.md §7. `None` when /proc is unreadable.
+    pub fn browser_pss_bytes(&self) -> Option<u64> {
+        let mut total = 0u64;
+        for pid in group_live_members(self.pid) {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let kb: u64 = rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0);
+            total += kb * 1024;
+        }
+        Some(total)
     }
 
     pub fn session_id(&self) -> &str {
