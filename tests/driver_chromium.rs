@@ -706,3 +706,50 @@ async fn qr_rotations_are_pushed_and_match_the_page() {
     assert_eq!(tail(&seen[0]), tail(&seen[2]));
     session.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renderer_crash_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-renderer", None))
+        .await
+        .unwrap();
+    wait_for(&mut rx, "Qr", |e| {
+        matches!(e, DriverEvent::Qr { .. }).then_some(())
+    })
+    .await;
+    // Kill the page's renderer only; the browser process stays up.
+    let renderers: Vec<u32> = group_members_pids(session.browser_pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(!renderers.is_empty(), "a renderer process exists");
+    for pid in &renderers {
+        // SAFETY: plain syscall on a process of the browser this test started.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let (reason, _) = wait_for(&mut rx, "Crashed after renderer kill", |e| match e {
+        DriverEvent::Crashed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("page"), "{reason}");
+    assert!(process_alive(session.browser_pid()), "only the page died");
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    assert!(!group_alive(pid), "{:?}", group_members(pid));
+}
+
+fn group_members_pids(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+        .iter()
+        .filter_map(|stat| stat.split_whitespace().next()?.parse().ok())
+        .collect()
+}

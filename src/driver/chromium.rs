@@ -771,8 +771,12 @@ impl ChromiumSession {
                                         sink.emit(ev).await;
                                     }
                                 }
-                                // Not logged: the payload may be a QR.
-                                Err(e) => tracing::warn!(error = %e, "unreadable page push"),
+                                // Neither the payload nor serde's message (which may quote
+                                // it) is logged: it may carry a QR.
+                                Err(e) => tracing::warn!(
+                                    category = ?e.classify(),
+                                    "unreadable page push"
+                                ),
                             }
                         }
                         Some(_) = loads.next() => {
