@@ -543,7 +543,10 @@ async fn drive(
                         save_at = Some(tokio::time::Instant::now() + crate::auth_store::LIVE_SAVE_SETTLE);
                     }
                     DriverEvent::Disconnected { reason } => {
+                        // The page reconnects by itself and says Connected again; meanwhile the
+                        // dispatcher leaves this session alone.
                         tracing::info!(session = %id, %reason, "socket dropped; the page reconnects");
+                        detach(shared);
                     }
                     DriverEvent::LoggedOut { reason } => {
                         detach(shared);
