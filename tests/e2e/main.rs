@@ -4,6 +4,7 @@
 //! processes, killed and drained as Kubernetes would.
 
 mod fleet;
+mod lifecycle;
 mod rows;
 
 use std::collections::HashMap;
