@@ -97,7 +97,11 @@ impl Sim {
             if let Some(t) = f(&self.devices().await) {
                 return t;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; devices: {:?}",
+                self.devices().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

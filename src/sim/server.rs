@@ -385,6 +385,7 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
             if let Some(c) = w.conns.get_mut(&conn) {
                 c.device = Some(dev.clone());
             }
+            tracing::info!(device = %dev, "page resumed a stored login");
             let history = w.history_for(&dev).unwrap_or(Value::Null);
             w.send_to(
                 conn,
@@ -394,9 +395,11 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
             spawn_sync(st.clone(), conn, dev);
             return;
         }
+        tracing::info!("page offered a login the phone no longer knows");
         w.send_to(conn, json!({"t": "login_invalid"}));
     }
     let (dev, qr_ref) = w.add_pending(conn, keys, browser);
+    tracing::info!(device = %dev, "page waits for a login (QR shown)");
     let matrix = w
         .devices
         .get(&dev)
