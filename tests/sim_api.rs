@@ -431,3 +431,14 @@ async fn many_phones_and_devices_at_once() {
         .iter()
         .any(|d| d["phone"] == "15550002222" && d["state"] == "linked"));
 }
+
+#[tokio::test]
+async fn oversized_bodies_get_a_json_error() {
+    let sim = start_sim(&[]);
+    let big = format!(
+        "{{\"to\":\"15550001111\",\"from\":\"15550002222\",\"body\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    let (s, v) = sim.call("POST", "/_sim/incoming", Some(&big)).await;
+    assert_json_error(s, &v, 413);
+}

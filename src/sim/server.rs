@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -124,11 +125,12 @@ fn not_found_err(msg: impl Into<String>) -> ApiError {
 }
 
 /// Parses a JSON body ourselves so that every malformed request gets a JSON error.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     if body.is_empty() {
         return Err(bad("request body must be a JSON object"));
     }
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 fn phone_arg(field: &str, raw: &str) -> Result<String, ApiError> {
@@ -607,8 +609,8 @@ struct ScanReq {
     name: Option<String>,
 }
 
-async fn scan(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: ScanReq = parse(&body)?;
+async fn scan(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: ScanReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let mut w = st.world();
     let dev = w
@@ -630,8 +632,8 @@ struct PairReq {
     name: Option<String>,
 }
 
-async fn pair(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: PairReq = parse(&body)?;
+async fn pair(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: PairReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let code: String = r
         .code
@@ -665,8 +667,8 @@ struct LogoutReq {
     device: Option<String>,
 }
 
-async fn logout(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: LogoutReq = parse(&body)?;
+async fn logout(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: LogoutReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let ids = st.world().logout(&phone, r.device.as_deref());
     if ids.is_empty() {
@@ -683,8 +685,8 @@ struct IncomingReq {
     body: String,
 }
 
-async fn incoming(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: IncomingReq = parse(&body)?;
+async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: IncomingReq = parse(body)?;
     let to = phone_arg("to", &r.to)?;
     let from = phone_arg("from", &r.from)?;
     if r.body.chars().count() > MAX_BODY_CHARS {
@@ -734,8 +736,8 @@ struct AckReq {
     ack: i8,
 }
 
-async fn ack(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: AckReq = parse(&body)?;
+async fn ack(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: AckReq = parse(body)?;
     if !(-1..=4).contains(&r.ack) {
         return Err(bad("ack must be -1..4"));
     }
@@ -752,8 +754,11 @@ struct UnregisteredReq {
     remove: bool,
 }
 
-async fn unregistered(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: UnregisteredReq = parse(&body)?;
+async fn unregistered(
+    State(st): State<SimState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let r: UnregisteredReq = parse(body)?;
     let numbers = r
         .numbers
         .iter()
@@ -790,8 +795,8 @@ async fn get_faults(State(st): State<SimState>) -> ApiResult {
     Ok(Json(json!({"faults": st.world().faults})))
 }
 
-async fn faults(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: FaultsReq = parse(&body)?;
+async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: FaultsReq = parse(body)?;
     let phone = r
         .phone
         .as_deref()
