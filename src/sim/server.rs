@@ -531,6 +531,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         body: s(&msg, "body"),
         caption: s(&msg, "caption"),
         media,
+        quoted_id: s(&msg, "quoted_id"),
         ack: 1,
         time: chrono::Utc::now(),
     };

@@ -136,6 +136,8 @@ pub struct SentMsg {
     pub body: Option<String>,
     pub caption: Option<String>,
     pub media: Option<Media>,
+    /// Id of the message this one replies to.
+    pub quoted_id: Option<String>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
 }

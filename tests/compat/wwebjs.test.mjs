@@ -202,6 +202,20 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     assert.equal(recorded.m1.media.sha256, pngSha);
   });
 
+  await t.test('a reply records the message it quotes', async () => {
+    const reply = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, 'replying', { quotedMessageId: textId }),
+      30000,
+      'sendMessage(reply)',
+    );
+    const rec = await waitFor('the reply at the sim', 20000, async () => {
+      const { messages } = await api('GET', `/_sim/messages?phone=${ME}`);
+      return messages.find((m) => m.serialized === reply.id._serialized);
+    });
+    assert.equal(rec.quoted_id, textId.split('_')[2]);
+    assert.equal(reply.hasQuotedMsg, true);
+  });
+
   await t.test('message_ack progresses to read', async () => {
     await waitFor('ack 3 (read) on the text message', 20000, () => (acks.get(textId) ?? -2) >= 3);
     // A manual ack from the control API reaches the client too.
