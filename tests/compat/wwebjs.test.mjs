@@ -234,8 +234,8 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
 
   await t.test('getNumberId: unregistered → null, registered → wid', async () => {
     await api('POST', '/_sim/unregistered', { numbers: [NOBODY] });
-    assert.equal(await client.getNumberId(NOBODY), null);
-    const wid = await client.getNumberId(FRIEND);
+    assert.equal(await withTimeout(client.getNumberId(NOBODY), 20000, 'getNumberId'), null);
+    const wid = await withTimeout(client.getNumberId(FRIEND), 20000, 'getNumberId');
     assert.equal(wid && wid._serialized, `${FRIEND}@c.us`);
   });
 
@@ -262,7 +262,7 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
       const r = await api('GET', `/_sim/messages?phone=${ME}`);
       return r.messages.some((m) => m.serialized === after.id._serialized);
     });
-    assert.equal(await client.getState(), 'CONNECTED');
+    assert.equal(await withTimeout(client.getState(), 20000, 'getState'), 'CONNECTED');
   });
 
   let again;
