@@ -54,7 +54,7 @@ impl SimState {
     }
 
     /// Rotates QR refs on time; one ticker for all pending devices.
-    pub fn spawn_ticker(&self) {
+    pub fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let st = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -62,7 +62,7 @@ impl SimState {
                 tick.tick().await;
                 st.world().rotate_refs(Instant::now());
             }
-        });
+        })
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
