@@ -7,12 +7,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-struct Proc(Child);
+/// A child process killed when dropped; with `group`, its whole process group (Chromium's
+/// helpers too), so no browser outlives its test.
+struct Proc {
+    child: Child,
+    group: bool,
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if self.group {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: plain kill(2) on the process group this test created.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -31,7 +44,10 @@ fn start_sim(extra: &[&str]) -> Sim {
         .spawn()
         .expect("spawn wa-outbox sim");
     let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc(child);
+    let proc = Proc {
+        child,
+        group: false,
+    };
     // read_line blocks; the sim prints this line right after binding, or exits (EOF).
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -258,8 +274,10 @@ async fn page_serves_with_cors_and_absolute_address() {
 
 /// A headless Chromium showing the sim's page, with a profile directory that outlives it.
 fn chromium(url: &str, profile: &std::path::Path) -> Proc {
+    use std::os::unix::process::CommandExt;
     let bin = std::env::var("WA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let child = Command::new(bin)
+        .process_group(0)
         .args([
             "--headless",
             "--no-sandbox",
@@ -274,7 +292,7 @@ fn chromium(url: &str, profile: &std::path::Path) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn chromium");
-    Proc(child)
+    Proc { child, group: true }
 }
 
 #[tokio::test]
