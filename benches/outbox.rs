@@ -29,6 +29,7 @@ async fn start(db: &TestDb, world: &Arc<MemoryWorld>, sessions: u32) -> RunnerHa
         .unwrap();
     let driver = MemoryDriver::new(world.clone()).without_acks();
     let h = runner::spawn(RunnerParts {
+        maintenance: None,
         pool,
         driver: Arc::new(driver),
         logins: Arc::new(NoLoginStore),

@@ -272,6 +272,7 @@ async fn start_runner(
         .await
         .unwrap();
     runner::spawn(RunnerParts {
+        maintenance: None,
         pool,
         driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
         logins: login_store(&c),

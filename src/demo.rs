@@ -115,7 +115,7 @@ pub async fn main(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
 
     say("starting a runner (headless Chromium, one page per session)");
     let runner =
-        crate::runner::spawn_production(&config, pool.clone(), db.embedded.is_some()).await?;
+        crate::runner::spawn_production(&config, pool.clone(), db.embedded.is_some(), None).await?;
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen("wa_event").await?;
 

@@ -16,6 +16,13 @@ use crate::driver::{DriverEvent, SessionSpec};
 use crate::error_code::ErrorCode;
 use crate::runner::{SessionCmd, SessionEntry, Shared};
 
+/// While connected, the login is saved this often (a no-op when it did not change), so a runner
+/// killed without warning leaves a recent login behind.
+const LIVE_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// How long the page may take to confirm an unlink before the login is forgotten anyway.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Statuses in which a session holds (or is getting) a browser.
 const LIVE: &str = "('new', 'starting', 'qr_pending', 'pairing', 'connected')";
 
@@ -409,15 +416,16 @@ async fn drive(
         return Ok(Exit::Quiet);
     }
     if restore {
-        if let Err(e) = shared.logins.restore(id, &profile_dir).await {
-            finish(
-                shared,
-                id,
-                "failed",
-                Some((ErrorCode::AuthRestoreFailed, &e)),
-            )
-            .await?;
-            return Ok(Exit::Quiet);
+        match shared.logins.restore(id, &profile_dir).await {
+            Ok(_) => {}
+            Err(e) if e.transient => {
+                return Ok(Exit::Restart(format!("restoring the login: {}", e.message)))
+            }
+            Err(e) => {
+                let err = Some((ErrorCode::AuthRestoreFailed, e.message.as_str()));
+                finish(shared, id, "failed", err).await?;
+                return Ok(Exit::Quiet);
+            }
         }
     }
     if !set_status(shared, id, "starting", None).await? {
@@ -438,6 +446,12 @@ async fn drive(
     let mut events = started.events;
     let mut qr_count = 0u32;
     let mut logout_requested = false;
+    // A logout waits for the page to be connected (there is nothing to unlink before), and is
+    // bounded: if the page never confirms, the login is forgotten anyway.
+    let mut logout_pending = false;
+    let mut logout_deadline: Option<tokio::time::Instant> = None;
+    let mut connected = false;
+    let mut save_at: Option<tokio::time::Instant> = None;
 
     let close = |session: Arc<dyn crate::driver::Session>| async move {
         if tokio::time::timeout(Duration::from_secs(10), session.close())
@@ -455,6 +469,20 @@ async fn drive(
 
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)), if save_at.is_some() => {
+                if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
+                    tracing::warn!(session = %id, error = %e, "could not save the login");
+                }
+                save_at = Some(tokio::time::Instant::now() + LIVE_SAVE_EVERY);
+            }
+            _ = tokio::time::sleep_until(logout_deadline.unwrap_or_else(tokio::time::Instant::now)), if logout_deadline.is_some() => {
+                tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
+                detach(shared);
+                close(session).await;
+                let _ = shared.logins.delete(id).await;
+                finish(shared, id, "logged_out", None).await?;
+                return Ok(Exit::Quiet);
+            }
             ev = events.recv() => {
                 let Some(ev) = ev else {
                     detach(shared);
@@ -462,6 +490,14 @@ async fn drive(
                     return Ok(Exit::Restart("event stream ended".into()));
                 };
                 match ev {
+                    DriverEvent::Qr { .. } if logout_pending => {
+                        // The stored login no longer works: nothing left to unlink.
+                        detach(shared);
+                        close(session).await;
+                        let _ = shared.logins.delete(id).await;
+                        finish(shared, id, "logged_out", None).await?;
+                        return Ok(Exit::Quiet);
+                    }
                     DriverEvent::Qr { payload } => {
                         qr_count += 1;
                         if qr_count > shared.cfg.qr_max_rotations {
@@ -477,7 +513,21 @@ async fn drive(
                             .bind(id).bind(shared.id).bind(&code).execute(&shared.pool).await?;
                         set_status(shared, id, "pairing", None).await?;
                     }
+                    DriverEvent::Connected { .. } if logout_pending => {
+                        connected = true;
+                        logout_pending = false;
+                        logout_requested = true;
+                        logout_deadline = Some(tokio::time::Instant::now() + LOGOUT_TIMEOUT);
+                        if let Err(e) = session.logout().await {
+                            tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
+                            close(session).await;
+                            let _ = shared.logins.delete(id).await;
+                            finish(shared, id, "logged_out", None).await?;
+                            return Ok(Exit::Quiet);
+                        }
+                    }
                     DriverEvent::Connected { phone, push_name } => {
+                        connected = true;
                         sqlx::query("update wa_session set phone_number = $3, push_name = $4, restart_count = 0, next_start_at = null,
                                      last_active_at = now() where id = $1 and runner_id = $2")
                             .bind(id).bind(shared.id).bind(format!("+{}", phone.trim_start_matches('+'))).bind(&push_name)
@@ -488,12 +538,15 @@ async fn drive(
                             e.handle = Some(session.clone());
                         }
                         shared.dispatch_wake.notify_one();
-                        if let Err(e) = shared.logins.save(id, &profile_dir).await {
-                            tracing::warn!(session = %id, error = %e, "could not save the login");
-                        }
+                        // Local Storage reaches the disk seconds after the page writes it: save once
+                        // it has settled, and again now and then (an unchanged login is not rewritten).
+                        save_at = Some(tokio::time::Instant::now() + crate::auth_store::LIVE_SAVE_SETTLE);
                     }
                     DriverEvent::Disconnected { reason } => {
+                        // The page reconnects by itself and says Connected again; meanwhile the
+                        // dispatcher leaves this session alone.
                         tracing::info!(session = %id, %reason, "socket dropped; the page reconnects");
+                        detach(shared);
                     }
                     DriverEvent::LoggedOut { reason } => {
                         detach(shared);
@@ -519,8 +572,16 @@ async fn drive(
                         close(session).await;
                         return Ok(Exit::Quiet);
                     }
+                    Some(SessionCmd::Logout) if !connected => {
+                        logout_pending = true;
+                        logout_deadline.get_or_insert(tokio::time::Instant::now() + shared.cfg.start_timeout);
+                    }
                     Some(SessionCmd::Logout) => {
+                        if logout_requested {
+                            continue;
+                        }
                         logout_requested = true;
+                        logout_deadline = Some(tokio::time::Instant::now() + LOGOUT_TIMEOUT);
                         detach(shared);
                         if let Err(e) = session.logout().await {
                             tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
@@ -538,10 +599,11 @@ async fn drive(
                         detach(shared);
                         // Wait for an in-flight send of this session to settle before closing its page.
                         wait_not_in_flight(shared, id).await;
-                        if let Err(e) = shared.logins.save(id, &profile_dir).await {
+                        // A normal browser shutdown writes both stores to disk: close, then save.
+                        close(session).await;
+                        if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
                             tracing::warn!(session = %id, error = %e, "could not save the login");
                         }
-                        close(session).await;
                         match cmd {
                             SessionCmd::Stop => finish(shared, id, "stopped", None).await?,
                             SessionCmd::Hibernate => {

@@ -23,7 +23,8 @@ use crate::driver::{Driver, Session};
 
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -89,10 +90,24 @@ pub trait LoginStore: Send + Sync + 'static {
         &self,
         session_id: &str,
         profile_dir: &std::path::Path,
-    ) -> Result<bool, String>;
-    async fn save(&self, session_id: &str, profile_dir: &std::path::Path) -> Result<(), String>;
+    ) -> Result<bool, RestoreError>;
+    /// Stores the login, fenced on `runner_id` still holding the session's lease.
+    async fn save(
+        &self,
+        session_id: &str,
+        runner_id: Uuid,
+        profile_dir: &std::path::Path,
+    ) -> Result<(), String>;
     async fn delete(&self, session_id: &str) -> Result<(), String>;
     async fn has_login(&self, session_id: &str) -> Result<bool, String>;
+}
+
+/// Why a stored login could not be put back. A transient cause (database, disk) is retried;
+/// anything else fails the session with auth_restore_failed rather than silently showing a QR.
+#[derive(Debug)]
+pub struct RestoreError {
+    pub transient: bool,
+    pub message: String,
 }
 
 /// No stored logins: every new browser starts from its local profile folder only.
@@ -100,10 +115,10 @@ pub struct NoLoginStore;
 
 #[async_trait]
 impl LoginStore for NoLoginStore {
-    async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, String> {
+    async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, RestoreError> {
         Ok(false)
     }
-    async fn save(&self, _: &str, _: &std::path::Path) -> Result<(), String> {
+    async fn save(&self, _: &str, _: Uuid, _: &std::path::Path) -> Result<(), String> {
         Ok(())
     }
     async fn delete(&self, _: &str) -> Result<(), String> {
@@ -111,6 +126,45 @@ impl LoginStore for NoLoginStore {
     }
     async fn has_login(&self, _: &str) -> Result<bool, String> {
         Ok(false)
+    }
+}
+
+/// The production store: encrypted archives in wa_session_auth.
+#[async_trait]
+impl LoginStore for crate::auth_store::AuthStore {
+    async fn restore(
+        &self,
+        session_id: &str,
+        profile_dir: &std::path::Path,
+    ) -> Result<bool, RestoreError> {
+        crate::auth_store::AuthStore::restore(self, session_id, profile_dir)
+            .await
+            .map_err(|e| RestoreError {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            })
+    }
+    async fn save(
+        &self,
+        session_id: &str,
+        runner_id: Uuid,
+        profile_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        self.save_owned(session_id, runner_id, profile_dir)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn delete(&self, session_id: &str) -> Result<(), String> {
+        crate::auth_store::AuthStore::delete(self, session_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn has_login(&self, session_id: &str) -> Result<bool, String> {
+        crate::auth_store::AuthStore::has_login(self, session_id)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -167,6 +221,8 @@ impl Shared {
 }
 
 pub struct RunnerParts {
+    /// Cluster-wide housekeeping (run by whichever runner is elected); None in loop tests.
+    pub maintenance: Option<crate::maintenance::MaintenanceConfig>,
     pub pool: PgPool,
     pub driver: Arc<dyn Driver>,
     pub logins: Arc<dyn LoginStore>,
@@ -223,6 +279,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
     .bind(parts.cfg.capacity as i32)
     .execute(&parts.pool)
     .await?;
+    let maintenance = parts.maintenance;
     let shared = Arc::new(Shared {
         id,
         pool: parts.pool,
@@ -237,7 +294,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
         metrics: parts.metrics,
     });
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_loops(shared.clone(), shutdown.clone()));
+    let task = tokio::spawn(run_loops(shared.clone(), shutdown.clone(), maintenance));
     tracing::info!(runner = %id, %host, capacity = shared.cfg.capacity, "runner started");
     Ok(RunnerHandle {
         id,
@@ -247,9 +304,21 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
     })
 }
 
-async fn run_loops(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_loops(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    maintenance: Option<crate::maintenance::MaintenanceConfig>,
+) -> anyhow::Result<()> {
     let listener = tokio::spawn(crate::dispatcher::listen(shared.clone()));
+    let maintenance = maintenance.map(|cfg| {
+        crate::maintenance::spawn_with(shared.pool.clone(), shared.id, cfg, shared.draining.clone())
+            .0
+    });
     let reconciler = tokio::spawn(crate::reconciler::run(shared.clone()));
+    let accounting = shared
+        .metrics
+        .clone()
+        .map(|m| tokio::spawn(account(shared.clone(), m)));
     let dispatcher = tokio::spawn(crate::dispatcher::run(shared.clone()));
 
     shutdown.cancelled().await;
@@ -264,6 +333,12 @@ async fn run_loops(shared: Arc<Shared>, shutdown: CancellationToken) -> anyhow::
     let _ = dispatcher.await;
     let _ = reconciler.await;
     listener.abort();
+    if let Some(a) = accounting {
+        a.abort();
+    }
+    if let Some(m) = maintenance {
+        let _ = tokio::time::timeout(Duration::from_secs(10), m).await;
+    }
     crate::reconciler::release_all(&shared).await;
     sqlx::query("delete from wa_runner where id = $1")
         .bind(shared.id)
@@ -292,27 +367,65 @@ pub async fn run_command(config: Config) -> anyhow::Result<()> {
         // The local default has no separate deploy step: bring the schema up to date here.
         crate::db::migrate(&pool).await?;
     }
-    let handle = spawn_production(&config, pool, db.embedded.is_some()).await?;
+    let metrics = crate::http::Metrics::new();
+    // Bind before anything starts, so a taken port fails start-up rather than hiding later.
+    let http = match config.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    let handle = spawn_production(
+        &config,
+        pool.clone(),
+        db.embedded.is_some(),
+        Some(metrics.clone()),
+    )
+    .await?;
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = http.map(|listener| {
+        // /healthz keeps answering until the drain is over, not just until the signal.
+        tokio::spawn(crate::http::serve_listener(
+            listener,
+            pool,
+            metrics,
+            drain_rx,
+            async move {
+                let _ = done_rx.await;
+            },
+        ))
+    });
     wait_for_signal().await;
     tracing::info!("signal received; draining");
-    handle.shutdown().await
+    let _ = drain_tx.send(true);
+    let result = handle.shutdown().await;
+    let _ = done_tx.send(());
+    if let Some(s) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    result
 }
 
 /// A runner with the real parts: Chromium, the media fetcher, the stored-login store.
 pub async fn spawn_production(
     config: &Config,
     pool: PgPool,
-    _embedded: bool,
+    embedded: bool,
+    metrics: Option<crate::http::Metrics>,
 ) -> anyhow::Result<RunnerHandle> {
+    // Without a key no login can be stored safely; only the local default may make its own.
+    let keys = crate::auth_store::KeyRing::from_config(config, embedded)?;
+    let maintenance =
+        crate::maintenance::MaintenanceConfig::from_config(config).map_err(anyhow::Error::msg)?;
     let driver = crate::driver::chromium::ChromiumDriver::from_config(config);
     let media = crate::media::MediaFetcher::from_config(config);
     spawn(RunnerParts {
+        maintenance: Some(maintenance),
+        logins: Arc::new(crate::auth_store::AuthStore::new(pool.clone(), keys)),
         pool,
         driver: Arc::new(driver),
-        logins: Arc::new(NoLoginStore),
         media: Some(Arc::new(media)),
         cfg: RunnerConfig::from_config(config),
-        metrics: None,
+        metrics,
     })
     .await
 }
@@ -332,6 +445,42 @@ async fn wait_for_signal() {
         }
         _ => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// How often live browsers and their memory are measured for /metrics.
+const ACCOUNTING_EVERY: Duration = Duration::from_secs(15);
+
+/// Feeds wa_live_browsers and wa_session_memory_bytes (PSS of each browser's process tree).
+async fn account(shared: Arc<Shared>, metrics: crate::http::Metrics) {
+    let mut known: std::collections::HashSet<String> = Default::default();
+    loop {
+        let live: Vec<(String, Option<u32>)> = shared
+            .sessions()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.handle.as_ref().and_then(|h| h.process_id())))
+            .collect();
+        metrics.set_live_browsers(live.len() as i64);
+        let ids: std::collections::HashSet<String> =
+            live.iter().map(|(id, _)| id.clone()).collect();
+        for gone in known.difference(&ids) {
+            metrics.remove_session(gone);
+        }
+        for (id, pid) in live {
+            if let Some(pid) = pid {
+                if let Ok(Ok(bytes)) =
+                    tokio::task::spawn_blocking(move || crate::http::process_tree_pss_bytes(pid))
+                        .await
+                {
+                    metrics.set_session_memory_bytes(&id, bytes);
+                }
+            }
+        }
+        known = ids;
+        tokio::select! {
+            _ = tokio::time::sleep(ACCOUNTING_EVERY) => {}
+            _ = shared.draining.cancelled() => return,
         }
     }
 }

@@ -27,7 +27,9 @@ fn sim() -> &'static Sim {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
+            // QR refs rotate every few seconds so that rotation is exercised too.
             cmd.args(["sim", "--listen", "127.0.0.1:0"])
+                .args(["--qr-first-ms", "4000", "--qr-interval-ms", "4000"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -63,6 +65,11 @@ fn sim() -> &'static Sim {
 }
 
 fn driver() -> ChromiumDriver {
+    // RUST_LOG=wa_outbox=debug shows the driver's own timings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut c = ChromiumConfig::from_config(&wa_outbox::config::Config::defaults());
     c.web_url = sim().url.clone();
     c.start_timeout = Duration::from_secs(60);
@@ -91,6 +98,15 @@ async fn get(path: &str) -> serde_json::Value {
 }
 
 async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, v) = post_status(path, body).await;
+    assert!(status.is_success(), "POST {path}: {status} {v}");
+    v
+}
+
+async fn post_status(
+    path: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{}", sim().url, path))
         .timeout(Duration::from_secs(10))
@@ -102,8 +118,18 @@ async fn post(path: &str, body: serde_json::Value) -> serde_json::Value {
     let status = r.status();
     let v: serde_json::Value =
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
-    assert!(status.is_success(), "POST {path}: {status} {v}");
-    v
+    (status, v)
+}
+
+/// Events as printed in failure messages: QR payloads are credentials, even in tests.
+fn redacted(events: &[DriverEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            DriverEvent::Qr { .. } => "Qr { <redacted> }".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
 }
 
 /// Waits for the first event `pick` accepts; returns it and everything seen before it.
@@ -123,8 +149,11 @@ async fn wait_for<T>(
                 }
                 seen.push(ev);
             }
-            Ok(None) => panic!("event channel closed while waiting for {what}; saw {seen:?}"),
-            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {seen:?}"),
+            Ok(None) => panic!(
+                "event channel closed while waiting for {what}; saw {:?}",
+                redacted(&seen)
+            ),
+            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {:?}", redacted(&seen)),
         }
     }
 }
@@ -154,27 +183,27 @@ async fn login(
 ) -> (Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>, Duration) {
     let started = Instant::now();
     let (session, mut rx) = driver.launch(spec).await.expect("session starts");
-    let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
-        DriverEvent::Qr { payload } => Some(payload.clone()),
-        _ => None,
-    })
-    .await;
-    let to_qr = started.elapsed();
-    let devices = get("/_sim/devices").await;
-    assert!(
-        devices["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["qr"].as_str() == Some(qr.as_str())),
-        "the Qr event's payload is what the simulator shows"
-    );
-    assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
-    post(
-        "/_sim/scan",
-        serde_json::json!({"qr": qr, "phone": phone, "name": name}),
-    )
-    .await;
+    let mut to_qr = None;
+    loop {
+        let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
+            DriverEvent::Qr { payload } => Some(payload.clone()),
+            _ => None,
+        })
+        .await;
+        to_qr.get_or_insert(started.elapsed());
+        assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
+        let (status, _) = post_status(
+            "/_sim/scan",
+            serde_json::json!({"qr": qr, "phone": phone, "name": name}),
+        )
+        .await;
+        if status.is_success() {
+            break;
+        }
+        // The ref rotated between the event and the scan: the next Qr event carries the new one.
+        assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    }
+    let to_qr = to_qr.unwrap();
     let ((p, n), _) = wait_for(&mut rx, "Connected", |e| match e {
         DriverEvent::Connected { phone, push_name } => Some((phone.clone(), push_name.clone())),
         _ => None,
@@ -215,6 +244,10 @@ async fn login_send_ack_resume() {
     )
     .await;
     eprintln!("start() → first Qr event: {to_qr:?}");
+    eprintln!(
+        "connected session, all its Chromium processes: PSS {} MiB",
+        session.browser_pss_bytes().unwrap_or(0) / (1024 * 1024)
+    );
 
     // Text.
     let to = "15550009001";
@@ -240,6 +273,27 @@ async fn login_send_ack_resume() {
     let m3 = text(to, "3EB0AA00000000000003", nasty);
     session.send(&m3).await.expect("hostile text sent");
 
+    // A document and a voice note: the kind reaches the page as WhatsApp's media params.
+    let doc = b"%PDF-1.4\n% not really a pdf\n".to_vec();
+    let mut m4 = text(to, "3EB0AA00000000000004", "the report");
+    m4.kind = MessageKind::Document;
+    m4.media = Some(Media {
+        data: doc.clone().into(),
+        mime: "application/pdf".into(),
+        filename: Some("report.pdf".into()),
+    });
+    session.send(&m4).await.expect("document sent");
+    let ogg = vec![0x4f, 0x67, 0x67, 0x53, 0, 2, 0, 0, 1, 2, 3, 4];
+    let mut m5 = text(to, "3EB0AA00000000000005", "");
+    m5.body = None;
+    m5.kind = MessageKind::Voice;
+    m5.media = Some(Media {
+        data: ogg.clone().into(),
+        mime: "audio/ogg; codecs=opus".into(),
+        filename: None,
+    });
+    session.send(&m5).await.expect("voice note sent");
+
     // Sending the same id again is a no-op (at most once).
     session
         .send(&m1)
@@ -247,12 +301,12 @@ async fn login_send_ack_resume() {
         .expect("re-send of a known id is accepted");
 
     let path = format!("/_sim/messages?phone={phone}");
-    let record = sim_until(&path, "three messages recorded", |v| {
-        sent_messages(v).len() >= 3
+    let record = sim_until(&path, "five messages recorded", |v| {
+        sent_messages(v).len() >= 5
     })
     .await;
     let msgs = sent_messages(&record);
-    assert_eq!(msgs.len(), 3, "each message exactly once: {record}");
+    assert_eq!(msgs.len(), 5, "each message exactly once: {record}");
     let by_id = |id: &str| {
         msgs.iter()
             .find(|m| m["id"] == id)
@@ -269,6 +323,19 @@ async fn login_send_ack_resume() {
     assert_eq!(r2["media"]["size"], png.len());
     let r3 = by_id("3EB0AA00000000000003");
     assert_eq!(r3["body"].as_str(), Some(nasty));
+    let r4 = by_id("3EB0AA00000000000004");
+    assert_eq!(r4["kind"], "document");
+    assert_eq!(r4["caption"], "the report");
+    assert_eq!(
+        r4["media"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&doc)).as_str()
+    );
+    let r5 = by_id("3EB0AA00000000000005");
+    assert_eq!(r5["kind"], "voice");
+    assert_eq!(
+        r5["media"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&ogg)).as_str()
+    );
 
     // Acks reach us as events under the ids we chose.
     let mut want: std::collections::HashSet<String> = [&m1, &m2, &m3]
@@ -328,6 +395,7 @@ async fn login_send_ack_resume() {
     session.close().await.unwrap();
     session.close().await.unwrap();
     assert!(!process_alive(pid), "browser process gone after close()");
+    assert!(!group_alive(pid), "no helper process left after close()");
     drop(rx);
 
     let started = Instant::now();
@@ -344,9 +412,30 @@ async fn login_send_ack_resume() {
     assert_eq!(p, phone);
     assert!(
         !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
-        "no QR on resume: {before:?}"
+        "no QR on resume: {:?}",
+        redacted(&before)
     );
     session.close().await.unwrap();
+}
+
+/// Is any (non-zombie) process of this process group left? The driver starts each browser as
+/// its own group, so this covers the zygote, renderers and other helpers.
+fn group_alive(pgid: u32) -> bool {
+    !group_members(pgid).is_empty()
+}
+
+fn group_members(pgid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // fields[0] = state, fields[2] = pgrp
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -395,6 +484,10 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     assert_eq!(err.code(), ErrorCode::BrowserCrashed);
     session.close().await.unwrap();
     assert!(!process_alive(pid), "killed browser reaped");
+    assert!(
+        !group_alive(pid),
+        "no helper process of the killed browser left"
+    );
 
     let (session, mut rx) = driver
         .launch(spec(dir.path(), "s-crash", None))
@@ -406,7 +499,8 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     .await;
     assert!(
         !before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
-        "no QR after a crash: {before:?}"
+        "no QR after a crash: {:?}",
+        redacted(&before)
     );
     // The message sent before the crash is known to the page under our id.
     assert!(session
@@ -452,4 +546,210 @@ async fn pairing_code_links_without_qr() {
     })
     .await;
     session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_drop_refused_send_and_hung_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = driver().config().clone();
+    // Short bounds so the hung page is detected quickly.
+    c.send_timeout = Duration::from_secs(4);
+    c.cdp_timeout = Duration::from_secs(3);
+    let driver = ChromiumDriver::new(c);
+    let phone = "15550001004";
+    let (session, mut rx, _) = login(
+        &driver,
+        spec(dir.path(), "s-faults", None),
+        phone,
+        "Fault Phone",
+    )
+    .await;
+
+    // The socket drops: Disconnected, then Connected again on the page's own reconnect.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "drop_socket": true}),
+    )
+    .await;
+    wait_for(&mut rx, "Disconnected", |e| {
+        matches!(e, DriverEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    wait_for(&mut rx, "Connected after reconnect", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+
+    // The server refuses one send: a transient send_failed, nothing recorded.
+    post("/_sim/faults", serde_json::json!({"fail_sends": 1})).await;
+    let err = session
+        .send(&text("15550009004", "3EB0CC00000000000001", "refused"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.code(), ErrorCode::SendFailed, "{err}");
+    session
+        .send(&text("15550009004", "3EB0CC00000000000002", "accepted"))
+        .await
+        .unwrap();
+    let record = get(&format!("/_sim/messages?phone={phone}")).await;
+    let ids: Vec<&str> = record["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["3EB0CC00000000000002"]);
+
+    // The app vanishes from a live renderer: the failed send reveals it and it is a crash.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "crash_page": "blank"}),
+    )
+    .await;
+    // It closes the page's socket first; wait for that so the send surely meets the blank page.
+    wait_for(&mut rx, "Disconnected by the blank page", |e| {
+        matches!(e, DriverEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let err = session
+        .send(&text(
+            "15550009004",
+            "3EB0CC00000000000004",
+            "to a blank page",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let (reason, _) = wait_for(&mut rx, "Crashed after the app vanished", |e| match e {
+        DriverEvent::Crashed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("gone"), "{reason}");
+    session.close().await.unwrap();
+
+    // Back from the profile without a QR, then the next fault.
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-faults", None))
+        .await
+        .unwrap();
+    let (_, before) = wait_for(&mut rx, "Connected after restart", |e| {
+        matches!(e, DriverEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    assert!(!before.iter().any(|e| matches!(e, DriverEvent::Qr { .. })));
+
+    // The page stops running script: the send times out and the session reports a crash.
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "crash_page": "hang"}),
+    )
+    .await;
+    let started = Instant::now();
+    let err = session
+        .send(&text(
+            "15550009004",
+            "3EB0CC00000000000003",
+            "into the void",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    wait_for(&mut rx, "Crashed after hang", |e| {
+        matches!(e, DriverEvent::Crashed { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "hang detected in bounded time"
+    );
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    assert!(!process_alive(pid));
+    assert!(!group_alive(pid), "{:?}", group_members(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_rotations_are_pushed_and_match_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-rotate", None))
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
+            DriverEvent::Qr { payload } => Some(payload.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(
+            !seen.contains(&qr),
+            "round {round}: a new payload each rotation"
+        );
+        // What the simulator shows now is what we were just told (rotations are 4 s apart).
+        let devices = get("/_sim/devices").await;
+        assert!(
+            devices["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["qr"].as_str() == Some(qr.as_str())),
+            "round {round}: the pushed QR is the page's current one"
+        );
+        seen.push(qr);
+    }
+    // Same keys, new ref: only the first field changes.
+    let tail = |q: &str| q.split_once(',').unwrap().1.to_string();
+    assert_eq!(tail(&seen[0]), tail(&seen[2]));
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renderer_crash_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-renderer", None))
+        .await
+        .unwrap();
+    wait_for(&mut rx, "Qr", |e| {
+        matches!(e, DriverEvent::Qr { .. }).then_some(())
+    })
+    .await;
+    // Kill the page's renderer only; the browser process stays up.
+    let renderers: Vec<u32> = group_members_pids(session.browser_pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("--type=renderer"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(!renderers.is_empty(), "a renderer process exists");
+    for pid in &renderers {
+        // SAFETY: plain syscall on a process of the browser this test started.
+        unsafe {
+            libc::kill(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let (reason, _) = wait_for(&mut rx, "Crashed after renderer kill", |e| match e {
+        DriverEvent::Crashed { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("page"), "{reason}");
+    assert!(process_alive(session.browser_pid()), "only the page died");
+    let pid = session.browser_pid();
+    session.close().await.unwrap();
+    assert!(!group_alive(pid), "{:?}", group_members(pid));
+}
+
+fn group_members_pids(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+        .iter()
+        .filter_map(|stat| stat.split_whitespace().next()?.parse().ok())
+        .collect()
 }

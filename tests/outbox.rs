@@ -29,6 +29,7 @@ async fn start(db: &TestDb, driver: MemoryDriver, cfg: RunnerConfig) -> RunnerHa
         .await
         .unwrap();
     runner::spawn(RunnerParts {
+        maintenance: None,
         pool,
         driver: Arc::new(driver),
         logins: Arc::new(NoLoginStore),

@@ -97,7 +97,11 @@ impl Sim {
             if let Some(t) = f(&self.devices().await) {
                 return t;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; devices: {:?}",
+                self.devices().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -353,4 +357,88 @@ async fn login_lives_in_the_profile_until_the_phone_logs_out() {
         "nothing linked any more"
     );
     drop(browser);
+}
+
+#[tokio::test]
+async fn many_phones_and_devices_at_once() {
+    let sim = start_sim(&[]);
+    let profiles: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let url = format!("{}/", sim.base);
+    let _browsers: Vec<Proc> = profiles.iter().map(|p| chromium(&url, p.path())).collect();
+    let qrs = sim
+        .wait_for("three pending devices", 30, |ds| {
+            let q: Vec<String> = ds
+                .iter()
+                .filter(|d| d["state"] == "pending" && d["connected"] == true)
+                .filter_map(|d| d["qr"].as_str().map(str::to_string))
+                .collect();
+            (q.len() == 3).then_some(q)
+        })
+        .await;
+    // Ann links two devices, Bob one.
+    for (qr, phone) in qrs
+        .iter()
+        .zip(["15550001111", "15550001111", "15550002222"])
+    {
+        let (s, v) = sim
+            .post("/_sim/scan", json!({"qr": qr, "phone": phone}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    sim.wait_for("three linked, connected devices", 30, |ds| {
+        (ds.iter()
+            .filter(|d| d["state"] == "linked" && d["connected"] == true)
+            .count()
+            == 3)
+            .then_some(())
+    })
+    .await;
+
+    let (_, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550003333", "body": "hi Ann"}),
+        )
+        .await;
+    assert_eq!(v["delivered_to"], 2, "both of Ann's devices get it");
+
+    // Bob's page crashes: his device drops off, Ann's stay.
+    let (_, v) = sim
+        .post(
+            "/_sim/faults",
+            json!({"crash_page": "blank", "phone": "15550002222"}),
+        )
+        .await;
+    assert_eq!(v["crashed"], 1);
+    sim.wait_for("Bob's page gone", 30, |ds| {
+        ds.iter()
+            .any(|d| d["phone"] == "15550002222" && d["connected"] == false)
+            .then_some(())
+    })
+    .await;
+
+    // Ann unlinks her devices; Bob's link is untouched.
+    let (s, v) = sim
+        .post("/_sim/logout", json!({"phone": "15550001111"}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["devices"].as_array().map(Vec::len), Some(2));
+    let ds = sim.devices().await;
+    assert!(!ds.iter().any(|d| d["phone"] == "15550001111"));
+    assert!(ds
+        .iter()
+        .any(|d| d["phone"] == "15550002222" && d["state"] == "linked"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_a_json_error() {
+    let sim = start_sim(&[]);
+    let big = format!(
+        "{{\"to\":\"15550001111\",\"from\":\"15550002222\",\"body\":\"{}\"}}",
+        "x".repeat(3 << 20)
+    );
+    let (s, v) = sim.call("POST", "/_sim/incoming", Some(&big)).await;
+    assert_json_error(s, &v, 413);
 }

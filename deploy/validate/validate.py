@@ -60,7 +60,7 @@ def load_docs(path: Path) -> list[dict]:
     return docs
 
 
-def kustomize_build(base: Path) -> str | None:
+def kustomize_build(base: Path, what: str = "the base") -> str | None:
     for cmd in (["kustomize", "build", str(base)], ["kubectl", "kustomize", str(base)]):
         if shutil.which(cmd[0]) is None:
             continue
@@ -68,10 +68,99 @@ def kustomize_build(base: Path) -> str | None:
         if r.returncode != 0:
             problem(f"`{' '.join(cmd)}` failed: {r.stderr.strip()}")
             return None
-        print(f"ok   `{' '.join(cmd[:2])}` builds the base")
+        print(f"ok   `{' '.join(cmd[:2])}` builds {what}")
         return r.stdout
     print("note no kustomize binary (nor kubectl kustomize): checked the resource list only")
     return None
+
+
+def check_references(docs: list[dict], label: str) -> None:
+    """Every name one resource gives for another resolves, and every selector selects the
+    runner pods: a rename in an overlay must not leave KEDA scaling a Deployment that is gone."""
+    before = len(problems)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+    def need(kind: str, name: str, who: str) -> None:
+        if (kind, name) not in names:
+            problem(f"{label}: {who} names {kind} {name!r}, which the build does not contain")
+
+    runner_labels: dict = {}
+    for d in docs:
+        kind, name, spec = d["kind"], d["metadata"]["name"], d.get("spec", {})
+        who = f"{kind} {name}"
+        if kind in ("Deployment", "Job"):
+            pod = spec["template"]["spec"]
+            if kind == "Deployment":
+                runner_labels = spec["template"]["metadata"]["labels"]
+            if "serviceAccountName" in pod:
+                need("ServiceAccount", pod["serviceAccountName"], who)
+            for c in pod["containers"]:
+                for src in c.get("envFrom", []):
+                    if "configMapRef" in src:
+                        need("ConfigMap", src["configMapRef"]["name"], who)
+                    if "secretRef" in src:
+                        need("Secret", src["secretRef"]["name"], who)
+                for env in c.get("env", []):
+                    ref = env.get("valueFrom", {})
+                    if "secretKeyRef" in ref:
+                        need("Secret", ref["secretKeyRef"]["name"], who)
+                    if "configMapKeyRef" in ref:
+                        need("ConfigMap", ref["configMapKeyRef"]["name"], who)
+        elif kind == "ScaledObject":
+            need(spec["scaleTargetRef"].get("kind", "Deployment"), spec["scaleTargetRef"]["name"], who)
+            for t in spec["triggers"]:
+                if "authenticationRef" in t:
+                    need(t["authenticationRef"].get("kind", "TriggerAuthentication"),
+                         t["authenticationRef"]["name"], who)
+        elif kind == "TriggerAuthentication":
+            for ref in spec.get("secretTargetRef", []):
+                need("Secret", ref["name"], who)
+    for d in docs:
+        spec = d.get("spec", {})
+        selector = {
+            "Service": spec.get("selector"),
+            "PodDisruptionBudget": spec.get("selector", {}).get("matchLabels"),
+            "NetworkPolicy": spec.get("podSelector", {}).get("matchLabels"),
+        }.get(d["kind"])
+        if selector and not all(runner_labels.get(k) == v for k, v in selector.items()):
+            problem(f"{label}: {d['kind']} {d['metadata']['name']} selects {selector}, not the runner pods")
+    if len(problems) == before:
+        print(f"ok   {label}: every reference resolves and every selector selects the runners")
+
+
+def check_overlay(base: Path) -> None:
+    """Builds the overlay shown in docs/deployment.md (plus a namePrefix) on top of the base."""
+    doc_path = base.parents[1] / "docs" / "deployment.md"
+    if not doc_path.is_file() or shutil.which("kubectl") is None and shutil.which("kustomize") is None:
+        print("note no docs/deployment.md or no kustomize: overlay example not built")
+        return
+    text = doc_path.read_text()
+    marker = "# overlays/prod/kustomization.yaml"
+    if marker not in text:
+        problem("docs/deployment.md: the overlay example is gone")
+        return
+    block = text[text.index(marker):]
+    block = block[: block.index("```")]
+    overlay = yaml.safe_load(block)
+    with tempfile.TemporaryDirectory() as tmp:
+        prod = Path(tmp) / "overlays" / "prod"
+        prod.mkdir(parents=True)
+        overlay["resources"] = [os.path.relpath(base, prod)]
+        overlay["namePrefix"] = "acme-"
+        (prod / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+        for gen in overlay.get("secretGenerator", []):
+            for env in gen.get("envs", []):
+                (prod / env).write_text(
+                    "DATABASE_URL=postgres://r@db/wa\nMIGRATE_DATABASE_URL=postgres://o@db/wa\n"
+                    "KEDA_DATABASE_URL=postgres://k@db/wa\nWA_AUTH_KEY=k1:AAAA\n")
+        built = kustomize_build(prod, "the overlay of docs/deployment.md §3")
+        if built is None:
+            return
+        docs = [d for d in yaml.safe_load_all(built) if d]
+        check_references(docs, "docs overlay + namePrefix")
+        ns = {d["metadata"].get("namespace") for d in docs}
+        if ns != {overlay["namespace"]}:
+            problem(f"docs overlay: namespaces {ns}, expected {overlay['namespace']}")
 
 
 def unknown_fields(data, ann, path: str):
@@ -167,6 +256,7 @@ def main() -> int:
             continue
         listed += [(res, d) for d in load_docs(path)]
     on_disk = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
+    on_disk -= set(kdocs[0].get("configurations", []))
     for stray in sorted(on_disk - set(resources)):
         problem(f"{base / stray} is not listed in kustomization.yaml (it would never be applied)")
     if len(problems) == before:
@@ -180,6 +270,9 @@ def main() -> int:
             problem(f"kustomize built {len(docs)} resources, the files hold {len(listed)}")
     else:
         docs = listed
+
+    check_references([d for _, d in docs], "base")
+    check_overlay(base)
 
     builtin = [d for _, d in docs if (d["apiVersion"], d["kind"]) not in CRD_KINDS]
     check_builtin(builtin, "built-in kinds")

@@ -26,7 +26,8 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
 };
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
 use chromiumoxide::cdp::browser_protocol::target::{
-    CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
+    CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
+    GetTargetsParams,
 };
 use chromiumoxide::cdp::js_protocol::runtime::{
     AddBindingParams, CallArgument, CallFunctionOnParams, EventBindingCalled,
@@ -129,8 +130,8 @@ impl ChromiumConfig {
             "--use-mock-keychain",
             "--hide-scrollbars",
             "--window-size=1280,900",
+            // Loopback only, a free port; no --remote-allow-origins, so web pages cannot reach it.
             "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -180,7 +181,13 @@ impl ChromiumDriver {
     ) -> Result<(Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>), DriverError> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let sink = Arc::new(EventSink::new(tx));
+        let started = std::time::Instant::now();
         let browser = BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?;
+        tracing::debug!(
+            session = %spec.session_id,
+            ms = started.elapsed().as_millis() as u64,
+            "browser launched"
+        );
         match ChromiumSession::open(self.config.clone(), spec, browser, sink.clone()).await {
             Ok(session) => Ok((session, rx)),
             Err((e, browser)) => {
@@ -543,7 +550,10 @@ impl BrowserProcess {
         )
         .await
         {
-            Ok(Ok(p)) => Ok(p),
+            Ok(Ok(p)) => {
+                self.close_other_tabs(&p, timeout).await;
+                Ok(p)
+            }
             Ok(Err(e)) => Err(DriverError::transient(
                 ErrorCode::BrowserStartFailed,
                 format!("cannot open a tab: {e}"),
@@ -552,6 +562,25 @@ impl BrowserProcess {
                 ErrorCode::BrowserStartFailed,
                 "opening a tab timed out",
             )),
+        }
+    }
+
+    /// Chromium opens a blank tab at start; it would cost a renderer process per session.
+    async fn close_other_tabs(&self, keep: &Page, timeout: Duration) {
+        let Ok(Ok(targets)) =
+            tokio::time::timeout(timeout, self.browser.execute(GetTargetsParams::default())).await
+        else {
+            return;
+        };
+        for t in &targets.result.target_infos {
+            if t.r#type == "page" && t.target_id != *keep.target_id() {
+                let _ = tokio::time::timeout(
+                    timeout,
+                    self.browser
+                        .execute(CloseTargetParams::new(t.target_id.clone())),
+                )
+                .await;
+            }
         }
     }
 
@@ -572,6 +601,17 @@ impl BrowserProcess {
                 kill_group(self.pid);
                 let _ = tokio::time::timeout(timeout, exited.wait_for(|e| *e)).await;
             }
+        } else {
+            // Crashed: the watcher may not have seen the exit yet; let it reap the leader.
+            let mut exited = self.exited.clone();
+            let _ = tokio::time::timeout(timeout, exited.wait_for(|e| *e)).await;
+        }
+        // Helpers (zygote, renderers, crash handler) outlive a killed leader for a moment; the
+        // session is only closed once none of them is left.
+        kill_group(self.pid);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while group_has_live_members(self.pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for t in &self.tasks {
             t.abort();
@@ -579,6 +619,33 @@ impl BrowserProcess {
         // The watcher has reaped the child; nothing is left for Browser's Drop to kill.
         self.tasks.clear();
     }
+}
+
+/// Any process of this group still running (zombies awaiting their reaper do not count)?
+fn group_has_live_members(pgid: u32) -> bool {
+    !group_live_members(pgid).is_empty()
+}
+
+/// Pids of the non-zombie processes in this process group.
+fn group_live_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pgid = pgid.to_string();
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // `pid (comm) state ppid pgrp …`; comm may contain spaces or parentheses.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1);
+            state != Some("Z") && pgrp == Some(pgid.as_str())
+        })
+        .collect()
 }
 
 fn kill_group(pid: u32) {
@@ -704,8 +771,12 @@ impl ChromiumSession {
                                         sink.emit(ev).await;
                                     }
                                 }
-                                // Not logged: the payload may be a QR.
-                                Err(e) => tracing::warn!(error = %e, "unreadable page push"),
+                                // Neither the payload nor serde's message (which may quote
+                                // it) is logged: it may carry a QR.
+                                Err(e) => tracing::warn!(
+                                    category = ?e.classify(),
+                                    "unreadable page push"
+                                ),
                             }
                         }
                         Some(_) = loads.next() => {
@@ -762,13 +833,33 @@ impl ChromiumSession {
         }
         tryb!(install(&page, &config, spec.pair_phone.as_deref()).await);
         *session.browser.lock().await = Some(browser);
-        tracing::info!(session = %spec.session_id, pid, "browser session started");
+        tracing::info!(
+            session = %spec.session_id,
+            pid,
+            "browser session started (page loaded, hooks installed)"
+        );
         Ok(session)
     }
 
     /// The Chromium main process id (tests kill it to simulate a crash).
     pub fn browser_pid(&self) -> u32 {
         self.pid
+    }
+
+    /// Proportional set size of every process of this session's browser, in bytes (Linux
+    /// `smaps_rollup`), for the memory figures of DESIGN.md §7. `None` when /proc is unreadable.
+    pub fn browser_pss_bytes(&self) -> Option<u64> {
+        let mut total = 0u64;
+        for pid in group_live_members(self.pid) {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let kb: u64 = rollup
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0);
+            total += kb * 1024;
+        }
+        Some(total)
     }
 
     pub fn session_id(&self) -> &str {
@@ -800,17 +891,33 @@ impl ChromiumSession {
         call_function(&self.page, source, args, timeout).await
     }
 
-    /// After a call timed out: is the page still answering at all? If not, it is hung; report it
-    /// as a crash so the runner restarts it.
+    /// After a call failed: is the page still answering, and is WhatsApp Web still in it? A hung
+    /// renderer or a page whose app has vanished is reported as a crash, so the runner restarts
+    /// the session instead of retrying into a dead page.
     async fn check_alive(&self) {
-        if self
-            .call(JS_LIVENESS, vec![], self.config.cdp_timeout)
+        let grace = self.config.cdp_timeout / 2;
+        match self
+            .call(
+                JS_LIVENESS,
+                vec![serde_json::json!(grace.as_millis() as u64)],
+                self.config.cdp_timeout,
+            )
             .await
-            .is_err()
         {
-            self.sink
-                .crashed("page unresponsive (a DevTools call timed out)".into())
-                .await;
+            Ok(serde_json::Value::Bool(true)) => {}
+            Ok(_) => {
+                self.sink
+                    .crashed("WhatsApp Web is gone from the page".into())
+                    .await
+            }
+            Err(CallError::Cdp(_)) => {
+                // The page is navigating; its load event re-installs the hooks.
+            }
+            Err(_) => {
+                self.sink
+                    .crashed("page unresponsive (a DevTools call timed out)".into())
+                    .await
+            }
         }
     }
 
@@ -824,6 +931,10 @@ impl ChromiumSession {
                 DriverError::transient(on_timeout, format!("{what} timed out"))
             }
             CallError::Js(m) => {
+                self.check_alive().await;
+                if let Some(dead) = self.dead_error() {
+                    return dead;
+                }
                 DriverError::transient(ErrorCode::SendFailed, format!("{what}: {m}"))
             }
             CallError::Cdp(m) => {
@@ -1029,19 +1140,19 @@ impl Session for ChromiumSession {
                 );
             }
         }
-        if let Some(res) = r.result.as_deref() {
-            if res != "OK" {
-                return Err(DriverError::transient(
-                    ErrorCode::SendFailed,
-                    format!("the page refused the send: {res}"),
-                ));
+        let refused = match r.result.as_deref() {
+            Some(res) if res != "OK" => Some(format!("the page refused the send: {res}")),
+            _ if r.ack.unwrap_or(0) < 0 => {
+                Some("the page marked the message as failed (ack -1)".to_string())
             }
-        }
-        if r.ack.unwrap_or(0) < 0 {
-            return Err(DriverError::transient(
-                ErrorCode::SendFailed,
-                "the page marked the message as failed (ack -1)",
-            ));
+            _ => None,
+        };
+        if let Some(why) = refused {
+            // A refusal is normal (server said no), unless the app itself is gone.
+            self.check_alive().await;
+            return Err(self
+                .dead_error()
+                .unwrap_or_else(|| DriverError::transient(ErrorCode::SendFailed, why)));
         }
         if r.existed {
             tracing::info!(id = %msg.wa_message_id, "message already in the page; not sent again");
@@ -1089,6 +1200,10 @@ impl Session for ChromiumSession {
                 .map_call_error(e, ErrorCode::SendTimeout, "logging out")
                 .await),
         }
+    }
+
+    fn process_id(&self) -> Option<u32> {
+        Some(self.pid)
     }
 
     async fn close(&self) -> Result<(), DriverError> {

@@ -186,4 +186,9 @@ pub trait Session: Send + Sync + 'static {
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept.
     async fn close(&self) -> Result<(), DriverError>;
+    /// The operating-system process that holds this session's browser, where there is one
+    /// (memory accounting).
+    fn process_id(&self) -> Option<u32> {
+        None
+    }
 }

@@ -60,6 +60,50 @@ impl SimArgs {
     }
 }
 
+impl Default for SimConfig {
+    /// The CLI defaults: WhatsApp's QR timings, read acks 300 ms apart.
+    fn default() -> Self {
+        SimConfig {
+            qr_first: Duration::from_millis(60_000),
+            qr_interval: Duration::from_millis(20_000),
+            sync_delay: Duration::from_millis(1_000),
+            ack_step: Duration::from_millis(300),
+            auto_ack: AutoAck::Read,
+        }
+    }
+}
+
+/// Runs a simulator inside this process (for the demo and tests) until the returned task is
+/// aborted. Returns its base URL, e.g. `http://127.0.0.1:41237`.
+pub async fn spawn(
+    listen: &str,
+    config: SimConfig,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr()?;
+    let state = SimState::new(config, None, Some(local));
+    let ticker = state.spawn_ticker();
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        // Aborting this task drops the guard, which stops the QR ticker with it.
+        let _ticker = AbortOnDrop(ticker);
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "simulator server stopped");
+        }
+    });
+    Ok((format!("http://{local}"), task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn main(args: SimArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -78,7 +122,7 @@ pub async fn main(args: SimArgs) -> anyhow::Result<()> {
         None => None,
     };
     let state = SimState::new(config, public_url, Some(local));
-    state.spawn_ticker();
+    let _ticker = state.spawn_ticker();
     let app = router(state);
 
     // Tests and scripts read the port from this first line, so it must reach them at once.
@@ -88,9 +132,42 @@ pub async fn main(args: SimArgs) -> anyhow::Result<()> {
     drop(out);
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what CI runners and Kubernetes send) ends the sim cleanly.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn spawns_in_process() {
+        let (base, task) = super::spawn("127.0.0.1:0", super::SimConfig::default())
+            .await
+            .expect("spawn");
+        let text = reqwest::get(format!("{base}/_sim/devices"))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(body, serde_json::json!({"devices": []}));
+        task.abort();
+    }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -53,7 +54,7 @@ impl SimState {
     }
 
     /// Rotates QR refs on time; one ticker for all pending devices.
-    pub fn spawn_ticker(&self) {
+    pub fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let st = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -61,7 +62,7 @@ impl SimState {
                 tick.tick().await;
                 st.world().rotate_refs(Instant::now());
             }
-        });
+        })
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
@@ -124,11 +125,12 @@ fn not_found_err(msg: impl Into<String>) -> ApiError {
 }
 
 /// Parses a JSON body ourselves so that every malformed request gets a JSON error.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     if body.is_empty() {
         return Err(bad("request body must be a JSON object"));
     }
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 fn phone_arg(field: &str, raw: &str) -> Result<String, ApiError> {
@@ -385,6 +387,7 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
             if let Some(c) = w.conns.get_mut(&conn) {
                 c.device = Some(dev.clone());
             }
+            tracing::info!(device = %dev, "page resumed a stored login");
             let history = w.history_for(&dev).unwrap_or(Value::Null);
             w.send_to(
                 conn,
@@ -394,9 +397,11 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
             spawn_sync(st.clone(), conn, dev);
             return;
         }
+        tracing::info!("page offered a login the phone no longer knows");
         w.send_to(conn, json!({"t": "login_invalid"}));
     }
     let (dev, qr_ref) = w.add_pending(conn, keys, browser);
+    tracing::info!(device = %dev, "page waits for a login (QR shown)");
     let matrix = w
         .devices
         .get(&dev)
@@ -526,6 +531,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         body: s(&msg, "body"),
         caption: s(&msg, "caption"),
         media,
+        quoted_id: s(&msg, "quoted_id"),
         ack: 1,
         time: chrono::Utc::now(),
     };
@@ -536,9 +542,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
     }
     let auto = w.faults.auto_ack;
     let step = w.config.ack_step;
-    let recipient_registered = to
-        .strip_suffix("@c.us")
-        .map_or(true, |u| w.is_registered(u));
+    let recipient_registered = to.strip_suffix("@c.us").is_none_or(|u| w.is_registered(u));
     drop(w);
     let st = st.clone();
     tokio::spawn(async move {
@@ -604,8 +608,8 @@ struct ScanReq {
     name: Option<String>,
 }
 
-async fn scan(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: ScanReq = parse(&body)?;
+async fn scan(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: ScanReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let mut w = st.world();
     let dev = w
@@ -627,8 +631,8 @@ struct PairReq {
     name: Option<String>,
 }
 
-async fn pair(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: PairReq = parse(&body)?;
+async fn pair(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: PairReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let code: String = r
         .code
@@ -662,8 +666,8 @@ struct LogoutReq {
     device: Option<String>,
 }
 
-async fn logout(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: LogoutReq = parse(&body)?;
+async fn logout(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: LogoutReq = parse(body)?;
     let phone = phone_arg("phone", &r.phone)?;
     let ids = st.world().logout(&phone, r.device.as_deref());
     if ids.is_empty() {
@@ -680,8 +684,8 @@ struct IncomingReq {
     body: String,
 }
 
-async fn incoming(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: IncomingReq = parse(&body)?;
+async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: IncomingReq = parse(body)?;
     let to = phone_arg("to", &r.to)?;
     let from = phone_arg("from", &r.from)?;
     if r.body.chars().count() > MAX_BODY_CHARS {
@@ -731,8 +735,8 @@ struct AckReq {
     ack: i8,
 }
 
-async fn ack(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: AckReq = parse(&body)?;
+async fn ack(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: AckReq = parse(body)?;
     if !(-1..=4).contains(&r.ack) {
         return Err(bad("ack must be -1..4"));
     }
@@ -749,8 +753,11 @@ struct UnregisteredReq {
     remove: bool,
 }
 
-async fn unregistered(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: UnregisteredReq = parse(&body)?;
+async fn unregistered(
+    State(st): State<SimState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let r: UnregisteredReq = parse(body)?;
     let numbers = r
         .numbers
         .iter()
@@ -787,8 +794,8 @@ async fn get_faults(State(st): State<SimState>) -> ApiResult {
     Ok(Json(json!({"faults": st.world().faults})))
 }
 
-async fn faults(State(st): State<SimState>, body: Bytes) -> ApiResult {
-    let r: FaultsReq = parse(&body)?;
+async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: FaultsReq = parse(body)?;
     let phone = r
         .phone
         .as_deref()

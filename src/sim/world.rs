@@ -136,6 +136,8 @@ pub struct SentMsg {
     pub body: Option<String>,
     pub caption: Option<String>,
     pub media: Option<Media>,
+    /// Id of the message this one replies to.
+    pub quoted_id: Option<String>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
 }
@@ -350,7 +352,9 @@ impl World {
             // Messages that arrived before the link are history, not news, for this device.
             delivered_seq: current_seq,
         };
-        let conn = d.conn;
+        // The page counts as connected again once it logs in with the new credentials, which
+        // it does only after storing them; until then a killed browser has lost the login.
+        let conn = d.conn.take();
         if let Some(conn) = conn {
             self.send_to(
                 conn,

@@ -82,7 +82,7 @@ async function startSim() {
   const child = spawn(
     BIN,
     ['sim', '--listen', '127.0.0.1:0', '--sync-delay-ms', '300', '--ack-step-ms', '150'],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
   );
   const lines = createInterface({ input: child.stdout });
   const first = await withTimeout(
@@ -104,7 +104,7 @@ const sim = await startSim();
 const clients = [];
 
 after(async () => {
-  for (const c of clients) await c.destroy().catch(() => {});
+  for (const c of clients) await withTimeout(c.destroy(), 30000, 'client.destroy').catch(() => {});
   sim.child.kill('SIGTERM');
   rmSync(dataDir, { recursive: true, force: true });
 });
@@ -202,6 +202,20 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     assert.equal(recorded.m1.media.sha256, pngSha);
   });
 
+  await t.test('a reply records the message it quotes', async () => {
+    const reply = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, 'replying', { quotedMessageId: textId }),
+      30000,
+      'sendMessage(reply)',
+    );
+    const rec = await waitFor('the reply at the sim', 20000, async () => {
+      const { messages } = await api('GET', `/_sim/messages?phone=${ME}`);
+      return messages.find((m) => m.serialized === reply.id._serialized);
+    });
+    assert.equal(rec.quoted_id, textId.split('_')[2]);
+    assert.equal(reply.hasQuotedMsg, true);
+  });
+
   await t.test('message_ack progresses to read', async () => {
     await waitFor('ack 3 (read) on the text message', 20000, () => (acks.get(textId) ?? -2) >= 3);
     // A manual ack from the control API reaches the client too.
@@ -220,14 +234,41 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
 
   await t.test('getNumberId: unregistered → null, registered → wid', async () => {
     await api('POST', '/_sim/unregistered', { numbers: [NOBODY] });
-    assert.equal(await client.getNumberId(NOBODY), null);
-    const wid = await client.getNumberId(FRIEND);
+    assert.equal(await withTimeout(client.getNumberId(NOBODY), 20000, 'getNumberId'), null);
+    const wid = await withTimeout(client.getNumberId(FRIEND), 20000, 'getNumberId');
     assert.equal(wid && wid._serialized, `${FRIEND}@c.us`);
   });
 
+  await t.test('faults: a refused send acks -1; a dropped socket comes back', async () => {
+    await api('POST', '/_sim/faults', { fail_sends: 1 });
+    const failed = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, 'this one fails'),
+      30000,
+      'sendMessage(failing)',
+    );
+    const failedId = failed.id._serialized;
+    await waitFor('ack -1 on the refused message', 20000, () => acks.get(failedId) === -1);
+    const { messages } = await api('GET', `/_sim/messages?phone=${ME}`);
+    assert.ok(!messages.some((m) => m.serialized === failedId), 'a refused send is not recorded');
+
+    const { dropped } = await api('POST', '/_sim/faults', { drop_socket: true, phone: ME });
+    assert.equal(dropped, 1);
+    const after = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, 'after the drop'),
+      30000,
+      'sendMessage(after drop)',
+    );
+    await waitFor('the send after the drop to be recorded', 20000, async () => {
+      const r = await api('GET', `/_sim/messages?phone=${ME}`);
+      return r.messages.some((m) => m.serialized === after.id._serialized);
+    });
+    assert.equal(await withTimeout(client.getState(), 20000, 'getState'), 'CONNECTED');
+  });
+
+  let again;
   await t.test('restart with the same LocalAuth profile: ready without a qr', async () => {
-    await client.destroy();
-    const again = newClient();
+    await withTimeout(client.destroy(), 30000, 'the first client to close');
+    again = newClient();
     let sawQr = false;
     again.on('qr', () => {
       sawQr = true;
@@ -237,13 +278,32 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     await ready;
     assert.equal(sawQr, false, 'a stored login must not ask for a QR');
     assert.equal(again.info.wid.user, ME);
+  });
 
-    await t.test('phone logout fires `disconnected`', async () => {
-      const gone = once(again, 'disconnected', 30000);
-      await api('POST', '/_sim/logout', { phone: ME });
-      await gone;
-      const { devices } = await api('GET', '/_sim/devices');
-      assert.ok(!devices.some((d) => d.state === 'linked' && d.phone === ME), 'device unlinked');
+  await t.test('phone logout fires `disconnected`', async () => {
+    const gone = once(again, 'disconnected', 30000);
+    await api('POST', '/_sim/logout', { phone: ME });
+    await gone;
+    const { devices } = await api('GET', '/_sim/devices');
+    assert.ok(!devices.some((d) => d.state === 'linked' && d.phone === ME), 'device unlinked');
+  });
+
+  await t.test('pairing code instead of a QR', async () => {
+    const OTHER = '15550004444';
+    const paired = new Client({
+      authStrategy: new LocalAuth({ dataPath: dataDir, clientId: 'paired' }),
+      puppeteer: { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS },
+      webVersionCache: { type: 'remote', remotePath: sim.base + '/' },
+      pairWithPhoneNumber: { phoneNumber: OTHER, showNotification: false },
     });
+    clients.push(paired);
+    const codeP = once(paired, 'code', 60000);
+    const readyP = once(paired, 'ready', 90000);
+    paired.initialize().catch((e) => console.error('initialize failed', e));
+    const [code] = await codeP;
+    assert.match(code, /^[A-Z0-9]{8}$/);
+    await api('POST', '/_sim/pair', { code, phone: OTHER });
+    await readyP;
+    assert.equal(paired.info.wid.user, OTHER);
   });
 });

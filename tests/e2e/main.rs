@@ -4,6 +4,7 @@
 //! processes, killed and drained as Kubernetes would.
 
 mod fleet;
+mod lifecycle;
 mod rows;
 
 use std::collections::HashMap;
@@ -162,6 +163,7 @@ pub(crate) async fn start_runner(db: &TestDb) -> (RunnerHandle, PathBuf) {
         .await
         .unwrap();
     let h = runner::spawn(RunnerParts {
+        maintenance: None,
         pool,
         driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
         logins: Arc::new(NoLoginStore),

@@ -1,0 +1,114 @@
+//! Deletes finished messages and events older than WA_RETENTION, in bounded batches.
+//!
+//! Events go first: deleting a message nulls `wa_event.message_id` of its events, so fewer
+//! remaining events make the message batches cheaper. Messages are found by `finished_at`
+//! (indexed) and, for rows a runner finished without setting it, by a final status and
+//! `updated_at` (indexed by the sessions migration).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::{drain, execute_bounded, secs, Batching, TaskReport};
+
+/// Statuses after which a message row changes only through late acks.
+pub const FINISHED_STATUSES: &str =
+    "('sent', 'delivered', 'read', 'played', 'failed', 'cancelled')";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Zero keeps everything.
+    pub retention: Duration,
+    pub batching: Batching,
+}
+
+impl Config {
+    pub fn new(retention: Duration) -> Self {
+        Self {
+            retention,
+            batching: Batching::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.retention.is_zero() && self.retention < Duration::from_secs(1) {
+            return Err("WA_RETENTION: use 0 to keep everything, or at least 1s".into());
+        }
+        self.batching.validate("prune")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub events: TaskReport,
+    pub messages: TaskReport,
+}
+
+pub async fn run_once(pool: &PgPool, cfg: &Config, stop: &CancellationToken) -> Report {
+    if cfg.retention.is_zero() {
+        return Report::default();
+    }
+    let age = secs(cfg.retention);
+    let events = drain(&cfg.batching, stop, || {
+        execute_bounded(
+            pool,
+            cfg.batching.timeout,
+            sqlx::query(
+                "delete from wa_event where id in (
+                   select id from wa_event
+                   where created_at < now() - make_interval(secs => $1)
+                   order by created_at
+                   limit $2)",
+            )
+            .bind(age)
+            .bind(cfg.batching.size),
+        )
+    })
+    .await;
+
+    let mut messages = drain(&cfg.batching, stop, || {
+        execute_bounded(
+            pool,
+            cfg.batching.timeout,
+            sqlx::query(
+                "delete from wa_message where id in (
+                   select id from wa_message
+                   where finished_at < now() - make_interval(secs => $1)
+                   order by finished_at
+                   limit $2)",
+            )
+            .bind(age)
+            .bind(cfg.batching.size),
+        )
+    })
+    .await;
+    // Rows finished without `finished_at`, within what is left of the run's batch budget.
+    if messages.ok() && messages.batches < cfg.batching.max_batches && !stop.is_cancelled() {
+        let rest = Batching {
+            max_batches: cfg.batching.max_batches - messages.batches,
+            ..cfg.batching.clone()
+        };
+        let sql = format!(
+            "delete from wa_message where id in (
+               select id from wa_message
+               where finished_at is null and status in {FINISHED_STATUSES}
+                 and updated_at < now() - make_interval(secs => $1)
+               order by updated_at
+               limit $2)"
+        );
+        let unfinished = drain(&rest, stop, || {
+            execute_bounded(
+                pool,
+                cfg.batching.timeout,
+                sqlx::query(&sql).bind(age).bind(cfg.batching.size),
+            )
+        })
+        .await;
+        messages.rows += unfinished.rows;
+        messages.batches += unfinished.batches;
+        messages.error = unfinished.error;
+    }
+    Report { events, messages }
+}

@@ -1,0 +1,146 @@
+//! Hibernation, waking by a message, and forgetting idle sessions, with the real encrypted
+//! login store and the leader-run maintenance.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wa_outbox::auth_store::{AuthStore, KeyRing};
+use wa_outbox::config::Config;
+use wa_outbox::maintenance::MaintenanceConfig;
+use wa_outbox::runner::{self, RunnerConfig, RunnerHandle, RunnerParts};
+use wa_outbox::testing::{test_db, wait_for, TestDb};
+
+use crate::*;
+
+async fn runner_with(db: &TestDb, extra: &[(&str, &str)]) -> (RunnerHandle, std::path::PathBuf) {
+    let data_dir = std::env::temp_dir().join(format!("wa-life-{}", uuid::Uuid::new_v4().simple()));
+    let mut env: HashMap<&str, String> = [
+        ("WA_WEB_URL", format!("{}/", sim().await.url)),
+        ("WA_DATA_DIR", data_dir.display().to_string()),
+        ("WA_SEND_MIN_INTERVAL", "0".into()),
+        ("WA_LEASE_TTL", "6s".into()),
+        (
+            "WA_AUTH_KEY",
+            "t1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        ),
+    ]
+    .into();
+    for (k, v) in extra {
+        env.insert(k, v.to_string());
+    }
+    let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let pool = wa_outbox::db::connect_as(&db.url, 10, "wa-outbox-e2e")
+        .await
+        .unwrap();
+    let mut cfg = RunnerConfig::from_config(&c);
+    cfg.poll_interval = Duration::from_millis(200);
+    let keys = KeyRing::from_config(&c, false).unwrap();
+    let h = runner::spawn(RunnerParts {
+        maintenance: Some(MaintenanceConfig::from_config(&c).unwrap()),
+        logins: Arc::new(AuthStore::new(pool.clone(), keys)),
+        pool,
+        driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
+        media: None,
+        cfg,
+        metrics: None,
+    })
+    .await
+    .unwrap();
+    (h, data_dir)
+}
+
+async fn stored_logins(db: &TestDb) -> i64 {
+    sqlx::query_scalar("select count(*) from wa_session_auth")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_hibernates_and_a_message_wakes_it_without_a_qr() {
+    let db = test_db().await;
+    let p = &db.pool;
+    let (r, data_dir) = runner_with(&db, &[("WA_IDLE_AFTER", "15s")]).await;
+    link(p, "life_h", "15550500001").await;
+    wait_for("the login stored", STEP, || async {
+        (stored_logins(&db).await == 1).then_some(())
+    })
+    .await;
+    let t_idle = Instant::now();
+    wait_status(p, "life_h", "hibernated").await;
+    eprintln!(
+        "FIGURE hibernated {:.1} s after going idle (WA_IDLE_AFTER 15 s)",
+        t_idle.elapsed().as_secs_f64()
+    );
+    let owner: Option<uuid::Uuid> =
+        sqlx::query_scalar("select runner_id from wa_session where id = 'life_h'")
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(owner, None, "a hibernated session holds no lease");
+    wait_for("its browser gone", Duration::from_secs(15), || async {
+        chromium_pids(&data_dir.join("profiles/life_h"))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let since: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
+        .fetch_one(p)
+        .await
+        .unwrap();
+
+    let t0 = Instant::now();
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('life_h', '15550599999', 'wake up') returning id", &[]).await;
+    wait_for("the waking message sent", STEP, || async {
+        matches!(msg(p, id).await.0.as_str(), "sent" | "delivered" | "read").then_some(())
+    })
+    .await;
+    let wake = t0.elapsed();
+    eprintln!(
+        "FIGURE wake: INSERT for a hibernated session → message sent in {:.2} s",
+        wake.as_secs_f64()
+    );
+    let qr: i64 = sqlx::query_scalar(
+        "select count(*) from wa_event where id > $1 and payload->>'status' = 'qr_pending'",
+    )
+    .bind(since)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(qr, 0, "waking showed a QR");
+    assert_eq!(
+        sim().await.linked_devices("15550500001").await,
+        1,
+        "a new device was linked"
+    );
+    assert_eq!(sim().await.sent_by("15550500001").await.len(), 1);
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_idle_past_forget_after_is_logged_out_and_its_login_deleted() {
+    let db = test_db().await;
+    let p = &db.pool;
+    let (r, _) = runner_with(
+        &db,
+        &[
+            ("WA_IDLE_AFTER", "12s"),
+            ("WA_FORGET_AFTER", "20s"),
+            ("WA_MAINTENANCE_CRON", "* * * * * *"),
+        ],
+    )
+    .await;
+    link(p, "life_f", "15550500002").await;
+    wait_status(p, "life_f", "hibernated").await;
+    assert_eq!(stored_logins(&db).await, 1);
+    wait_status(p, "life_f", "logged_out").await;
+    assert_eq!(stored_logins(&db).await, 0, "the archive is gone");
+    wait_for(
+        "device unlinked at the simulator",
+        Duration::from_secs(20),
+        || async { (sim().await.linked_devices("15550500002").await == 0).then_some(()) },
+    )
+    .await;
+    r.shutdown().await.unwrap();
+}
