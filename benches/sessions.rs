@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use wa_outbox::config::Config;
-use wa_outbox::runner::{self, LoginStore, NoLoginStore, RunnerConfig, RunnerHandle, RunnerParts};
+use wa_outbox::runner::{self, LoginStore, RunnerConfig, RunnerHandle, RunnerParts};
 use wa_outbox::testing::{test_db, wait_for, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wa-outbox");
@@ -271,11 +271,12 @@ async fn start_runner(
     let pool = wa_outbox::db::connect_as(&db.url, 10, "wa-outbox-bench")
         .await
         .unwrap();
+    let logins = login_store(&c, &pool);
     runner::spawn(RunnerParts {
         maintenance: None,
         pool,
         driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
-        logins: login_store(&c),
+        logins,
         media: Some(Arc::new(wa_outbox::media::MediaFetcher::from_config(&c))),
         cfg,
         metrics: None,
@@ -284,14 +285,15 @@ async fn start_runner(
     .unwrap()
 }
 
-/// The runner's profile folders stand in for the stored login until the encrypted store lands
-/// in main: a woken session restarts from the folder it left.
-fn login_store(_c: &Config) -> Arc<dyn LoginStore> {
-    Arc::new(NoLoginStore)
+/// The production login store: encrypted archives in wa_session_auth, saved on connect and on
+/// hibernation, restored into a fresh profile when a session is claimed again (a wake).
+fn login_store(c: &Config, pool: &PgPool) -> Arc<dyn LoginStore> {
+    let keys = wa_outbox::auth_store::KeyRing::from_config(c, false).expect("WA_AUTH_KEY");
+    Arc::new(wa_outbox::auth_store::AuthStore::new(pool.clone(), keys))
 }
 
 fn login_store_name() -> &'static str {
-    "profile folder (NoLoginStore)"
+    "AuthStore (encrypted archive in wa_session_auth, restored into a fresh profile)"
 }
 
 /// Looks at the row every POLL until `check` gives a value; panics after STEP.
