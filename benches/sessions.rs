@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use wa_outbox::config::Config;
-use wa_outbox::runner::{self, LoginStore, NoLoginStore, RunnerConfig, RunnerHandle, RunnerParts};
+use wa_outbox::runner::{self, LoginStore, RunnerConfig, RunnerHandle, RunnerParts};
 use wa_outbox::testing::{test_db, wait_for, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wa-outbox");
@@ -127,11 +127,13 @@ impl Sim {
 // ---------------------------------------------------------------------------------------------
 // Memory: PSS/RSS of process trees, from /proc.
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Mem {
     pss_kb: u64,
     rss_kb: u64,
     procs: usize,
+    /// Chromium's `--type=` of each process (`browser` for the main one): count and PSS (kB).
+    by_type: std::collections::BTreeMap<String, (usize, u64)>,
 }
 
 impl Mem {
@@ -188,9 +190,22 @@ fn mem_of(pids: &HashSet<i32>) -> Mem {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        m.pss_kb += field("Pss:");
+        let pss = field("Pss:");
+        m.pss_kb += pss;
         m.rss_kb += field("Rss:");
         m.procs += 1;
+        // Chromium rewrites its children's titles, joining argv with spaces: look for the word.
+        let kind = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| {
+                String::from_utf8_lossy(&c)
+                    .split(['\0', ' '])
+                    .find_map(|a| a.strip_prefix("--type=").map(str::to_string))
+            })
+            .unwrap_or_else(|| "browser".into());
+        let e = m.by_type.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += pss;
     }
     m
 }
@@ -218,7 +233,7 @@ async fn settled_mem(procs: impl Fn() -> HashSet<i32>) -> Mem {
         readings.push(mem_of(&procs()));
     }
     readings.sort_by_key(|m| m.pss_kb);
-    readings[1]
+    readings.swap_remove(1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,11 +271,12 @@ async fn start_runner(
     let pool = wa_outbox::db::connect_as(&db.url, 10, "wa-outbox-bench")
         .await
         .unwrap();
+    let logins = login_store(&c, &pool);
     runner::spawn(RunnerParts {
         maintenance: None,
         pool,
         driver: Arc::new(wa_outbox::driver::chromium::ChromiumDriver::from_config(&c)),
-        logins: login_store(&c),
+        logins,
         media: Some(Arc::new(wa_outbox::media::MediaFetcher::from_config(&c))),
         cfg,
         metrics: None,
@@ -269,14 +285,15 @@ async fn start_runner(
     .unwrap()
 }
 
-/// The runner's profile folders stand in for the stored login until the encrypted store lands
-/// in main: a woken session restarts from the folder it left.
-fn login_store(_c: &Config) -> Arc<dyn LoginStore> {
-    Arc::new(NoLoginStore)
+/// The production login store: encrypted archives in wa_session_auth, saved on connect and on
+/// hibernation, restored into a fresh profile when a session is claimed again (a wake).
+fn login_store(c: &Config, pool: &PgPool) -> Arc<dyn LoginStore> {
+    let keys = wa_outbox::auth_store::KeyRing::from_config(c, false).expect("WA_AUTH_KEY");
+    Arc::new(wa_outbox::auth_store::AuthStore::new(pool.clone(), keys))
 }
 
 fn login_store_name() -> &'static str {
-    "profile folder (NoLoginStore)"
+    "AuthStore (encrypted archive in wa_session_auth, restored into a fresh profile)"
 }
 
 /// Looks at the row every POLL until `check` gives a value; panics after STEP.
@@ -485,7 +502,9 @@ fn memory_figure(report: &mut Report, system: &str, n: usize, m: Mem) {
     report.emit(
         json!({"system": system, "measure": "pss_per_connected_session_mb", "sessions": n,
                        "value": Mem::mb(m.pss_kb / n as u64), "pss_total_mb": Mem::mb(m.pss_kb),
-                       "rss_total_mb": Mem::mb(m.rss_kb), "processes": m.procs}),
+                       "rss_total_mb": Mem::mb(m.rss_kb), "processes": m.procs,
+                       "by_type": m.by_type.iter().map(|(k, (n, kb))| (k.clone(), json!({"processes": n, "pss_mb": Mem::mb(*kb)})))
+                           .collect::<serde_json::Map<_, _>>()}),
     );
 }
 
