@@ -210,7 +210,7 @@ async fn a_killed_browser_comes_back_without_a_qr_and_queued_messages_go_out_onc
     .await
     .unwrap();
     assert_eq!(qr_events, 0, "the restart showed a QR");
-    wait_for("queued sent", STEP, || async {
+    wait_for("queued sent", STEP * 2, || async {
         let mut all = true;
         for id in &queued {
             all &= matches!(msg(p, *id).await.0.as_str(), "sent" | "delivered" | "read");
