@@ -315,18 +315,34 @@ async fn a_session_with_pair_phone_links_by_pairing_code() {
     let db = test_db().await;
     let (r, _) = start_runner(&db).await;
     let p = &db.pool;
-    sqlx::query("insert into wa_session (id, pair_phone) values ('e2e_pair', '+15550100007')").execute(p).await.unwrap();
+    sqlx::query("insert into wa_session (id, pair_phone) values ('e2e_pair', '+15550100007')")
+        .execute(p)
+        .await
+        .unwrap();
     let code: String = wait_for("the pairing code row", STEP, || async {
         let (status, code): (String, Option<String>) =
-            sqlx::query_as("select status, pairing_code from wa_session where id = 'e2e_pair'").fetch_one(p).await.unwrap();
+            sqlx::query_as("select status, pairing_code from wa_session where id = 'e2e_pair'")
+                .fetch_one(p)
+                .await
+                .unwrap();
         code.filter(|_| status == "pairing")
     })
     .await;
-    assert_eq!(code.chars().filter(|c| c.is_ascii_alphanumeric()).count(), 8, "{code}");
+    assert_eq!(
+        code.chars().filter(|c| c.is_ascii_alphanumeric()).count(),
+        8,
+        "{code}"
+    );
     let (_, qr, ..) = session(p, "e2e_pair").await;
     assert!(qr.is_none(), "a pairing-code session shows no QR");
-    sim().await.post("/_sim/pair", json!({"code": code, "phone": "15550100007"})).await;
+    sim()
+        .await
+        .post("/_sim/pair", json!({"code": code, "phone": "15550100007"}))
+        .await;
     wait_status(p, "e2e_pair", "connected").await;
-    assert_eq!(session(p, "e2e_pair").await.3.as_deref(), Some("+15550100007"));
+    assert_eq!(
+        session(p, "e2e_pair").await.3.as_deref(),
+        Some("+15550100007")
+    );
     r.shutdown().await.unwrap();
 }
