@@ -539,24 +539,24 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
     let retry: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.retry_at).collect();
     let acks: Vec<Option<i16>> = batch.iter().map(|c| c.ack).collect();
-    let sent_sessions: Vec<&str> = batch
-        .iter()
-        .filter(|c| c.status != "failed" && c.status != "queued")
-        .map(|c| c.session_id.as_str())
-        .collect();
-    let mut tx = shared.pool.begin().await?;
+    // One statement (no BEGIN/COMMIT round trips): the message rows and their sessions' idle
+    // clocks move together.
     sqlx::query(
-        "update wa_message m set
-           status = c.status, error_code = c.code, error = c.err,
-           not_before = coalesce(c.retry_at, m.not_before),
-           ack = coalesce(c.ack, m.ack),
-           sent_at = case when c.status in ('sent', 'delivered', 'read', 'played') then coalesce(m.sent_at, now()) else m.sent_at end,
-           delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
-           read_at = case when c.status in ('read', 'played') then coalesce(m.read_at, now()) else m.read_at end,
-           finished_at = case when c.status = 'queued' then null else now() end
-         from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[])
-           as c(id, status, code, err, retry_at, ack)
-         where m.id = c.id and m.status = 'sending'",
+        "with done as (
+           update wa_message m set
+             status = c.status, error_code = c.code, error = c.err,
+             not_before = coalesce(c.retry_at, m.not_before),
+             ack = coalesce(c.ack, m.ack),
+             sent_at = case when c.status in ('sent', 'delivered', 'read', 'played') then coalesce(m.sent_at, now()) else m.sent_at end,
+             delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
+             read_at = case when c.status in ('read', 'played') then coalesce(m.read_at, now()) else m.read_at end,
+             finished_at = case when c.status = 'queued' then null else now() end
+           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[])
+             as c(id, status, code, err, retry_at, ack)
+           where m.id = c.id and m.status = 'sending'
+           returning m.session_id, c.status)
+         update wa_session s set last_active_at = now()
+         where s.id in (select session_id from done where status in ('sent', 'delivered', 'read', 'played'))",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -564,15 +564,8 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     .bind(&errors)
     .bind(&retry)
     .bind(&acks)
-    .execute(&mut *tx)
+    .execute(&shared.pool)
     .await?;
-    if !sent_sessions.is_empty() {
-        sqlx::query("update wa_session set last_active_at = now() where id = any($1)")
-            .bind(&sent_sessions)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 
