@@ -158,6 +158,10 @@ pub async fn run(shared: Arc<Shared>) {
                         let known = known.clone();
                         tokio::spawn(async move {
                             let c = send_one(&sh, handle, row, &known).await;
+                            // The session may send its next message while this one's completion
+                            // is still being written: the row is `sending` until then, so it is
+                            // neither claimed again nor lost (recovery settles it by id).
+                            free_session(&sh, &c);
                             let _ = tx.send(c).await;
                         });
                     }
@@ -503,26 +507,24 @@ async fn write_completions(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completio
                 }
             }
         }
-        let now = Instant::now();
-        {
-            let mut sessions = shared.sessions();
-            for c in &batch {
-                if let Some(e) = sessions.get_mut(&c.session_id) {
-                    e.in_flight = false;
-                    e.next_send_at = now + jittered(shared.cfg.send_min_interval);
-                    // A retry wakes the dispatcher when it is due (and holds the session's
-                    // later messages back until then: a session that just failed is likely
-                    // to fail again, and order is kept better this way).
-                    if let Some(at) = c.retry_at {
-                        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                        e.next_send_at = e.next_send_at.max(now + wait);
-                    }
-                }
-            }
-        }
         batch.clear();
-        shared.dispatch_wake.notify_one();
     }
+}
+
+/// The session's send has ended: it may send again after the minimum interval, or after a
+/// retry's delay (holding its later messages back: a session that just failed is likely to fail
+/// again, and order is kept better this way).
+fn free_session(shared: &Shared, c: &Completion) {
+    let now = Instant::now();
+    if let Some(e) = shared.sessions().get_mut(&c.session_id) {
+        e.in_flight = false;
+        e.next_send_at = now + jittered(shared.cfg.send_min_interval);
+        if let Some(at) = c.retry_at {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            e.next_send_at = e.next_send_at.max(now + wait);
+        }
+    }
+    shared.dispatch_wake.notify_one();
 }
 
 fn jittered(d: Duration) -> Duration {
