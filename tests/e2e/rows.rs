@@ -210,14 +210,27 @@ async fn a_killed_browser_comes_back_without_a_qr_and_queued_messages_go_out_onc
     .await
     .unwrap();
     assert_eq!(qr_events, 0, "the restart showed a QR");
-    wait_for("queued sent", STEP * 2, || async {
-        let mut all = true;
-        for id in &queued {
-            all &= matches!(msg(p, *id).await.0.as_str(), "sent" | "delivered" | "read");
+    // Settled means sent (or further) or failed; a failure is reported with its code below.
+    let deadline = std::time::Instant::now() + STEP * 2;
+    loop {
+        let rows: Vec<(i64, String, Option<String>, i32)> =
+            sqlx::query_as("select id, status, error_code, attempts from wa_message where id = any($1) order by id")
+                .bind(&queued)
+                .fetch_all(p)
+                .await
+                .unwrap();
+        if rows
+            .iter()
+            .all(|r| matches!(r.1.as_str(), "sent" | "delivered" | "read"))
+        {
+            break;
         }
-        all.then_some(())
-    })
-    .await;
+        assert!(
+            std::time::Instant::now() < deadline && !rows.iter().any(|r| r.1 == "failed"),
+            "queued messages not all sent: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let recorded = sim().await.sent_by("15550100004").await;
     assert_eq!(recorded.len(), 6, "each message exactly once: {recorded:?}");
     assert_eq!(
