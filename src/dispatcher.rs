@@ -636,8 +636,21 @@ async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<d
     shared.dispatch_wake.notify_one();
 }
 
+/// The key as we store it: the page serializes a message we sent to a group with our own JID
+/// appended (`true_<group>_<id>_<participant>`); the row holds `true_<group>_<id>`.
+fn stored_key(serialized: &str) -> &str {
+    let mut parts = serialized.splitn(4, '_');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(chat), Some(id), Some(_participant)) if chat.ends_with("@g.us") => {
+            &serialized[..serialized.find(chat).unwrap_or(0) + chat.len() + 1 + id.len()]
+        }
+        _ => serialized,
+    }
+}
+
 /// An ack from the page: move the row forward (never back) and record an ack event.
 pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::Result<()> {
+    let wa_message_id = stored_key(wa_message_id);
     sqlx::query(
         "with upd as (
            update wa_message set
@@ -663,4 +676,28 @@ pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::
     .execute(&shared.pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_key;
+
+    #[test]
+    fn group_acks_match_the_stored_key() {
+        assert_eq!(
+            stored_key("true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011_15550001111@c.us"),
+            "true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011"
+        );
+        assert_eq!(
+            stored_key("true_15551234567-1600000000@g.us_3EB0AA_15550001111@c.us"),
+            "true_15551234567-1600000000@g.us_3EB0AA"
+        );
+        for unchanged in [
+            "true_15550002222@c.us_3EB0AABBCCDDEEFF0011",
+            "true_120363012345678901@g.us_3EB0AA",
+            "garbage",
+        ] {
+            assert_eq!(stored_key(unchanged), unchanged);
+        }
+    }
 }
