@@ -191,7 +191,8 @@ fn start_actor(shared: &Arc<Shared>, id: String, pair_phone: Option<String>, res
     );
 }
 
-/// Writes a session's status and the matching wa_event in one statement. Fenced on ownership:
+/// Writes a session's status and the matching wa_event in one statement (on logged_out, its queued
+/// messages fail in that same statement). Fenced on ownership:
 /// a runner that lost the lease writes nothing.
 pub async fn set_status(
     shared: &Shared,
@@ -206,7 +207,13 @@ pub async fn set_status(
              qr_image = case when $3 in ('qr_pending', 'pairing') then qr_image else null end,
              qr_expires_at = case when $3 in ('qr_pending', 'pairing') then qr_expires_at else null end,
              pairing_code = case when $3 = 'pairing' then pairing_code else null end
-           where id = $1 and runner_id = $2 returning id, status, error_code, phone_number)
+           where id = $1 and runner_id = $2 returning id, status, error_code, phone_number),
+         -- A logged-out session's queued messages fail in the same statement, so nobody who
+         -- reads status = 'logged_out' can still see one of them queued.
+         f as (
+           update wa_message m set status = 'failed', error_code = 'session_logged_out',
+             error = 'session ' || m.session_id || ' is logged out', finished_at = now()
+           from s where m.session_id = s.id and s.status = 'logged_out' and m.status = 'queued')
          insert into wa_event (session_id, kind, payload)
          select id, 'session_status', jsonb_build_object('status', status, 'error_code', error_code, 'phone_number', phone_number) from s",
     )
@@ -243,22 +250,7 @@ async fn finish(
     error: Option<(ErrorCode, &str)>,
 ) -> sqlx::Result<()> {
     set_status(shared, id, status, error).await?;
-    if status == "logged_out" {
-        fail_queued(shared, id).await?;
-    }
     release(shared, id, None).await
-}
-
-async fn fail_queued(shared: &Shared, id: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "update wa_message set status = 'failed', error_code = 'session_logged_out',
-           error = 'session ' || session_id || ' is logged out', finished_at = now()
-         where session_id = $1 and status = 'queued'",
-    )
-    .bind(id)
-    .execute(&shared.pool)
-    .await?;
-    Ok(())
 }
 
 async fn lose_all(shared: &Shared) {
