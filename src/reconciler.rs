@@ -192,39 +192,58 @@ fn start_actor(shared: &Arc<Shared>, id: String, pair_phone: Option<String>, res
 }
 
 /// Writes a session's status and the matching wa_event in one statement (on logged_out, its queued
-/// messages fail in that same statement). Fenced on ownership:
-/// a runner that lost the lease writes nothing.
+/// messages fail in that same statement). Fenced on ownership: a runner that lost the lease
+/// writes nothing.
 pub async fn set_status(
     shared: &Shared,
     id: &str,
     status: &str,
     error: Option<(ErrorCode, &str)>,
 ) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    write_status(shared, id, status, error, false).await
+}
+
+/// [`set_status`], and with `release` the lease given back in the same statement, so nobody
+/// reads a final status (`hibernated`, `stopped`, …) on a session that still names this runner.
+async fn write_status(
+    shared: &Shared,
+    id: &str,
+    status: &str,
+    error: Option<(ErrorCode, &str)>,
+    release: bool,
+) -> sqlx::Result<bool> {
+    let row = sqlx::query(
         "with s as (
            update wa_session set status = $3, error_code = $4, error = $5,
              qr_code = case when $3 in ('qr_pending', 'pairing') then qr_code else null end,
              qr_image = case when $3 in ('qr_pending', 'pairing') then qr_image else null end,
              qr_expires_at = case when $3 in ('qr_pending', 'pairing') then qr_expires_at else null end,
-             pairing_code = case when $3 = 'pairing' then pairing_code else null end
+             pairing_code = case when $3 = 'pairing' then pairing_code else null end,
+             runner_id = case when $6 then null else runner_id end,
+             lease_until = case when $6 then null else lease_until end
            where id = $1 and runner_id = $2 returning id, status, error_code, phone_number),
          -- A logged-out session's queued messages fail in the same statement, so nobody who
          -- reads status = 'logged_out' can still see one of them queued.
          f as (
            update wa_message m set status = 'failed', error_code = 'session_logged_out',
              error = 'session ' || m.session_id || ' is logged out', finished_at = now()
-           from s where m.session_id = s.id and s.status = 'logged_out' and m.status = 'queued')
-         insert into wa_event (session_id, kind, payload)
-         select id, 'session_status', jsonb_build_object('status', status, 'error_code', error_code, 'phone_number', phone_number) from s",
+           from s where m.session_id = s.id and s.status = 'logged_out' and m.status = 'queued'),
+         e as (
+           insert into wa_event (session_id, kind, payload)
+           select id, 'session_status', jsonb_build_object('status', status, 'error_code', error_code, 'phone_number', phone_number) from s)
+         -- Released: a NOTIFY so another runner can pick it up at once.
+         select id, case when $6 then pg_notify('wa_outbox', json_build_object('kind', 'released', 'session_id', id)::text)::text end as notified
+         from s",
     )
     .bind(id)
     .bind(shared.id)
     .bind(status)
     .bind(error.map(|(c, _)| c.as_str()))
     .bind(error.map(|(_, m)| m))
-    .execute(&shared.pool)
+    .bind(release)
+    .fetch_optional(&shared.pool)
     .await?;
-    Ok(r.rows_affected() > 0)
+    Ok(row.is_some())
 }
 
 /// Gives a session back: no owner, and a NOTIFY so another runner picks it up at once.
@@ -249,8 +268,8 @@ async fn finish(
     status: &str,
     error: Option<(ErrorCode, &str)>,
 ) -> sqlx::Result<()> {
-    set_status(shared, id, status, error).await?;
-    release(shared, id, None).await
+    write_status(shared, id, status, error, true).await?;
+    Ok(())
 }
 
 async fn lose_all(shared: &Shared) {
@@ -599,8 +618,7 @@ async fn drive(
                         match cmd {
                             SessionCmd::Stop => finish(shared, id, "stopped", None).await?,
                             SessionCmd::Hibernate => {
-                                set_status(shared, id, "hibernated", None).await?;
-                                release(shared, id, None).await?;
+                                finish(shared, id, "hibernated", None).await?
                             }
                             _ => release(shared, id, Some("starting")).await?,
                         }
