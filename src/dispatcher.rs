@@ -88,6 +88,8 @@ struct Completion {
     error: Option<String>,
     retry_at: Option<DateTime<Utc>>,
     ack: Option<i16>,
+    /// WhatsApp refused the send under this row's id: the next attempt gets a new one.
+    new_id: bool,
 }
 
 struct Claimed {
@@ -210,7 +212,8 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
          update wa_message m set status = 'sending', attempts = m.attempts + 1, runner_id = $1, sending_at = now(),
            chat_id = c.chat,
            wa_message_id = coalesce(m.wa_message_id, 'true_' || c.chat || '_3EB0' ||
-             upper(substr(md5(m.id::text || ':' || m.session_id || ':' || extract(epoch from m.created_at)::text), 1, 16)))
+             upper(substr(md5(m.id::text || ':' || m.session_id || ':' || extract(epoch from m.created_at)::text
+                               || case when m.attempts > 0 then ':' || (m.attempts + 1)::text else '' end), 1, 16)))
          from chats c, wa_session s
          where m.id = c.id and s.id = m.session_id and s.runner_id = $1 and s.lease_until > now()
          returning m.id, m.session_id, m.recipient, m.kind, m.body, m.media_url, m.media_data, m.media_mime,
@@ -395,6 +398,13 @@ async fn send_one(
             .await
             .map_err(bounded("lookup"))??
             {
+                if ack < 0 {
+                    // Refused under this id earlier and the refusal not yet written back.
+                    return Err(DriverError::refused(
+                        ErrorCode::SendFailed,
+                        "an earlier attempt under this id was refused (ack -1)",
+                    ));
+                }
                 return Ok(Some(ack));
             }
         }
@@ -436,6 +446,7 @@ async fn send_one(
         error: None,
         retry_at: None,
         ack: None,
+        new_id: false,
     };
     match outcome {
         Ok(found_ack) => Completion {
@@ -449,7 +460,13 @@ async fn send_one(
             error: Some(message),
             ..base
         },
-        Err(DriverError::Transient { code, message }) => {
+        Err(e @ (DriverError::Transient { .. } | DriverError::Refused { .. })) => {
+            let new_id = matches!(e, DriverError::Refused { .. });
+            let (DriverError::Transient { code, message } | DriverError::Refused { code, message }) =
+                e
+            else {
+                unreachable!("matched above")
+            };
             if row.attempts >= row.max_attempts {
                 let error = format!("{} attempts; last: {code}: {message}", row.attempts);
                 Completion {
@@ -467,6 +484,7 @@ async fn send_one(
                     code: Some(code),
                     error: Some(message),
                     retry_at: Some(retry_at),
+                    new_id,
                     ..base
                 }
             }
@@ -541,6 +559,7 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
     let retry: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.retry_at).collect();
     let acks: Vec<Option<i16>> = batch.iter().map(|c| c.ack).collect();
+    let new_ids: Vec<bool> = batch.iter().map(|c| c.new_id).collect();
     // One statement (no BEGIN/COMMIT round trips): the message rows and their sessions' idle
     // clocks move together.
     sqlx::query(
@@ -552,9 +571,10 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
              sent_at = case when c.status in ('sent', 'delivered', 'read', 'played') then coalesce(m.sent_at, now()) else m.sent_at end,
              delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
              read_at = case when c.status in ('read', 'played') then coalesce(m.read_at, now()) else m.read_at end,
-             finished_at = case when c.status = 'queued' then null else now() end
-           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[])
-             as c(id, status, code, err, retry_at, ack)
+             finished_at = case when c.status = 'queued' then null else now() end,
+             wa_message_id = case when c.new_id then null else m.wa_message_id end
+           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[], $7::bool[])
+             as c(id, status, code, err, retry_at, ack, new_id)
            where m.id = c.id and m.status = 'sending'
            returning m.session_id, c.status)
          update wa_session s set last_active_at = now()
@@ -566,6 +586,7 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     .bind(&errors)
     .bind(&retry)
     .bind(&acks)
+    .bind(&new_ids)
     .execute(&shared.pool)
     .await?;
     Ok(())
@@ -589,6 +610,9 @@ async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<d
                 (Some(c), Some(w)) => tokio::time::timeout(shared.cfg.send_timeout, session.find_message(c, w)).await??,
                 _ => None,
             };
+            // A message the page holds with ack -1 was refused: not sent, and its id is spent.
+            let refused = found.is_some_and(|a| a < 0);
+            let found = found.filter(|a| *a >= 0);
             match found {
                 Some(ack) => {
                     tracing::info!(message_id = id, "recovered: the page has it; marking sent");
@@ -612,8 +636,9 @@ async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<d
                 }
                 None => {
                     tracing::info!(message_id = id, "recovered: not in the chat; queued again");
-                    sqlx::query("update wa_message set status = 'queued' where id = $1 and status = 'sending'")
+                    sqlx::query("update wa_message set status = 'queued', wa_message_id = case when $2 then null else wa_message_id end where id = $1 and status = 'sending'")
                         .bind(id)
+                        .bind(refused)
                         .execute(&shared.pool)
                         .await?;
                 }
@@ -648,7 +673,9 @@ fn stored_key(serialized: &str) -> &str {
     }
 }
 
-/// An ack from the page: move the row forward (never back) and record an ack event.
+/// An ack from the page: move the row forward (never back) and record an ack event. An error ack
+/// (-1) fails only a row already `sent`: during a send the refusal comes back through the send
+/// itself, which retries it under a new id.
 pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::Result<()> {
     let wa_message_id = stored_key(wa_message_id);
     sqlx::query(
@@ -665,7 +692,7 @@ pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::
              played_at = case when $2 >= 4 then coalesce(played_at, now()) else played_at end,
              finished_at = coalesce(finished_at, now())
            where wa_message_id = $1
-             and (($2 < 0 and status in ('sending', 'sent') and coalesce(ack, 0) <= 0)
+             and (($2 < 0 and status = 'sent' and coalesce(ack, 0) <= 0)
                   or ($2 >= 0 and status in ('sending', 'sent', 'delivered', 'read') and coalesce(ack, -2) < $2))
            returning id, session_id, status)
          insert into wa_event (session_id, kind, message_id, wa_message_id, payload)

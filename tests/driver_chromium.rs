@@ -367,6 +367,44 @@ async fn login_send_ack_resume() {
         None
     );
 
+    // A group: the page keys our message with our own JID appended; the lookup by the key we
+    // stored (without it) still finds it, so recovery after a crash does not send it twice.
+    let group = "120363000000000001@g.us";
+    let g = OutgoingMessage {
+        wa_message_id: format!("true_{group}_3EB0AA00000000000009"),
+        chat_id: group.into(),
+        ..text(to, "3EB0AA00000000000009", "to the group")
+    };
+    session.send(&g).await.expect("group message sent");
+    let ack_id = wait_for(&mut rx, "Ack for the group message", |e| match e {
+        DriverEvent::Ack { wa_message_id, ack } if *ack >= 1 && wa_message_id.contains(group) => {
+            Some(wa_message_id.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(
+        ack_id.0.starts_with(&g.wa_message_id),
+        "ack id {} for {}",
+        ack_id.0,
+        g.wa_message_id
+    );
+    assert!(
+        session
+            .find_message(group, &g.wa_message_id)
+            .await
+            .unwrap()
+            .is_some_and(|a| a >= 1),
+        "the group message is found under the stored key"
+    );
+    assert_eq!(
+        session
+            .find_message(group, &format!("true_{group}_3EB0FFFFFFFFFFFFFFFF"))
+            .await
+            .unwrap(),
+        None
+    );
+
     // Incoming.
     post(
         "/_sim/incoming",
@@ -581,13 +619,40 @@ async fn socket_drop_refused_send_and_hung_page() {
     .await;
 
     // The server refuses one send: a transient send_failed, nothing recorded.
-    post("/_sim/faults", serde_json::json!({"fail_sends": 1})).await;
+    post(
+        "/_sim/faults",
+        serde_json::json!({"phone": phone, "fail_sends": 1}),
+    )
+    .await;
     let err = session
         .send(&text("15550009004", "3EB0CC00000000000001", "refused"))
         .await
         .unwrap_err();
-    assert!(err.is_transient(), "{err}");
+    assert!(
+        matches!(err, wa_outbox::driver::DriverError::Refused { .. }),
+        "a refusal spends the id: {err}"
+    );
     assert_eq!(err.code(), ErrorCode::SendFailed, "{err}");
+    // The id stays spent: the page holds the refused message with ack -1, and sending under it
+    // again is refused without reaching WhatsApp.
+    assert_eq!(
+        session
+            .find_message(
+                "15550009004@c.us",
+                "true_15550009004@c.us_3EB0CC00000000000001"
+            )
+            .await
+            .unwrap(),
+        Some(-1)
+    );
+    let again = session
+        .send(&text("15550009004", "3EB0CC00000000000001", "refused"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, wa_outbox::driver::DriverError::Refused { .. }),
+        "{again}"
+    );
     session
         .send(&text("15550009004", "3EB0CC00000000000002", "accepted"))
         .await

@@ -416,6 +416,40 @@ async fn transient_failures_back_off_then_exhaust_and_permanent_ones_fail_at_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_is_retried_under_a_new_id() {
+    let db = test_db().await;
+    sessions(&db.pool, 1).await;
+    let p = &db.pool;
+    let world = MemoryWorld::new();
+    world.push_fault("s000", SendFault::Refused);
+    let id = insert(p, "s000", "15550000001", "refused once").await;
+    let r = start(
+        &db,
+        MemoryDriver::new(world.clone()),
+        cfg(5, Duration::from_secs(5)),
+    )
+    .await;
+    wait_for("sent after a refusal", Duration::from_secs(30), || async {
+        (status_of(p, id).await.0 == "sent").then_some(())
+    })
+    .await;
+    assert_eq!(status_of(p, id).await, ("sent".into(), None, 2));
+    let wa_id: String = sqlx::query_scalar("select wa_message_id from wa_message where id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await
+        .unwrap();
+    let calls = world.send_call_ids();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_ne!(calls[0], calls[1], "the retry reused the refused id");
+    assert_eq!(calls[1], wa_id);
+    let sent = world.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].wa_message_id, wa_id);
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_fail_with_their_code_and_the_runner_keeps_serving() {
     let db = test_db().await;
     sessions(&db.pool, 1).await;

@@ -1152,7 +1152,7 @@ impl Session for ChromiumSession {
             self.check_alive().await;
             return Err(self
                 .dead_error()
-                .unwrap_or_else(|| DriverError::transient(ErrorCode::SendFailed, why)));
+                .unwrap_or_else(|| DriverError::refused(ErrorCode::SendFailed, why)));
         }
         if r.existed {
             tracing::info!(id = %msg.wa_message_id, "message already in the page; not sent again");
@@ -1162,7 +1162,7 @@ impl Session for ChromiumSession {
 
     async fn find_message(
         &self,
-        _chat_id: &str,
+        chat_id: &str,
         wa_message_id: &str,
     ) -> Result<Option<i32>, DriverError> {
         if let Some(dead) = self.dead_error() {
@@ -1171,7 +1171,7 @@ impl Session for ChromiumSession {
         match self
             .call(
                 JS_FIND_MESSAGE,
-                vec![serde_json::json!(wa_message_id)],
+                vec![serde_json::json!(chat_id), serde_json::json!(wa_message_id)],
                 self.config.cdp_timeout,
             )
             .await

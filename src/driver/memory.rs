@@ -21,6 +21,9 @@ use crate::error_code::ErrorCode;
 pub enum SendFault {
     Transient(ErrorCode),
     Permanent(ErrorCode),
+    /// WhatsApp refuses the send (ack -1) and the id stays spent, as on the page: a later send
+    /// under it is refused again and a lookup finds it with ack -1.
+    Refused,
     /// The message reaches the server, then the call never returns (a runner dying mid-send).
     HangAfterRecord,
     /// The call never returns and nothing reaches the server.
@@ -52,6 +55,8 @@ struct WorldState {
     starts: HashMap<String, u32>,
     /// Every send call (wa_message_id, when), including failed ones.
     calls: Vec<(String, std::time::Instant)>,
+    /// Ids WhatsApp refused (ack -1).
+    refused: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -95,6 +100,10 @@ impl MemoryWorld {
             .filter(|(id, _)| id == wa_message_id)
             .map(|(_, t)| *t)
             .collect()
+    }
+    /// The message id of every send call, in order, failed ones included.
+    pub fn send_call_ids(&self) -> Vec<String> {
+        self.lock().calls.iter().map(|(id, _)| id.clone()).collect()
     }
     pub fn double_ownership(&self) -> u64 {
         self.lock().double_ownership
@@ -248,11 +257,22 @@ impl Session for MemorySession {
             let mut st = self.world.lock();
             st.calls
                 .push((msg.wa_message_id.clone(), std::time::Instant::now()));
-            st.faults
-                .get_mut(&self.session_id)
-                .and_then(VecDeque::pop_front)
+            if st.refused.contains(&msg.wa_message_id) {
+                Some(SendFault::Refused)
+            } else {
+                st.faults
+                    .get_mut(&self.session_id)
+                    .and_then(VecDeque::pop_front)
+            }
         };
         match fault {
+            Some(SendFault::Refused) => {
+                self.world.lock().refused.insert(msg.wa_message_id.clone());
+                return Err(DriverError::refused(
+                    ErrorCode::SendFailed,
+                    "scripted refusal (ack -1)",
+                ));
+            }
             Some(SendFault::Transient(code)) => {
                 return Err(DriverError::transient(code, "scripted transient failure"))
             }
@@ -284,9 +304,11 @@ impl Session for MemorySession {
         if self.dead() {
             return std::future::pending().await;
         }
-        Ok(self
-            .world
-            .lock()
+        let st = self.world.lock();
+        if st.refused.contains(wa_message_id) {
+            return Ok(Some(-1));
+        }
+        Ok(st
             .sent
             .iter()
             .any(|r| r.wa_message_id == wa_message_id)

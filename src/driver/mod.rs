@@ -131,6 +131,11 @@ pub enum DriverError {
     /// Retrying cannot help: bad recipient, not on WhatsApp, logged out.
     #[error("{code}: {message}")]
     Permanent { code: ErrorCode, message: String },
+    /// WhatsApp refused the send (the page marked it ack -1): certainly not sent, worth retrying,
+    /// but the message id is spent (the page keeps the failed message under it), so the retry
+    /// must go out under a new id.
+    #[error("{code}: {message}")]
+    Refused { code: ErrorCode, message: String },
 }
 
 impl DriverError {
@@ -146,13 +151,22 @@ impl DriverError {
             message: message.into(),
         }
     }
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Transient { code, .. } | Self::Permanent { code, .. } => *code,
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code,
+            message: message.into(),
         }
     }
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Transient { code, .. }
+            | Self::Permanent { code, .. }
+            | Self::Refused { code, .. } => *code,
+        }
+    }
+    /// Worth retrying (a refusal is too, under a new id).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        matches!(self, Self::Transient { .. } | Self::Refused { .. })
     }
 }
 

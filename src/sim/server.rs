@@ -536,10 +536,7 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         time: chrono::Utc::now(),
     };
     let delay = Duration::from_millis(w.faults.send_delay_ms);
-    let fail = w.faults.fail_sends > 0;
-    if fail {
-        w.faults.fail_sends -= 1;
-    }
+    let fail = w.faults.take_failure(&phone);
     let auto = w.faults.auto_ack;
     let step = w.config.ack_step;
     let recipient_registered = to.strip_suffix("@c.us").is_none_or(|u| w.is_registered(u));
@@ -779,7 +776,7 @@ async fn unregistered(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultsReq {
-    /// Restrict drop_socket / crash_page to the pages of this phone.
+    /// Restrict drop_socket / crash_page / fail_sends to this phone.
     phone: Option<String>,
     #[serde(default)]
     drop_socket: bool,
@@ -816,8 +813,15 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     if let Some(d) = r.send_delay_ms {
         w.faults.send_delay_ms = d;
     }
-    if let Some(n) = r.fail_sends {
-        w.faults.fail_sends = n;
+    match (r.fail_sends, &phone) {
+        (Some(0), Some(p)) => {
+            w.faults.fail_sends_by_phone.remove(p);
+        }
+        (Some(n), Some(p)) => {
+            w.faults.fail_sends_by_phone.insert(p.clone(), n);
+        }
+        (Some(n), None) => w.faults.fail_sends = n,
+        (None, _) => {}
     }
     if let Some(a) = auto {
         w.faults.auto_ack = a;

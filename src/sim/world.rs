@@ -168,8 +168,29 @@ pub struct Upload {
 #[derive(Debug, Clone, Serialize)]
 pub struct Faults {
     pub send_delay_ms: u64,
+    /// The next N sends of any account are refused.
     pub fail_sends: u32,
+    /// The next N sends of one account (by phone) are refused.
+    pub fail_sends_by_phone: std::collections::BTreeMap<String, u32>,
     pub auto_ack: AutoAck,
+}
+
+impl Faults {
+    /// Whether this send of `phone` is refused (and counts it down).
+    pub fn take_failure(&mut self, phone: &str) -> bool {
+        if let Some(n) = self.fail_sends_by_phone.get_mut(phone) {
+            *n -= 1;
+            if *n == 0 {
+                self.fail_sends_by_phone.remove(phone);
+            }
+            return true;
+        }
+        if self.fail_sends > 0 {
+            self.fail_sends -= 1;
+            return true;
+        }
+        false
+    }
 }
 
 pub struct Conn {
@@ -232,6 +253,7 @@ impl World {
             faults: Faults {
                 send_delay_ms: 0,
                 fail_sends: 0,
+                fail_sends_by_phone: Default::default(),
                 auto_ack,
             },
         }

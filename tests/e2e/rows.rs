@@ -359,3 +359,81 @@ async fn a_session_with_pair_phone_links_by_pairing_code() {
     );
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_is_retried_under_a_new_id_and_arrives_once() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_refused", "15550100008").await;
+    // WhatsApp refuses this account's next send: the page marks it ack -1 and keeps it.
+    sim()
+        .await
+        .post(
+            "/_sim/faults",
+            json!({"phone": "15550100008", "fail_sends": 1}),
+        )
+        .await;
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('e2e_refused', '15550200008', 'second time lucky') returning id", &[]).await;
+    // The simulator acks up to read by default; a row stuck short of it (or failed) times out.
+    let (status, code, attempts, wa_id): (String, Option<String>, i32, String) = wait_for(
+        "the refused message read",
+        Duration::from_secs(60),
+        || async {
+            let row: (String, Option<String>, i32, Option<String>) = sqlx::query_as(
+                "select status, error_code, attempts, wa_message_id from wa_message where id = $1",
+            )
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+            matches!(row.0.as_str(), "read" | "failed")
+                .then(|| (row.0, row.1, row.2, row.3.unwrap()))
+        },
+    )
+    .await;
+    assert_eq!(status, "read", "{code:?}");
+    assert_eq!(attempts, 2, "one refusal, then one send");
+    let recorded = sim().await.sent_by("15550100008").await;
+    assert_eq!(recorded.len(), 1, "exactly once: {recorded:?}");
+    assert_eq!(recorded[0]["serialized"], wa_id.as_str());
+    assert_eq!(recorded[0]["body"], "second time lucky");
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_is_sent_once_and_its_acks_reach_the_row() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_group", "15550100009").await;
+    let group = "120363000000000002@g.us";
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('e2e_group', $1, 'hello group') returning id", &[group]).await;
+    // The page keys a group message with our JID appended; the row keeps the key without it, and
+    // the acks (sent under the longer key) must still find the row.
+    wait_for(
+        "the group message read",
+        Duration::from_secs(60),
+        || async { (msg(p, id).await.0 == "read").then_some(()) },
+    )
+    .await;
+    let (_, code, wa_id) = msg(p, id).await;
+    assert_eq!(code, None);
+    let wa_id = wa_id.unwrap();
+    assert!(wa_id.starts_with(&format!("true_{group}_3EB0")), "{wa_id}");
+    let recorded = sim().await.sent_by("15550100009").await;
+    assert_eq!(recorded.len(), 1, "exactly once: {recorded:?}");
+    assert_eq!(recorded[0]["to"], group);
+    assert_eq!(recorded[0]["body"], "hello group");
+    let serialized = recorded[0]["serialized"].as_str().unwrap();
+    assert!(serialized.starts_with(&format!("{wa_id}_")), "{serialized}");
+    let acks: Vec<i64> = sqlx::query_scalar(
+        "select (payload->>'ack')::bigint from wa_event where message_id = $1 and kind = 'ack' order by id",
+    )
+    .bind(id)
+    .fetch_all(p)
+    .await
+    .unwrap();
+    assert_eq!(acks.last(), Some(&3), "ack events: {acks:?}");
+    r.shutdown().await.unwrap();
+}
