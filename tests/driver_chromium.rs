@@ -27,9 +27,11 @@ fn sim() -> &'static Sim {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
-            // QR refs rotate every few seconds so that rotation is exercised too.
+            // QR refs rotate every few seconds so that rotation is exercised too, and a page
+            // goes idle (UNPAIRED_IDLE) after three of them, as WhatsApp Web does after six.
             cmd.args(["sim", "--listen", "127.0.0.1:0"])
                 .args(["--qr-first-ms", "4000", "--qr-interval-ms", "4000"])
+                .args(["--qr-refs", "3"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
@@ -744,7 +746,9 @@ async fn qr_rotations_are_pushed_and_match_the_page() {
         .await
         .unwrap();
     let mut seen: Vec<String> = Vec::new();
-    for round in 0..3 {
+    // Five QRs: three refs, then the page goes idle, the driver asks for a new run
+    // (Cmd.refreshQR), and two more.
+    for round in 0..5 {
         let (qr, _) = wait_for(&mut rx, "Qr", |e| match e {
             DriverEvent::Qr { payload } => Some(payload.clone()),
             _ => None,
@@ -768,7 +772,18 @@ async fn qr_rotations_are_pushed_and_match_the_page() {
     }
     // Same keys, new ref: only the first field changes.
     let tail = |q: &str| q.split_once(',').unwrap().1.to_string();
-    assert_eq!(tail(&seen[0]), tail(&seen[2]));
+    assert_eq!(tail(&seen[0]), tail(&seen[4]));
+    let devices = get("/_sim/devices").await;
+    let device = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["qr"].as_str() == Some(seen[4].as_str()))
+        .cloned();
+    assert!(
+        device.as_ref().is_some_and(|d| d["qr_refreshes"] == 1),
+        "the page went idle once and the driver refreshed it: {device:?}"
+    );
     session.close().await.unwrap();
 }
 

@@ -30,6 +30,10 @@ pub struct SimArgs {
     /// Milliseconds between later QR refs (WhatsApp Web: 20 s).
     #[arg(long, default_value_t = 20_000)]
     pub qr_interval_ms: u64,
+    /// QR refs a page shows before it goes idle (`UNPAIRED_IDLE`, "click to reload the QR
+    /// code") until the page asks for more (WhatsApp Web: 6); 0 never idles.
+    #[arg(long, default_value_t = 6)]
+    pub qr_refs: u32,
     /// Milliseconds between CONNECTED and `hasSynced` (the history sync of the real page).
     #[arg(long, default_value_t = 1_000)]
     pub sync_delay_ms: u64,
@@ -53,6 +57,7 @@ impl SimArgs {
         Ok(SimConfig {
             qr_first: Duration::from_millis(self.qr_first_ms),
             qr_interval: Duration::from_millis(self.qr_interval_ms),
+            qr_refs: self.qr_refs,
             sync_delay: Duration::from_millis(self.sync_delay_ms),
             ack_step: Duration::from_millis(self.ack_step_ms),
             auto_ack,
@@ -66,6 +71,7 @@ impl Default for SimConfig {
         SimConfig {
             qr_first: Duration::from_millis(60_000),
             qr_interval: Duration::from_millis(20_000),
+            qr_refs: 6,
             sync_delay: Duration::from_millis(1_000),
             ack_step: Duration::from_millis(300),
             auto_ack: AutoAck::Read,

@@ -258,8 +258,19 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
             let mut w = st.world();
             let dev = w.conns.get(&conn).and_then(|c| c.device.clone());
             if let Some(d) = dev.and_then(|d| w.devices.get_mut(&d)) {
-                if let DevState::Pending { next_rotation, .. } = &mut d.state {
+                if let DevState::Pending {
+                    next_rotation,
+                    refs_shown,
+                    idle,
+                    refreshes,
+                    ..
+                } = &mut d.state
+                {
+                    // A new run of refs, starting now.
                     *next_rotation = Instant::now();
+                    *refs_shown = 0;
+                    *idle = false;
+                    *refreshes += 1;
                 }
             }
             w.rotate_refs(Instant::now());

@@ -50,6 +50,8 @@ impl std::str::FromStr for AutoAck {
 pub struct SimConfig {
     pub qr_first: Duration,
     pub qr_interval: Duration,
+    /// QR refs a page shows before it stops and waits for a click (`UNPAIRED_IDLE`); 0: never.
+    pub qr_refs: u32,
     pub sync_delay: Duration,
     pub ack_step: Duration,
     pub auto_ack: AutoAck,
@@ -81,6 +83,12 @@ pub enum DevState {
         next_rotation: Instant,
         /// (code, phone) while a pairing-code flow is open.
         code: Option<(String, String)>,
+        /// Refs shown since the page last (re)started its QR run.
+        refs_shown: u32,
+        /// The page stopped rotating (`UNPAIRED_IDLE`): no QR until it asks for one.
+        idle: bool,
+        /// Times the page asked for a new QR run (`Cmd.refreshQR`).
+        refreshes: u32,
     },
     Linked {
         phone: String,
@@ -104,6 +112,7 @@ pub struct Device {
 impl Device {
     pub fn qr_payload(&self) -> Option<String> {
         match &self.state {
+            DevState::Pending { idle: true, .. } => None,
             DevState::Pending { qr_ref, .. } => Some(format!(
                 "{},{},{},{},{}",
                 qr_ref, self.keys.noise, self.keys.identity, self.keys.adv, self.keys.platform
@@ -303,6 +312,9 @@ impl World {
                     qr_ref: qr_ref.clone(),
                     next_rotation: Instant::now() + self.config.qr_first,
                     code: None,
+                    refs_shown: 1,
+                    idle: false,
+                    refreshes: 0,
                 },
             },
         );
@@ -312,25 +324,44 @@ impl World {
         (id, qr_ref)
     }
 
-    /// Replace due QR refs; the page learns each new ref and shows a new QR.
+    /// Replace due QR refs; the page learns each new ref and shows a new QR. After
+    /// `qr_refs` refs the page goes idle instead (as WhatsApp Web does: "click to reload").
     pub fn rotate_refs(&mut self, now: Instant) {
         let interval = self.config.qr_interval;
+        let max_refs = self.config.qr_refs;
         let mut pushes = Vec::new();
+        let mut idles = Vec::new();
         for d in self.devices.values_mut() {
             if let DevState::Pending {
                 qr_ref,
                 next_rotation,
+                code,
+                refs_shown,
+                idle,
                 ..
             } = &mut d.state
             {
-                if *next_rotation <= now {
-                    *qr_ref = new_ref();
-                    *next_rotation = now + interval;
+                if *idle || *next_rotation > now {
+                    continue;
+                }
+                // A pairing-code flow keeps the page waiting for the code, not idle.
+                if max_refs > 0 && *refs_shown >= max_refs && code.is_none() {
+                    *idle = true;
                     if let Some(conn) = d.conn {
-                        pushes.push((conn, qr_ref.clone()));
+                        idles.push(conn);
                     }
+                    continue;
+                }
+                *qr_ref = new_ref();
+                *refs_shown += 1;
+                *next_rotation = now + interval;
+                if let Some(conn) = d.conn {
+                    pushes.push((conn, qr_ref.clone()));
                 }
             }
+        }
+        for conn in idles {
+            self.send_to(conn, json!({"t": "idle"}));
         }
         for (conn, r) in pushes {
             let payload = self
@@ -510,12 +541,19 @@ impl World {
             .devices
             .values()
             .map(|d| match &d.state {
-                DevState::Pending { code, .. } => json!({
+                DevState::Pending {
+                    code,
+                    idle,
+                    refreshes,
+                    ..
+                } => json!({
                     "id": d.id,
                     "state": "pending",
                     "connected": d.conn.is_some(),
                     "browser": d.browser,
                     "qr": d.qr_payload(),
+                    "qr_idle": idle,
+                    "qr_refreshes": refreshes,
                     "pairing_code": code.as_ref().map(|c| &c.0),
                     "pairing_phone": code.as_ref().map(|c| &c.1),
                 }),
