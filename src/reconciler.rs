@@ -261,6 +261,15 @@ async fn release(shared: &Shared, id: &str, status: Option<&str>) -> sqlx::Resul
     Ok(())
 }
 
+/// Logged out: the stored login deleted first (no login outlives its link; if the delete fails,
+/// the maintenance sweep of logged-out sessions removes it), then the final status.
+async fn forget(shared: &Shared, id: &str, error: Option<(ErrorCode, &str)>) -> sqlx::Result<()> {
+    if let Err(e) = shared.logins.delete(id).await {
+        tracing::warn!(session = %id, error = %e, "could not delete the stored login; maintenance will");
+    }
+    finish(shared, id, "logged_out", error).await
+}
+
 /// A terminal state: status written (with its event) and the lease released.
 async fn finish(
     shared: &Shared,
@@ -389,8 +398,7 @@ async fn handle_idle_cmd(shared: &Shared, id: &str, cmd: Option<SessionCmd>) -> 
             true
         }
         Some(SessionCmd::Logout) => {
-            let _ = shared.logins.delete(id).await;
-            let _ = finish(shared, id, "logged_out", None).await;
+            let _ = forget(shared, id, None).await;
             true
         }
         Some(SessionCmd::Hibernate) => false,
@@ -490,8 +498,7 @@ async fn drive(
                 tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
                 detach(shared);
                 close(session).await;
-                let _ = shared.logins.delete(id).await;
-                finish(shared, id, "logged_out", None).await?;
+                forget(shared, id, None).await?;
                 return Ok(Exit::Quiet);
             }
             ev = events.recv() => {
@@ -505,8 +512,7 @@ async fn drive(
                         // The stored login no longer works: nothing left to unlink.
                         detach(shared);
                         close(session).await;
-                        let _ = shared.logins.delete(id).await;
-                        finish(shared, id, "logged_out", None).await?;
+                        forget(shared, id, None).await?;
                         return Ok(Exit::Quiet);
                     }
                     DriverEvent::Qr { payload } => {
@@ -532,8 +538,7 @@ async fn drive(
                         if let Err(e) = session.logout().await {
                             tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
                             close(session).await;
-                            let _ = shared.logins.delete(id).await;
-                            finish(shared, id, "logged_out", None).await?;
+                            forget(shared, id, None).await?;
                             return Ok(Exit::Quiet);
                         }
                     }
@@ -562,9 +567,8 @@ async fn drive(
                     DriverEvent::LoggedOut { reason } => {
                         detach(shared);
                         close(session).await;
-                        let _ = shared.logins.delete(id).await;
                         let err = (!logout_requested).then_some((ErrorCode::DeviceUnlinked, reason.as_str()));
-                        finish(shared, id, "logged_out", err).await?;
+                        forget(shared, id, err).await?;
                         return Ok(Exit::Quiet);
                     }
                     DriverEvent::Ack { wa_message_id, ack } => crate::dispatcher::apply_ack(shared, &wa_message_id, ack).await?,
@@ -597,8 +601,7 @@ async fn drive(
                         if let Err(e) = session.logout().await {
                             tracing::warn!(session = %id, error = %e, "logout through the page failed; forgetting the login anyway");
                             close(session).await;
-                            let _ = shared.logins.delete(id).await;
-                            finish(shared, id, "logged_out", None).await?;
+                            forget(shared, id, None).await?;
                             return Ok(Exit::Quiet);
                         }
                         // The LoggedOut event that follows finishes the job.

@@ -206,6 +206,34 @@ async fn forget_idle_asks_for_logout_or_marks_logged_out() {
 }
 
 #[tokio::test]
+async fn delete_logins_removes_stored_logins_of_logged_out_sessions_only() {
+    let db = test_db().await;
+    let runner = Uuid::new_v4();
+    exec(
+        &db.pool,
+        &format!(
+            "insert into wa_session (id, status, runner_id, lease_until) values
+               ('out_free', 'logged_out', null, null),
+               ('out_expired', 'logged_out', '{runner}', now() - interval '1 minute'),
+               ('out_held', 'logged_out', '{runner}', now() + interval '1 hour'),
+               ('live', 'connected', '{runner}', now() + interval '1 hour'),
+               ('asleep', 'hibernated', null, null);
+             insert into wa_session_auth (session_id, key_id, nonce, ciphertext, size_bytes, sha256)
+             select id, 'k1', '\\x00', '\\x00', 1, 'x' from wa_session;"
+        ),
+    )
+    .await;
+    let r = fail_logged_out::delete_logins(&db.pool, &fail_logged_out::Config::default(), &never())
+        .await;
+    assert_eq!((r.rows, r.error), (2, None));
+    assert_eq!(
+        ids(&db.pool, "select session_id from wa_session_auth").await,
+        ["asleep", "live", "out_held"],
+        "a login of a session a runner still holds is left to that runner"
+    );
+}
+
+#[tokio::test]
 async fn fail_logged_out_fails_queued_messages_of_logged_out_sessions() {
     let db = test_db().await;
     exec(

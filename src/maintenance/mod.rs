@@ -161,6 +161,8 @@ pub struct MaintenanceReport {
     pub forget_idle: forget_idle::Report,
     /// Queued messages of logged-out sessions failed with session_logged_out.
     pub failed_logged_out: TaskReport,
+    /// Stored logins of logged-out sessions deleted (one the runner could not delete).
+    pub deleted_logins: TaskReport,
     pub prune: prune::Report,
     /// True when the run stopped early (shutdown or leadership lost).
     pub interrupted: bool,
@@ -173,6 +175,7 @@ impl MaintenanceReport {
             && self.forget_idle.logout_requested.ok()
             && self.forget_idle.marked_logged_out.ok()
             && self.failed_logged_out.ok()
+            && self.deleted_logins.ok()
             && self.prune.events.ok()
             && self.prune.messages.ok()
     }
@@ -197,6 +200,7 @@ pub async fn run_once_with(
     let dead_runners = dead_runners::run_once(pool, &cfg.dead_runners, stop).await;
     let forget_idle = forget_idle::run_once(pool, &cfg.forget_idle, stop).await;
     let failed_logged_out = fail_logged_out::run_once(pool, &cfg.fail_logged_out, stop).await;
+    let deleted_logins = fail_logged_out::delete_logins(pool, &cfg.fail_logged_out, stop).await;
     let prune = prune::run_once(pool, &cfg.prune, stop).await;
     MaintenanceReport {
         runner_id: None,
@@ -206,6 +210,7 @@ pub async fn run_once_with(
         dead_runners,
         forget_idle,
         failed_logged_out,
+        deleted_logins,
         prune,
         interrupted: stop.is_cancelled(),
     }
@@ -395,6 +400,7 @@ fn log_report(r: &MaintenanceReport) {
                 logout_requested = r.forget_idle.logout_requested.rows,
                 marked_logged_out = r.forget_idle.marked_logged_out.rows,
                 failed_logged_out = r.failed_logged_out.rows,
+                deleted_logins = r.deleted_logins.rows,
                 pruned_messages = r.prune.messages.rows,
                 pruned_events = r.prune.events.rows,
                 interrupted = r.interrupted,
@@ -410,6 +416,7 @@ fn log_report(r: &MaintenanceReport) {
             ("forget_idle", &r.forget_idle.logout_requested),
             ("forget_idle", &r.forget_idle.marked_logged_out),
             ("fail_logged_out", &r.failed_logged_out),
+            ("delete_logins", &r.deleted_logins),
             ("prune_events", &r.prune.events),
             ("prune_messages", &r.prune.messages),
         ] {
@@ -422,6 +429,7 @@ fn log_report(r: &MaintenanceReport) {
         + r.forget_idle.logout_requested.rows
         + r.forget_idle.marked_logged_out.rows
         + r.failed_logged_out.rows
+        + r.deleted_logins.rows
         + r.prune.messages.rows
         + r.prune.events.rows
         > 0
