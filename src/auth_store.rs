@@ -30,8 +30,17 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::error_code::ErrorCode;
 
-/// The profile folders (relative to the profile dir) that hold a WhatsApp Web login.
-pub const LOGIN_DIRS: &[&str] = &["Default/Local Storage", "Default/IndexedDB"];
+/// The profile folders (relative to the profile dir) that hold a WhatsApp Web login: Chromium's
+/// own stores (one browser per session), or the export of a browser context's storage (shared
+/// browser mode, [`CONTEXT_EXPORT_DIR`]).
+pub const LOGIN_DIRS: &[&str] = &[
+    "Default/Local Storage",
+    "Default/IndexedDB",
+    CONTEXT_EXPORT_DIR,
+];
+
+/// Where the shared-browser driver writes a session's exported context storage.
+pub const CONTEXT_EXPORT_DIR: &str = "wa-outbox-context";
 
 /// LevelDB files that are recreated on open and carry no data: left out so an unchanged login
 /// archives to the same bytes (and the write is skipped).

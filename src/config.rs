@@ -13,6 +13,7 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("DATABASE_URL", "", "PostgreSQL URL; unset: an embedded cluster under WA_DATA_DIR/pg (local/demo only)"),
     ("WA_WEB_URL", "https://web.whatsapp.com/", "the WhatsApp Web page (or a `wa-outbox sim` URL)"),
     ("WA_CHROMIUM", "/usr/bin/chromium", "Chromium binary"),
+    ("WA_BROWSER_MODE", "per-session", "`per-session` (a Chromium and profile per session) or `shared` (one Chromium, an isolated context per session)"),
     ("WA_DATA_DIR", ".wa-data", "browser profiles, embedded PostgreSQL, generated local key"),
     ("WA_RUNNER_CAPACITY", "10", "sessions one runner drives at once"),
     ("WA_LEASE_TTL", "30s", "session lease; renewed every third of it, taken over after it"),
@@ -52,6 +53,8 @@ pub struct Config {
     pub database_url: Option<String>,
     pub web_url: String,
     pub chromium: PathBuf,
+    /// One Chromium for all sessions of this runner, a browser context each (WA_BROWSER_MODE).
+    pub shared_browser: bool,
     pub data_dir: PathBuf,
     pub runner_capacity: u32,
     pub lease_ttl: Duration,
@@ -182,10 +185,22 @@ impl Config {
             });
         }
 
+        let shared_browser = match raw("WA_BROWSER_MODE").as_str() {
+            "per-session" => false,
+            "shared" => true,
+            other => {
+                return Err(ConfigError {
+                    var: "WA_BROWSER_MODE",
+                    message: format!("`{other}`: use per-session or shared"),
+                })
+            }
+        };
+
         Ok(Config {
             database_url: opt("DATABASE_URL"),
             web_url,
             chromium: PathBuf::from(raw("WA_CHROMIUM")),
+            shared_browser,
             data_dir: PathBuf::from(raw("WA_DATA_DIR")),
             runner_capacity: num("WA_RUNNER_CAPACITY", raw("WA_RUNNER_CAPACITY"))?,
             lease_ttl,

@@ -489,7 +489,10 @@ async fn drive(
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(save_at.unwrap_or_else(tokio::time::Instant::now)), if save_at.is_some() => {
-                if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
+                // A shared-browser session writes its in-memory storage out first.
+                if let Err(e) = session.persist().await {
+                    tracing::warn!(session = %id, error = %e, "could not export the login");
+                } else if let Err(e) = shared.logins.save(id, shared.id, &profile_dir).await {
                     tracing::warn!(session = %id, error = %e, "could not save the login");
                 }
                 save_at = Some(tokio::time::Instant::now() + LIVE_SAVE_EVERY);

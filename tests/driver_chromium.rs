@@ -66,6 +66,13 @@ fn sim() -> &'static Sim {
     })
 }
 
+/// Shared-browser mode: one Chromium (its user-data-dir under `dir`), a context per session.
+fn shared_driver(dir: &std::path::Path) -> ChromiumDriver {
+    let mut c = driver().config().clone();
+    c.shared_dir = Some(dir.join("browser"));
+    ChromiumDriver::new(c)
+}
+
 fn driver() -> ChromiumDriver {
     // RUST_LOG=wa_outbox=debug shows the driver's own timings.
     let _ = tracing_subscriber::fmt()
@@ -832,4 +839,94 @@ fn group_members_pids(pgid: u32) -> Vec<u32> {
         .iter()
         .filter_map(|stat| stat.split_whitespace().next()?.parse().ok())
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_browser_keeps_sessions_apart_and_restores_a_login_from_its_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = shared_driver(dir.path());
+    let (pa, pb) = ("15550009101", "15550009102");
+    let (a, _ra, _) = login(&driver, spec(dir.path(), "sh-a", None), pa, "Shared A").await;
+    let (b, mut rb, _) = login(&driver, spec(dir.path(), "sh-b", None), pb, "Shared B").await;
+    assert_eq!(a.browser_pid(), b.browser_pid(), "one browser for both");
+
+    // Each context is its own linked device: each message goes out from its own account.
+    a.send(&text("15550009103", "3EB0DD00000000000001", "from a"))
+        .await
+        .unwrap();
+    b.send(&text("15550009103", "3EB0DD00000000000002", "from b"))
+        .await
+        .unwrap();
+    let ids = |phone: &str| {
+        let phone = phone.to_string();
+        async move {
+            sent_messages(&get(&format!("/_sim/messages?phone={phone}")).await)
+                .iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(pa).await, ["3EB0DD00000000000001"]);
+    assert_eq!(ids(pb).await, ["3EB0DD00000000000002"]);
+
+    // Closing A exports its login (a context keeps storage only in memory) ...
+    a.close().await.unwrap();
+    let export = dir.path().join("sh-a/wa-outbox-context/storage.json");
+    let text_of_export = std::fs::read_to_string(&export).expect("the login was exported");
+    assert!(text_of_export.contains("\"databases\""), "{text_of_export:.200}");
+    // ... and a fresh context restored from it resumes without a QR, as the same device.
+    let (a2, mut ra2) = driver
+        .launch(spec(dir.path(), "sh-a", None))
+        .await
+        .unwrap();
+    let (phone, seen) = wait_for(&mut ra2, "Connected after the restore", |e| match e {
+        DriverEvent::Connected { phone, .. } => Some(phone.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(phone, pa);
+    assert!(
+        !seen.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
+        "no QR on a restored login: {seen:?}"
+    );
+    let devices = get("/_sim/devices").await;
+    let linked_a = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "linked" && d["phone"] == pa)
+        .count();
+    assert_eq!(linked_a, 1, "no new device link");
+    a2.send(&text("15550009103", "3EB0DD00000000000003", "a again"))
+        .await
+        .unwrap();
+    b.send(&text("15550009103", "3EB0DD00000000000004", "b still"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(pa).await,
+        ["3EB0DD00000000000001", "3EB0DD00000000000003"]
+    );
+
+    // The shared browser dies: every session in it reports a crash.
+    let pid = b.browser_pid();
+    assert_eq!(a2.browser_pid(), pid);
+    // SAFETY: plain syscall on the browser this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    for (rx, who) in [(&mut ra2, "A"), (&mut rb, "B")] {
+        wait_for(rx, &format!("Crashed ({who})"), |e| {
+            matches!(e, DriverEvent::Crashed { .. }).then_some(())
+        })
+        .await;
+    }
+    a2.close().await.unwrap();
+    b.close().await.unwrap();
+    // The watcher kills the dead browser's whole group; its helpers take a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group_alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!group_alive(pid), "{:?}", group_members(pid));
 }

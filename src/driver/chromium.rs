@@ -11,8 +11,12 @@
 //! a QR rotation reaches the event channel as soon as the page's `change:ref` fires.
 //!
 //! "A browser" ([`BrowserProcess`]) and "a session's page" ([`ChromiumSession`]) are separate
-//! types so that a later shared-browser mode (one context per session) only changes how the page
-//! is obtained (DESIGN.md §7).
+//! types. By default each session has its own browser and profile folder, where Chromium keeps
+//! the login. In shared-browser mode (`WA_BROWSER_MODE=shared`, DESIGN.md §7) one browser holds
+//! every session of the runner, each in its own isolated browser context: contexts keep storage in
+//! memory only, so the login is exported from the live page into the session's profile folder
+//! (`export_storage.js`, before a close and before each save) and imported into a fresh context on
+//! a placeholder document of the app's origin before the app loads (`import_storage.js`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +28,13 @@ use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::inspector::{
     EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
 };
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::fetch::{
+    DisableParams as FetchDisableParams, EnableParams as FetchEnableParams, EventRequestPaused,
+    FulfillRequestParams, HeaderEntry, RequestPattern, RequestStage,
+};
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
+use chromiumoxide::cdp::browser_protocol::target::CreateBrowserContextParams;
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
     GetTargetsParams,
@@ -55,6 +65,11 @@ const JS_NUMBER_EXISTS: &str = include_str!("chromium/number_exists.js");
 const JS_FIND_MESSAGE: &str = include_str!("chromium/find_message.js");
 const JS_LOGOUT: &str = include_str!("chromium/logout.js");
 const JS_LIVENESS: &str = include_str!("chromium/liveness.js");
+const JS_EXPORT_STORAGE: &str = include_str!("chromium/export_storage.js");
+const JS_IMPORT_STORAGE: &str = include_str!("chromium/import_storage.js");
+
+/// The export of a shared-browser session's storage, inside its profile folder.
+const EXPORT_FILE: &str = "storage.json";
 
 /// Name of the page → runner binding. Neutral on purpose: the page can see it.
 const BINDING: &str = "__wa_outbox_push";
@@ -86,6 +101,8 @@ pub struct ChromiumConfig {
     pub user_agent: String,
     /// Appended to the fixed flags (e.g. `--disable-features=LocalNetworkAccessChecks`).
     pub extra_args: Vec<String>,
+    /// Shared-browser mode: the one browser's user-data-dir. `None`: a browser per session.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl ChromiumConfig {
@@ -98,6 +115,7 @@ impl ChromiumConfig {
             send_timeout: c.send_timeout,
             user_agent: DEFAULT_USER_AGENT.to_string(),
             extra_args: Vec::new(),
+            shared_dir: c.shared_browser.then(|| c.data_dir.join("browser")),
         }
     }
 
@@ -153,17 +171,65 @@ fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Starts one Chromium per session.
-#[derive(Debug, Clone)]
+/// Starts one Chromium per session, or one for all (shared-browser mode).
+#[derive(Clone)]
 pub struct ChromiumDriver {
     config: Arc<ChromiumConfig>,
+    shared: Arc<SharedSlot>,
+}
+
+/// The shared browser, launched on first use and again after it died.
+#[derive(Default)]
+struct SharedSlot {
+    browser: tokio::sync::Mutex<Option<Arc<BrowserProcess>>>,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        // The driver is gone: so is its browser (its sessions hold it only while they run).
+        if let Some(b) = self.browser.get_mut().take() {
+            if !b.has_exited() {
+                kill_group(b.pid);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ChromiumDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChromiumDriver")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChromiumDriver {
     pub fn new(config: ChromiumConfig) -> Self {
         Self {
             config: Arc::new(config),
+            shared: Arc::default(),
         }
+    }
+
+    /// The shared browser, started if there is none or the last one died.
+    async fn shared_browser(&self, dir: &Path) -> Result<Arc<BrowserProcess>, DriverError> {
+        let mut slot = self.shared.browser.lock().await;
+        if let Some(b) = slot.as_ref() {
+            if !b.is_dead() {
+                return Ok(b.clone());
+            }
+        }
+        // Its own crash is reported to each session through `dead`; this sink reaches no one.
+        let (tx, _) = mpsc::channel(1);
+        let started = std::time::Instant::now();
+        let b = Arc::new(BrowserProcess::launch(&self.config, dir, Arc::new(EventSink::new(tx))).await?);
+        tracing::info!(
+            pid = b.pid,
+            ms = started.elapsed().as_millis() as u64,
+            "shared browser launched"
+        );
+        *slot = Some(b.clone());
+        Ok(b)
     }
 
     pub fn from_config(c: &crate::config::Config) -> Self {
@@ -182,18 +248,39 @@ impl ChromiumDriver {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let sink = Arc::new(EventSink::new(tx));
         let started = std::time::Instant::now();
-        let browser = BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?;
+        let owner = match &self.config.shared_dir {
+            None => Owner::Own(
+                BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?,
+            ),
+            Some(dir) => {
+                let browser = self.shared_browser(dir).await?;
+                let context = cdp_call(
+                    self.config.cdp_timeout,
+                    browser
+                        .browser
+                        .create_browser_context(CreateBrowserContextParams::default()),
+                )
+                .await?
+                .map_err(|e| {
+                    DriverError::transient(
+                        ErrorCode::BrowserStartFailed,
+                        format!("cannot create a browser context: {e}"),
+                    )
+                })?;
+                Owner::Shared { browser, context }
+            }
+        };
         tracing::debug!(
             session = %spec.session_id,
             ms = started.elapsed().as_millis() as u64,
-            "browser launched"
+            "browser ready"
         );
-        match ChromiumSession::open(self.config.clone(), spec, browser, sink.clone()).await {
+        match ChromiumSession::open(self.config.clone(), spec, owner, sink.clone()).await {
             Ok(session) => Ok((session, rx)),
-            Err((e, browser)) => {
+            Err((e, owner)) => {
                 // A failed start is reported by the error, not by a Crashed event.
                 sink.closing.store(true, Ordering::SeqCst);
-                browser.shutdown(self.config.cdp_timeout).await;
+                owner.release(self.config.cdp_timeout).await;
                 Err(e)
             }
         }
@@ -390,7 +477,69 @@ struct BrowserProcess {
     browser: Browser,
     pid: u32,
     exited: watch::Receiver<bool>,
+    /// Set once the process exited or its DevTools connection closed.
+    dead: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What a session's page lives in.
+enum Owner {
+    /// Its own browser, with the session's profile folder.
+    Own(BrowserProcess),
+    /// An isolated context of the shared browser.
+    Shared {
+        browser: Arc<BrowserProcess>,
+        context: BrowserContextId,
+    },
+}
+
+impl Owner {
+    fn process(&self) -> &BrowserProcess {
+        match self {
+            Owner::Own(b) => b,
+            Owner::Shared { browser, .. } => browser,
+        }
+    }
+
+    async fn new_page(&self, timeout: Duration) -> Result<Page, DriverError> {
+        match self {
+            Owner::Own(b) => b.new_page(timeout).await,
+            Owner::Shared { browser, context } => {
+                let params = CreateTargetParams::builder()
+                    .url("about:blank")
+                    .browser_context_id(context.clone())
+                    .build()
+                    .map_err(|e| DriverError::transient(ErrorCode::BrowserStartFailed, e))?;
+                match tokio::time::timeout(timeout, browser.browser.new_page(params)).await {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(e)) => Err(DriverError::transient(
+                        ErrorCode::BrowserStartFailed,
+                        format!("cannot open a tab in the context: {e}"),
+                    )),
+                    Err(_) => Err(DriverError::transient(
+                        ErrorCode::BrowserStartFailed,
+                        "opening a tab timed out",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Its own browser shut down, or the context disposed (its pages close with it).
+    async fn release(self, timeout: Duration) {
+        match self {
+            Owner::Own(b) => b.shutdown(timeout).await,
+            Owner::Shared { browser, context } => {
+                if !browser.is_dead() {
+                    let _ = tokio::time::timeout(
+                        timeout,
+                        browser.browser.dispose_browser_context(context),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
 }
 
 impl BrowserProcess {
@@ -472,13 +621,17 @@ impl BrowserProcess {
         // The process watcher owns the child: it reaps it (no zombie) and reports a death that
         // close() did not ask for.
         let (exited_tx, exited_rx) = watch::channel(false);
+        let (dead_tx, dead_rx) = watch::channel(false);
+        let dead_tx = Arc::new(dead_tx);
         let watcher = {
             let sink = sink.clone();
+            let dead_tx = dead_tx.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
                 // Helpers (zygote, renderers) of a killed browser may linger; take them too.
                 kill_group(pid);
                 let _ = exited_tx.send(true);
+                dead_tx.send_replace(true);
                 let what = match status {
                     Ok(s) => format!("browser process exited ({s})"),
                     Err(e) => format!("browser process lost: {e}"),
@@ -530,6 +683,7 @@ impl BrowserProcess {
                         Err(e) => tracing::debug!(error = %e, "DevTools handler error"),
                     }
                 }
+                dead_tx.send_replace(true);
                 sink.crashed("DevTools connection closed".into()).await;
             })
         };
@@ -538,6 +692,7 @@ impl BrowserProcess {
             browser,
             pid,
             exited: exited_rx,
+            dead: dead_rx,
             tasks: vec![handler_task, drain, watcher],
         })
     }
@@ -586,6 +741,10 @@ impl BrowserProcess {
 
     fn has_exited(&self) -> bool {
         *self.exited.borrow()
+    }
+
+    fn is_dead(&self) -> bool {
+        *self.dead.borrow() || self.has_exited()
     }
 
     /// Asks Chromium to quit (so it flushes the profile: the login lives there), then kills the
@@ -668,7 +827,10 @@ pub struct ChromiumSession {
     page: Page,
     pid: u32,
     sink: Arc<EventSink>,
-    browser: tokio::sync::Mutex<Option<BrowserProcess>>,
+    /// In a browser context of the shared browser (its login lives in memory).
+    shared: bool,
+    profile_dir: PathBuf,
+    owner: tokio::sync::Mutex<Option<Owner>>,
     event_task: Mutex<Option<JoinHandle<()>>>,
     send_lock: tokio::sync::Mutex<()>,
 }
@@ -685,19 +847,21 @@ impl ChromiumSession {
     async fn open(
         config: Arc<ChromiumConfig>,
         spec: SessionSpec,
-        browser: BrowserProcess,
+        owner: Owner,
         sink: Arc<EventSink>,
-    ) -> Result<Arc<Self>, (DriverError, BrowserProcess)> {
+    ) -> Result<Arc<Self>, (DriverError, Owner)> {
         macro_rules! tryb {
             ($e:expr) => {
                 match $e {
                     Ok(v) => v,
-                    Err(e) => return Err((e, browser)),
+                    Err(e) => return Err((e, owner)),
                 }
             };
         }
         let cdp = config.cdp_timeout;
-        let page = tryb!(browser.new_page(cdp).await);
+        let shared = matches!(owner, Owner::Shared { .. });
+        let page = owner.new_page(cdp).await;
+        let page = tryb!(page);
         let target_id = page.target_id().clone();
 
         let listen_failed =
@@ -714,18 +878,20 @@ impl ChromiumSession {
         let loads = tryb!(cdp_call(cdp, page.event_listener::<EventLoadEventFired>())
             .await
             .and_then(|r| r.map_err(listen_failed)));
-        let target_crashed = tryb!(cdp_call(
+        let target_crashed = cdp_call(
             cdp,
-            browser.browser.event_listener::<EventTargetCrashed>()
+            owner.process().browser.event_listener::<EventTargetCrashed>(),
         )
         .await
-        .and_then(|r| r.map_err(listen_failed)));
-        let target_destroyed = tryb!(cdp_call(
+        .and_then(|r| r.map_err(listen_failed));
+        let target_crashed = tryb!(target_crashed);
+        let target_destroyed = cdp_call(
             cdp,
-            browser.browser.event_listener::<EventTargetDestroyed>()
+            owner.process().browser.event_listener::<EventTargetDestroyed>(),
         )
         .await
-        .and_then(|r| r.map_err(listen_failed)));
+        .and_then(|r| r.map_err(listen_failed));
+        let target_destroyed = tryb!(target_destroyed);
 
         tryb!(cdp_call(cdp, page.execute(AddBindingParams::new(BINDING)))
             .await
@@ -736,14 +902,17 @@ impl ChromiumSession {
                 .and_then(|r| r.map(|_| ()).map_err(listen_failed))
         );
 
-        let pid = browser.pid;
+        let pid = owner.process().pid;
+        let mut dead = owner.process().dead.clone();
         let session = Arc::new(Self {
             session_id: spec.session_id.clone(),
             config: config.clone(),
             page: page.clone(),
             pid,
             sink: sink.clone(),
-            browser: tokio::sync::Mutex::new(None),
+            shared,
+            profile_dir: spec.profile_dir.clone(),
+            owner: tokio::sync::Mutex::new(None),
             event_task: Mutex::new(None),
             send_lock: tokio::sync::Mutex::new(()),
         });
@@ -759,8 +928,19 @@ impl ChromiumSession {
                 let mut loads = loads.fuse();
                 let mut target_crashed = target_crashed.fuse();
                 let mut target_destroyed = target_destroyed.fuse();
+                let mut watch_dead = true;
                 loop {
                     tokio::select! {
+                        // The browser went (the shared one is everyone's).
+                        r = dead.changed(), if watch_dead => {
+                            let gone = *dead.borrow();
+                            if r.is_err() || gone {
+                                watch_dead = false;
+                            }
+                            if gone {
+                                sink.crashed("browser process exited".into()).await;
+                            }
+                        }
                         Some(ev) = bindings.next() => {
                             if ev.name != BINDING {
                                 continue;
@@ -811,6 +991,11 @@ impl ChromiumSession {
         };
         *session.event_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(event_task);
 
+        // A shared-browser context starts empty: put the stored login back before the app runs.
+        if shared {
+            tryb!(restore_storage(&page, &config, &spec.profile_dir).await);
+        }
+
         // Navigate and wait for WhatsApp Web's code.
         let load_failed = |m: String| DriverError::transient(ErrorCode::PageLoadFailed, m);
         let nav = NavigateParams::builder()
@@ -820,19 +1005,19 @@ impl ChromiumSession {
         let nav = tryb!(nav);
         match tokio::time::timeout(config.start_timeout, page.goto(nav)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err((load_failed(format!("navigation failed: {e}")), browser)),
+            Ok(Err(e)) => return Err((load_failed(format!("navigation failed: {e}")), owner)),
             Err(_) => {
                 return Err((
                     load_failed(format!(
                         "navigation did not finish within {:?}",
                         config.start_timeout
                     )),
-                    browser,
+                    owner,
                 ))
             }
         }
         tryb!(install(&page, &config, spec.pair_phone.as_deref()).await);
-        *session.browser.lock().await = Some(browser);
+        *session.owner.lock().await = Some(owner);
         tracing::info!(
             session = %spec.session_id,
             pid,
@@ -921,6 +1106,30 @@ impl ChromiumSession {
         }
     }
 
+    /// Shared-browser mode: writes the live page's storage (the login) into the profile folder,
+    /// replacing the previous export only once the new one is complete.
+    async fn export_storage(&self) -> Result<(), DriverError> {
+        let failed = |m: String| DriverError::transient(ErrorCode::BrowserCrashed, m);
+        let v = match self
+            .call(JS_EXPORT_STORAGE, vec![], self.config.cdp_timeout)
+            .await
+        {
+            Ok(v) => v,
+            Err(CallError::Timeout) => return Err(failed("exporting the login timed out".into())),
+            Err(CallError::Js(m) | CallError::Cdp(m)) => {
+                return Err(failed(format!("exporting the login: {m}")))
+            }
+        };
+        let dir = self.profile_dir.join(crate::auth_store::CONTEXT_EXPORT_DIR);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!("{EXPORT_FILE}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec(&v)?)?;
+            std::fs::rename(&tmp, dir.join(EXPORT_FILE))
+        };
+        write().map_err(|e| failed(format!("writing the login export: {e}")))
+    }
+
     async fn map_call_error(&self, e: CallError, on_timeout: ErrorCode, what: &str) -> DriverError {
         if let Some(dead) = self.dead_error() {
             return dead;
@@ -983,6 +1192,97 @@ async fn call_function(
         Ok(Err(CdpError::Timeout)) => Err(CallError::Timeout),
         Ok(Err(e)) => Err(CallError::Cdp(e.to_string())),
         Ok(Ok(r)) => Ok(r.value().cloned().unwrap_or(serde_json::Value::Null)),
+    }
+}
+
+/// Shared-browser mode, before the app loads: if the session's profile folder holds an export of
+/// its storage, a placeholder document of the app's origin is served into the fresh context
+/// (Fetch interception; the app's own code never runs there) and the export is written into its
+/// IndexedDB and localStorage. A corrupt export fails the start with auth_restore_failed rather
+/// than showing a new QR.
+async fn restore_storage(
+    page: &Page,
+    config: &ChromiumConfig,
+    profile_dir: &Path,
+) -> Result<(), DriverError> {
+    let file = profile_dir
+        .join(crate::auth_store::CONTEXT_EXPORT_DIR)
+        .join(EXPORT_FILE);
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(DriverError::permanent(
+                ErrorCode::AuthRestoreFailed,
+                format!("cannot read the stored login: {e}"),
+            ))
+        }
+    };
+    let data: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        DriverError::permanent(
+            ErrorCode::AuthRestoreFailed,
+            format!("the stored login is not a storage export ({:?})", e.classify()),
+        )
+    })?;
+    let failed = |m: String| DriverError::transient(ErrorCode::PageLoadFailed, m);
+    let cdp = config.cdp_timeout;
+    let origin = reqwest::Url::parse(&config.web_url)
+        .map_err(|e| failed(format!("WA_WEB_URL: {e}")))?
+        .origin()
+        .ascii_serialization();
+    let placeholder = format!("{origin}/__wa_outbox_restore");
+    let mut paused = cdp_call(cdp, page.event_listener::<EventRequestPaused>())
+        .await?
+        .map_err(|e| failed(e.to_string()))?;
+    let pattern = RequestPattern::builder()
+        .url_pattern(placeholder.clone())
+        .request_stage(RequestStage::Request)
+        .build();
+    cdp_call(
+        cdp,
+        page.execute(FetchEnableParams::builder().pattern(pattern).build()),
+    )
+    .await?
+    .map_err(|e| failed(format!("Fetch.enable: {e}")))?;
+    let serve = {
+        let page = page.clone();
+        tokio::spawn(async move {
+            let Some(ev) = paused.next().await else {
+                return;
+            };
+            let body = base64::engine::general_purpose::STANDARD
+                .encode("<!doctype html><title>wa-outbox: restoring a login</title>");
+            let fulfil = FulfillRequestParams::builder()
+                .request_id(ev.request_id.clone())
+                .response_code(200)
+                .response_header(HeaderEntry::new("Content-Type", "text/html; charset=utf-8"))
+                .body(body)
+                .build();
+            if let Ok(f) = fulfil {
+                let _ = tokio::time::timeout(cdp, page.execute(f)).await;
+            }
+        })
+    };
+    let nav = NavigateParams::builder()
+        .url(placeholder)
+        .build()
+        .map_err(failed)?;
+    let went = tokio::time::timeout(config.start_timeout, page.goto(nav)).await;
+    serve.abort();
+    let _ = tokio::time::timeout(cdp, page.execute(FetchDisableParams::default())).await;
+    match went {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(failed(format!("placeholder page: {e}"))),
+        Err(_) => return Err(failed("placeholder page timed out".into())),
+    }
+    match call_function(page, JS_IMPORT_STORAGE, vec![data], config.start_timeout).await {
+        Ok(_) => Ok(()),
+        Err(CallError::Js(m)) => Err(DriverError::permanent(
+            ErrorCode::AuthRestoreFailed,
+            format!("the stored login could not be imported: {m}"),
+        )),
+        Err(CallError::Timeout) => Err(failed("importing the stored login timed out".into())),
+        Err(CallError::Cdp(m)) => Err(failed(format!("importing the stored login: {m}"))),
     }
 }
 
@@ -1206,11 +1506,27 @@ impl Session for ChromiumSession {
         Some(self.pid)
     }
 
+    async fn persist(&self) -> Result<(), DriverError> {
+        if !self.shared {
+            return Ok(());
+        }
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        self.export_storage().await
+    }
+
     async fn close(&self) -> Result<(), DriverError> {
+        // A context's storage dies with it: export the login while the page still runs.
+        if self.shared && self.dead_error().is_none() {
+            if let Err(e) = self.export_storage().await {
+                tracing::warn!(session = %self.session_id, error = %e, "could not export the login before closing");
+            }
+        }
         self.sink.closing.store(true, Ordering::SeqCst);
-        let browser = self.browser.lock().await.take();
-        if let Some(browser) = browser {
-            browser.shutdown(self.config.cdp_timeout).await;
+        let owner = self.owner.lock().await.take();
+        if let Some(owner) = owner {
+            owner.release(self.config.cdp_timeout).await;
             tracing::info!(session = %self.session_id, "browser session closed");
         }
         if let Some(t) = self
@@ -1227,12 +1543,18 @@ impl Session for ChromiumSession {
 
 impl Drop for ChromiumSession {
     fn drop(&mut self) {
-        // Not closed: make sure no browser outlives its session (kill_on_drop reaps the leader).
-        if let Ok(mut b) = self.browser.try_lock() {
-            if let Some(b) = b.take() {
-                if !b.has_exited() {
-                    kill_group(b.pid);
+        // Not closed: make sure no browser (or context) outlives its session (kill_on_drop
+        // reaps the leader).
+        if let Ok(mut b) = self.owner.try_lock() {
+            match b.take() {
+                Some(Owner::Own(b)) if !b.has_exited() => kill_group(b.pid),
+                Some(owner @ Owner::Shared { .. }) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let timeout = self.config.cdp_timeout;
+                        rt.spawn(owner.release(timeout));
+                    }
                 }
+                _ => {}
             }
         }
     }
@@ -1299,6 +1621,8 @@ mod tests {
             JS_FIND_MESSAGE,
             JS_LOGOUT,
             JS_LIVENESS,
+            JS_EXPORT_STORAGE,
+            JS_IMPORT_STORAGE,
         ] {
             let code: String = src
                 .lines()

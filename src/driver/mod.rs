@@ -198,8 +198,14 @@ pub trait Session: Send + Sync + 'static {
     ) -> Result<Option<i32>, DriverError>;
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
-    /// Close the page (and its browser). Idempotent. The profile on disk is kept.
+    /// Close the page (and its browser). Idempotent. The profile on disk is kept (a
+    /// shared-browser session writes its storage export there first).
     async fn close(&self) -> Result<(), DriverError>;
+    /// Bring the profile folder up to date with the live login, for a save while running. Only
+    /// a shared-browser session, whose storage lives in memory, has anything to do.
+    async fn persist(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
     /// The operating-system process that holds this session's browser, where there is one
     /// (memory accounting).
     fn process_id(&self) -> Option<u32> {
