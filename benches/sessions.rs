@@ -11,6 +11,10 @@
 //! 4. One `wa-outbox run` process holding 50 hibernated and 5 connected sessions: PSS/RSS of the
 //!    runner process alone and with its Chromium processes.
 //!
+//! Figures 1 and 2 are taken for both of our browser modes: `wa-outbox` (a browser per session)
+//! and `wa-outbox (shared browser)` (`WA_BROWSER_MODE=shared`: one browser, a context per
+//! session; its memory is the whole shared browser's PSS divided by the sessions).
+//!
 //! Release build: `cargo bench --bench sessions`. Prints one JSON object per figure, then one per
 //! ratio ours/theirs. Under `cargo test` (no `--bench` argument) or with `BENCH_QUICK=1` it is a
 //! smoke run: one session, one sample, whatsapp-web.js only if bench/wwebjs/node_modules exists.
@@ -33,6 +37,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_wa-outbox");
 const STEP: Duration = Duration::from_secs(180);
 /// How often a row is looked at while timing; the resolution of our figures.
 const POLL: Duration = Duration::from_millis(5);
+const SHARED: &str = "wa-outbox (shared browser)";
 const AUTH_KEY: &str = "bench:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 struct Plan {
@@ -239,8 +244,12 @@ async fn settled_mem(procs: impl Fn() -> HashSet<i32>) -> Mem {
 // ---------------------------------------------------------------------------------------------
 // Our runner, in process, with the real Chromium driver and media fetcher.
 
-fn config(sim: &Sim, data_dir: &Path, idle_after: &str, lease_ttl: &str) -> Config {
+fn config(sim: &Sim, data_dir: &Path, idle_after: &str, lease_ttl: &str, shared: bool) -> Config {
     let env: HashMap<&str, String> = [
+        (
+            "WA_BROWSER_MODE",
+            if shared { "shared" } else { "per-session" }.into(),
+        ),
         ("WA_WEB_URL", format!("{}/", sim.url)),
         ("WA_DATA_DIR", data_dir.display().to_string()),
         ("WA_SEND_MIN_INTERVAL", "0".into()),
@@ -263,8 +272,9 @@ async fn start_runner(
     capacity: u32,
     idle_after: &str,
     lease_ttl: &str,
+    shared: bool,
 ) -> RunnerHandle {
-    let c = config(sim, data_dir, idle_after, lease_ttl);
+    let c = config(sim, data_dir, idle_after, lease_ttl, shared);
     let mut cfg = RunnerConfig::from_config(&c);
     cfg.capacity = capacity;
     cfg.poll_interval = Duration::from_millis(200);
@@ -421,10 +431,13 @@ impl Report {
         })
     }
     fn ratio(&mut self, measure: &str, sessions: Option<u64>) {
-        let ours = self.find("wa-outbox", measure, sessions);
+        self.ratio_of("wa-outbox", measure, sessions);
+    }
+    fn ratio_of(&mut self, system: &str, measure: &str, sessions: Option<u64>) {
+        let ours = self.find(system, measure, sessions);
         let theirs = self.find("whatsapp-web.js", measure, sessions);
         if let (Some(o), Some(t)) = (ours, theirs) {
-            self.emit(json!({"measure": "ratio", "of": measure, "sessions": sessions, "ours": o, "theirs": t,
+            self.emit(json!({"measure": "ratio", "system": system, "of": measure, "sessions": sessions, "ours": o, "theirs": t,
                              "ours_over_theirs": (o / t * 1000.0).round() / 1000.0}));
         }
     }
@@ -432,7 +445,7 @@ impl Report {
 
 /// Figure 1 (ours): INSERT → qr_code, on a fresh profile each time; the session is stopped
 /// before the next sample so one browser runs at a time.
-async fn ours_cold_qr(db: &TestDb, report: &mut Report, samples: usize) {
+async fn ours_cold_qr(db: &TestDb, report: &mut Report, samples: usize, system: &str) {
     let mut v = Vec::new();
     for i in 0..samples {
         let id = format!("cold{i}");
@@ -440,7 +453,7 @@ async fn ours_cold_qr(db: &TestDb, report: &mut Report, samples: usize) {
         insert_session(&db.pool, &id).await;
         wait_qr(&db.pool, &id).await;
         let took = ms(t0.elapsed());
-        report.emit(json!({"system": "wa-outbox", "measure": "cold_start_to_qr_sample_ms", "sample": i, "value": took}));
+        report.emit(json!({"system": system, "measure": "cold_start_to_qr_sample_ms", "sample": i, "value": took}));
         v.push(took);
         sqlx::query("update wa_session set desired_state = 'stopped' where id = $1")
             .bind(&id)
@@ -449,7 +462,7 @@ async fn ours_cold_qr(db: &TestDb, report: &mut Report, samples: usize) {
             .unwrap();
         wait_status(&db.pool, &id, "stopped").await;
     }
-    report.emit(json!({"system": "wa-outbox", "measure": "cold_start_to_qr_ms", "samples": samples, "value": median(&v), "all": v}));
+    report.emit(json!({"system": system, "measure": "cold_start_to_qr_ms", "samples": samples, "value": median(&v), "all": v}));
 }
 
 /// Figure 2 (ours): sessions linked until each size is reached, then PSS of all their browsers.
@@ -459,6 +472,8 @@ async fn ours_memory(
     data_dir: &Path,
     report: &mut Report,
     sizes: &[usize],
+    system: &str,
+    shared: bool,
 ) {
     let mut linked = 0usize;
     for &n in sizes {
@@ -474,12 +489,16 @@ async fn ours_memory(
             .collect();
         let times = futures::future::join_all(batch).await;
         for (k, t) in (linked..n).zip(times) {
-            report.emit(json!({"system": "wa-outbox", "measure": "cold_start_to_connected_sample_ms", "session": k, "concurrent": n - linked, "value": t}));
+            report.emit(json!({"system": system, "measure": "cold_start_to_connected_sample_ms", "session": k, "concurrent": n - linked, "value": t}));
         }
         linked = n;
-        let profiles: Vec<PathBuf> = (0..n)
-            .map(|k| data_dir.join("profiles").join(format!("mem{k}")))
-            .collect();
+        let profiles: Vec<PathBuf> = if shared {
+            vec![data_dir.join("browser")]
+        } else {
+            (0..n)
+                .map(|k| data_dir.join("profiles").join(format!("mem{k}")))
+                .collect()
+        };
         let m = settled_mem(|| {
             tree(
                 &profiles
@@ -490,11 +509,11 @@ async fn ours_memory(
         })
         .await;
         assert!(
-            m.procs >= n,
+            m.procs >= if shared { 2 } else { n },
             "found {} Chromium processes for {n} sessions",
             m.procs
         );
-        memory_figure(report, "wa-outbox", n, m);
+        memory_figure(report, system, n, m);
     }
 }
 
@@ -616,7 +635,7 @@ async fn ours_wake(db: &TestDb, sim: &Sim, report: &mut Report, plan: &Plan) {
     let data_dir = tmp_dir("wake");
     // A short idle time and lease (the reconciler looks every third of the lease) so sessions
     // hibernate within seconds of connecting.
-    let r = start_runner(db, sim, &data_dir, 10, "1s", "3s").await;
+    let r = start_runner(db, sim, &data_dir, 10, "1s", "3s", false).await;
     let mut cold = Vec::new();
     for k in 0..plan.samples {
         let t = link(
@@ -815,9 +834,28 @@ async fn main() {
     // Figures 1 and 2, ours.
     let db = test_db().await;
     let data_dir = tmp_dir("mem");
-    let r = start_runner(&db, &sim, &data_dir, 12, "30m", "10s").await;
-    ours_cold_qr(&db, &mut report, plan.samples).await;
-    ours_memory(&db, &sim, &data_dir, &mut report, &plan.sizes).await;
+    let r = start_runner(&db, &sim, &data_dir, 12, "30m", "10s", false).await;
+    ours_cold_qr(&db, &mut report, plan.samples, "wa-outbox").await;
+    ours_memory(
+        &db,
+        &sim,
+        &data_dir,
+        &mut report,
+        &plan.sizes,
+        "wa-outbox",
+        false,
+    )
+    .await;
+    r.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    // Figures 1 and 2, ours with one shared browser (a context per session). The browser starts
+    // with the first session and stays for the next ones, as in a runner that holds sessions.
+    let db = test_db().await;
+    let data_dir = tmp_dir("shared");
+    let r = start_runner(&db, &sim, &data_dir, 12, "30m", "10s", true).await;
+    ours_cold_qr(&db, &mut report, plan.samples, SHARED).await;
+    ours_memory(&db, &sim, &data_dir, &mut report, &plan.sizes, SHARED, true).await;
     r.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -832,8 +870,10 @@ async fn main() {
     runner_process_memory(&db, &sim, &mut report, &plan).await;
 
     report.ratio("cold_start_to_qr_ms", None);
+    report.ratio_of(SHARED, "cold_start_to_qr_ms", None);
     for &n in &plan.sizes {
         report.ratio("pss_per_connected_session_mb", Some(n as u64));
+        report.ratio_of(SHARED, "pss_per_connected_session_mb", Some(n as u64));
     }
     report.emit(machine());
 }

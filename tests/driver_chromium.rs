@@ -873,12 +873,12 @@ async fn shared_browser_keeps_sessions_apart_and_restores_a_login_from_its_expor
     a.close().await.unwrap();
     let export = dir.path().join("sh-a/wa-outbox-context/storage.json");
     let text_of_export = std::fs::read_to_string(&export).expect("the login was exported");
-    assert!(text_of_export.contains("\"databases\""), "{text_of_export:.200}");
+    assert!(
+        text_of_export.contains("\"databases\""),
+        "{text_of_export:.200}"
+    );
     // ... and a fresh context restored from it resumes without a QR, as the same device.
-    let (a2, mut ra2) = driver
-        .launch(spec(dir.path(), "sh-a", None))
-        .await
-        .unwrap();
+    let (a2, mut ra2) = driver.launch(spec(dir.path(), "sh-a", None)).await.unwrap();
     let (phone, seen) = wait_for(&mut ra2, "Connected after the restore", |e| match e {
         DriverEvent::Connected { phone, .. } => Some(phone.clone()),
         _ => None,

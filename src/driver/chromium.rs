@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use chromiumoxide::cdp::browser_protocol::inspector::{
-    EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
-};
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     DisableParams as FetchDisableParams, EnableParams as FetchEnableParams, EventRequestPaused,
     FulfillRequestParams, HeaderEntry, RequestPattern, RequestStage,
+};
+use chromiumoxide::cdp::browser_protocol::inspector::{
+    EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
 };
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
 use chromiumoxide::cdp::browser_protocol::target::CreateBrowserContextParams;
@@ -222,7 +222,9 @@ impl ChromiumDriver {
         // Its own crash is reported to each session through `dead`; this sink reaches no one.
         let (tx, _) = mpsc::channel(1);
         let started = std::time::Instant::now();
-        let b = Arc::new(BrowserProcess::launch(&self.config, dir, Arc::new(EventSink::new(tx))).await?);
+        let b = Arc::new(
+            BrowserProcess::launch(&self.config, dir, Arc::new(EventSink::new(tx))).await?,
+        );
         tracing::info!(
             pid = b.pid,
             ms = started.elapsed().as_millis() as u64,
@@ -249,9 +251,9 @@ impl ChromiumDriver {
         let sink = Arc::new(EventSink::new(tx));
         let started = std::time::Instant::now();
         let owner = match &self.config.shared_dir {
-            None => Owner::Own(
+            None => Owner::Own(Box::new(
                 BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?,
-            ),
+            )),
             Some(dir) => {
                 let browser = self.shared_browser(dir).await?;
                 let context = cdp_call(
@@ -485,7 +487,7 @@ struct BrowserProcess {
 /// What a session's page lives in.
 enum Owner {
     /// Its own browser, with the session's profile folder.
-    Own(BrowserProcess),
+    Own(Box<BrowserProcess>),
     /// An isolated context of the shared browser.
     Shared {
         browser: Arc<BrowserProcess>,
@@ -880,14 +882,20 @@ impl ChromiumSession {
             .and_then(|r| r.map_err(listen_failed)));
         let target_crashed = cdp_call(
             cdp,
-            owner.process().browser.event_listener::<EventTargetCrashed>(),
+            owner
+                .process()
+                .browser
+                .event_listener::<EventTargetCrashed>(),
         )
         .await
         .and_then(|r| r.map_err(listen_failed));
         let target_crashed = tryb!(target_crashed);
         let target_destroyed = cdp_call(
             cdp,
-            owner.process().browser.event_listener::<EventTargetDestroyed>(),
+            owner
+                .process()
+                .browser
+                .event_listener::<EventTargetDestroyed>(),
         )
         .await
         .and_then(|r| r.map_err(listen_failed));
@@ -1221,7 +1229,10 @@ async fn restore_storage(
     let data: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         DriverError::permanent(
             ErrorCode::AuthRestoreFailed,
-            format!("the stored login is not a storage export ({:?})", e.classify()),
+            format!(
+                "the stored login is not a storage export ({:?})",
+                e.classify()
+            ),
         )
     })?;
     let failed = |m: String| DriverError::transient(ErrorCode::PageLoadFailed, m);

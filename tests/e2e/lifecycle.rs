@@ -59,46 +59,63 @@ async fn stored_logins(db: &TestDb) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_hibernates_and_a_message_wakes_it_without_a_qr() {
+    hibernate_and_wake("per-session", "life_h", "15550500001").await;
+}
+
+/// In shared-browser mode the login lives in the context's memory: hibernation exports it into
+/// the encrypted archive, and the wake imports it into a fresh context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_browser_an_idle_session_hibernates_and_a_message_wakes_it_without_a_qr() {
+    hibernate_and_wake("shared", "life_hs", "15550500003").await;
+}
+
+async fn hibernate_and_wake(mode: &str, sid: &str, phone: &str) {
     let db = test_db().await;
     let p = &db.pool;
-    let (r, data_dir) = runner_with(&db, &[("WA_IDLE_AFTER", "15s")]).await;
-    link(p, "life_h", "15550500001").await;
+    let (r, data_dir) =
+        runner_with(&db, &[("WA_IDLE_AFTER", "15s"), ("WA_BROWSER_MODE", mode)]).await;
+    link(p, sid, phone).await;
     wait_for("the login stored", STEP, || async {
         (stored_logins(&db).await == 1).then_some(())
     })
     .await;
     let t_idle = Instant::now();
-    wait_status(p, "life_h", "hibernated").await;
+    wait_status(p, sid, "hibernated").await;
     eprintln!(
         "FIGURE hibernated {:.1} s after going idle (WA_IDLE_AFTER 15 s)",
         t_idle.elapsed().as_secs_f64()
     );
     let owner: Option<uuid::Uuid> =
-        sqlx::query_scalar("select runner_id from wa_session where id = 'life_h'")
+        sqlx::query_scalar("select runner_id from wa_session where id = $1")
+            .bind(sid)
             .fetch_one(p)
             .await
             .unwrap();
     assert_eq!(owner, None, "a hibernated session holds no lease");
-    wait_for("its browser gone", Duration::from_secs(15), || async {
-        chromium_pids(&data_dir.join("profiles/life_h"))
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    if mode == "per-session" {
+        wait_for("its browser gone", Duration::from_secs(15), || async {
+            chromium_pids(&data_dir.join("profiles").join(sid))
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    }
+    // What wakes it is the archive in the database, not what this runner left on disk.
+    std::fs::remove_dir_all(data_dir.join("profiles").join(sid)).unwrap();
     let since: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
         .fetch_one(p)
         .await
         .unwrap();
 
     let t0 = Instant::now();
-    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('life_h', '15550599999', 'wake up') returning id", &[]).await;
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ($1, '15550599999', 'wake up') returning id", &[sid]).await;
     wait_for("the waking message sent", STEP, || async {
         matches!(msg(p, id).await.0.as_str(), "sent" | "delivered" | "read").then_some(())
     })
     .await;
     let wake = t0.elapsed();
     eprintln!(
-        "FIGURE wake: INSERT for a hibernated session → message sent in {:.2} s",
+        "FIGURE wake ({mode}): INSERT for a hibernated session → message sent in {:.2} s",
         wake.as_secs_f64()
     );
     let qr: i64 = sqlx::query_scalar(
@@ -110,11 +127,11 @@ async fn an_idle_session_hibernates_and_a_message_wakes_it_without_a_qr() {
     .unwrap();
     assert_eq!(qr, 0, "waking showed a QR");
     assert_eq!(
-        sim().await.linked_devices("15550500001").await,
+        sim().await.linked_devices(phone).await,
         1,
         "a new device was linked"
     );
-    assert_eq!(sim().await.sent_by("15550500001").await.len(), 1);
+    assert_eq!(sim().await.sent_by(phone).await.len(), 1);
     r.shutdown().await.unwrap();
 }
 
