@@ -158,7 +158,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "session_memory",
-            "Memory of one session's browser processes (PSS), where measurable",
+            "Memory of one session's browser processes (PSS), where measurable; a shared browser's is split evenly between its sessions",
             Unit::Bytes,
             session_memory.clone(),
         );

@@ -461,19 +461,27 @@ async fn account(shared: Arc<Shared>, metrics: crate::http::Metrics) {
             .iter()
             .map(|(id, e)| (id.clone(), e.handle.as_ref().and_then(|h| h.process_id())))
             .collect();
-        metrics.set_live_browsers(live.len() as i64);
+        // Sessions of a shared browser share its process: its memory is split between them.
+        let mut by_pid: std::collections::HashMap<u32, Vec<String>> = Default::default();
+        for (id, pid) in &live {
+            if let Some(pid) = pid {
+                by_pid.entry(*pid).or_default().push(id.clone());
+            }
+        }
+        let without_pid = live.iter().filter(|(_, p)| p.is_none()).count();
+        metrics.set_live_browsers((by_pid.len() + without_pid) as i64);
         let ids: std::collections::HashSet<String> =
             live.iter().map(|(id, _)| id.clone()).collect();
         for gone in known.difference(&ids) {
             metrics.remove_session(gone);
         }
-        for (id, pid) in live {
-            if let Some(pid) = pid {
-                if let Ok(Ok(bytes)) =
-                    tokio::task::spawn_blocking(move || crate::http::process_tree_pss_bytes(pid))
-                        .await
-                {
-                    metrics.set_session_memory_bytes(&id, bytes);
+        for (pid, sessions) in by_pid {
+            if let Ok(Ok(bytes)) =
+                tokio::task::spawn_blocking(move || crate::http::process_tree_pss_bytes(pid)).await
+            {
+                let each = bytes / sessions.len() as u64;
+                for id in sessions {
+                    metrics.set_session_memory_bytes(&id, each);
                 }
             }
         }

@@ -34,11 +34,11 @@ use chromiumoxide::cdp::browser_protocol::inspector::{
     EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
 };
 use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
-use chromiumoxide::cdp::browser_protocol::target::CreateBrowserContextParams;
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
     GetTargetsParams,
 };
+use chromiumoxide::cdp::browser_protocol::target::{CreateBrowserContextParams, TargetId};
 use chromiumoxide::cdp::js_protocol::runtime::{
     AddBindingParams, CallArgument, CallFunctionOnParams, EventBindingCalled,
 };
@@ -222,9 +222,22 @@ impl ChromiumDriver {
         // Its own crash is reported to each session through `dead`; this sink reaches no one.
         let (tx, _) = mpsc::channel(1);
         let started = std::time::Instant::now();
-        let b = Arc::new(
-            BrowserProcess::launch(&self.config, dir, Arc::new(EventSink::new(tx))).await?,
-        );
+        let b = BrowserProcess::launch(&self.config, dir, Arc::new(EventSink::new(tx))).await?;
+        if let Ok(Ok(targets)) = tokio::time::timeout(
+            self.config.cdp_timeout,
+            b.browser.execute(GetTargetsParams::default()),
+        )
+        .await
+        {
+            *b.initial_tabs.lock().unwrap_or_else(|p| p.into_inner()) = targets
+                .result
+                .target_infos
+                .iter()
+                .filter(|t| t.r#type == "page")
+                .map(|t| t.target_id.clone())
+                .collect();
+        }
+        let b = Arc::new(b);
         tracing::info!(
             pid = b.pid,
             ms = started.elapsed().as_millis() as u64,
@@ -247,6 +260,7 @@ impl ChromiumDriver {
         &self,
         spec: SessionSpec,
     ) -> Result<(Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>), DriverError> {
+        check_login_format(self.config.shared_dir.is_some(), &spec.profile_dir)?;
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let sink = Arc::new(EventSink::new(tx));
         let started = std::time::Instant::now();
@@ -287,6 +301,30 @@ impl ChromiumDriver {
             }
         }
     }
+}
+
+/// A login stored in one browser mode is unreadable in the other (Chromium's own stores vs an
+/// export of a context's storage): fail with auth_restore_failed instead of showing a new QR.
+fn check_login_format(shared: bool, profile_dir: &Path) -> Result<(), DriverError> {
+    let export = profile_dir
+        .join(crate::auth_store::CONTEXT_EXPORT_DIR)
+        .join(EXPORT_FILE)
+        .exists();
+    let chromium = ["Default/IndexedDB", "Default/Local Storage"]
+        .iter()
+        .any(|d| profile_dir.join(d).exists());
+    let (saved_by, here) = match (shared, export, chromium) {
+        (true, false, true) => ("per-session", "shared"),
+        (false, true, false) => ("shared", "per-session"),
+        _ => return Ok(()),
+    };
+    Err(DriverError::permanent(
+        ErrorCode::AuthRestoreFailed,
+        format!(
+            "the stored login was saved with WA_BROWSER_MODE={saved_by} and this runner uses \
+             {here}; every runner of a database must use the same mode"
+        ),
+    ))
 }
 
 #[async_trait]
@@ -482,6 +520,9 @@ struct BrowserProcess {
     /// Set once the process exited or its DevTools connection closed.
     dead: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The blank tab(s) Chromium opened at start, closed once a session has its own page (each
+    /// costs a renderer).
+    initial_tabs: Mutex<Vec<TargetId>>,
 }
 
 /// What a session's page lives in.
@@ -513,7 +554,22 @@ impl Owner {
                     .build()
                     .map_err(|e| DriverError::transient(ErrorCode::BrowserStartFailed, e))?;
                 match tokio::time::timeout(timeout, browser.browser.new_page(params)).await {
-                    Ok(Ok(p)) => Ok(p),
+                    Ok(Ok(p)) => {
+                        let initial = std::mem::take(
+                            &mut *browser
+                                .initial_tabs
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner()),
+                        );
+                        for t in initial {
+                            let _ = tokio::time::timeout(
+                                timeout,
+                                browser.browser.execute(CloseTargetParams::new(t)),
+                            )
+                            .await;
+                        }
+                        Ok(p)
+                    }
                     Ok(Err(e)) => Err(DriverError::transient(
                         ErrorCode::BrowserStartFailed,
                         format!("cannot open a tab in the context: {e}"),
@@ -696,6 +752,7 @@ impl BrowserProcess {
             exited: exited_rx,
             dead: dead_rx,
             tasks: vec![handler_task, drain, watcher],
+            initial_tabs: Mutex::new(Vec::new()),
         })
     }
 
@@ -1599,6 +1656,33 @@ mod tests {
             .iter()
             .any(|a| a.starts_with("--user-agent=Mozilla/5.0")));
         assert_eq!(args.iter().any(|a| a == "--no-sandbox"), running_as_root());
+    }
+
+    #[test]
+    fn a_login_stored_in_the_other_browser_mode_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        // Nothing stored yet: either mode may start.
+        assert!(check_login_format(true, p).is_ok() && check_login_format(false, p).is_ok());
+        std::fs::create_dir_all(p.join("Default/IndexedDB")).unwrap();
+        assert!(check_login_format(false, p).is_ok());
+        let err = check_login_format(true, p).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthRestoreFailed);
+        assert!(!err.is_transient(), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join(crate::auth_store::CONTEXT_EXPORT_DIR)).unwrap();
+        std::fs::write(
+            p.join(crate::auth_store::CONTEXT_EXPORT_DIR)
+                .join(EXPORT_FILE),
+            "{}",
+        )
+        .unwrap();
+        assert!(check_login_format(true, p).is_ok());
+        assert_eq!(
+            check_login_format(false, p).unwrap_err().code(),
+            ErrorCode::AuthRestoreFailed
+        );
     }
 
     #[test]
