@@ -20,11 +20,21 @@ struct RunnerProc {
 }
 
 async fn runner_proc(db: &TestDb, capacity: u32, ttl: &str) -> RunnerProc {
+    runner_proc_with(db, capacity, ttl, &[]).await
+}
+
+async fn runner_proc_with(
+    db: &TestDb,
+    capacity: u32,
+    ttl: &str,
+    extra: &[(&str, &str)],
+) -> RunnerProc {
     let dir = std::env::temp_dir().join(format!("wa-fleet-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("runner.log");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-outbox"))
         .arg("run")
+        .envs(extra.iter().copied())
         .env("DATABASE_URL", &db.url)
         .env("WA_WEB_URL", format!("{}/", sim().await.url))
         .env("WA_DATA_DIR", &dir)
@@ -310,4 +320,69 @@ async fn sigterm_moves_sessions_at_once_and_a_new_runner_takes_new_sessions() {
             .unwrap();
         assert!(st.success());
     }
+}
+
+/// Shared-browser mode: a draining runner exports each session's login from its browser context
+/// before it lets go, and the next runner imports it into a fresh context of its own browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_browser_sigterm_moves_sessions_to_another_runner_without_a_qr() {
+    let db = test_db().await;
+    let p = &db.pool;
+    let shared = [("WA_BROWSER_MODE", "shared")];
+    let a = runner_proc_with(&db, 3, "60s", &shared).await;
+    let sessions: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("fleet_s{i}"), format!("155504100{i:02}")))
+        .collect();
+    link_all(p, &sessions).await;
+    let a_id = a.id(p).await;
+    assert_eq!(owned(p, a_id).await, 2);
+    let b = runner_proc_with(&db, 3, "60s", &shared).await;
+    let b_id = b.id(p).await;
+    let since_event: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    sqlx::query("insert into wa_message (session_id, recipient, body) select 'fleet_s' || (n % 2), '15550499998', 'moving ' || n from generate_series(0, 9) n")
+        .execute(p)
+        .await
+        .unwrap();
+    a.signal(libc::SIGTERM);
+    let log = a.log.clone();
+    let mut a_child = a.child;
+    let status = tokio::time::timeout(Duration::from_secs(45), a_child.wait())
+        .await
+        .expect("exit within the grace period")
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        log_tail(&log)
+    );
+    wait_for(
+        "both connected on the other runner",
+        Duration::from_secs(45),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from wa_session where status = 'connected' and runner_id = $1",
+            )
+            .bind(b_id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    wait_for("all 10 sent", Duration::from_secs(120), || async {
+        (done_count(p).await == 10).then_some(())
+    })
+    .await;
+    assert_each_once_and_no_relink(p, &sessions, 5, since_event).await;
+    b.signal(libc::SIGTERM);
+    let mut c = b.child;
+    let st = tokio::time::timeout(Duration::from_secs(60), c.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success());
 }
