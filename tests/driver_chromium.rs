@@ -930,3 +930,49 @@ async fn shared_browser_keeps_sessions_apart_and_restores_a_login_from_its_expor
     }
     assert!(!group_alive(pid), "{:?}", group_members(pid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_shared_browser_is_killed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = shared_driver(dir.path()).config().clone();
+    c.cdp_timeout = Duration::from_secs(3);
+    let driver = ChromiumDriver::new(c);
+    let (first, mut rx1) = driver
+        .launch(spec(dir.path(), "hang-1", None))
+        .await
+        .unwrap();
+    let pid = first.browser_pid();
+    // The whole browser stops answering (its process group frozen).
+    // SAFETY: plain syscall on the browser's process group, which this test started.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGSTOP);
+    }
+    let started = Instant::now();
+    let err = match driver.launch(spec(dir.path(), "hang-2", None)).await {
+        Ok(_) => panic!("a session started in a frozen browser"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), ErrorCode::BrowserStartFailed, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    // It was killed: the session in it hears of it, and the next start gets a new browser.
+    wait_for(&mut rx1, "Crashed after the kill", |e| {
+        matches!(e, DriverEvent::Crashed { .. }).then_some(())
+    })
+    .await;
+    let (next, mut rx3) = driver
+        .launch(spec(dir.path(), "hang-3", None))
+        .await
+        .unwrap();
+    assert_ne!(next.browser_pid(), pid, "a fresh browser");
+    wait_for(&mut rx3, "Qr from the new browser", |e| {
+        matches!(e, DriverEvent::Qr { .. }).then_some(())
+    })
+    .await;
+    first.close().await.unwrap();
+    next.close().await.unwrap();
+    assert!(!process_alive(pid));
+}

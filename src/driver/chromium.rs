@@ -214,10 +214,13 @@ impl ChromiumDriver {
     /// The shared browser, started if there is none or the last one died.
     async fn shared_browser(&self, dir: &Path) -> Result<Arc<BrowserProcess>, DriverError> {
         let mut slot = self.shared.browser.lock().await;
-        if let Some(b) = slot.as_ref() {
+        if let Some(b) = slot.take() {
             if !b.is_dead() {
-                return Ok(b.clone());
+                *slot = Some(b.clone());
+                return Ok(b);
             }
+            // Its DevTools connection is gone but the process may live on: no leftovers.
+            kill_group(b.pid);
         }
         // Its own crash is reported to each session through `dead`; this sink reaches no one.
         let (tx, _) = mpsc::channel(1);
@@ -270,13 +273,22 @@ impl ChromiumDriver {
             )),
             Some(dir) => {
                 let browser = self.shared_browser(dir).await?;
-                let context = cdp_call(
+                let context = tokio::time::timeout(
                     self.config.cdp_timeout,
                     browser
                         .browser
                         .create_browser_context(CreateBrowserContextParams::default()),
                 )
-                .await?
+                .await
+                .map_err(|_| {
+                    // A shared browser that cannot even make a context is hung: kill it, so
+                    // the next start launches a fresh one instead of waiting on it forever.
+                    kill_group(browser.pid);
+                    DriverError::transient(
+                        ErrorCode::BrowserStartFailed,
+                        "the shared browser did not create a context in time; killed it",
+                    )
+                })?
                 .map_err(|e| {
                     DriverError::transient(
                         ErrorCode::BrowserStartFailed,
@@ -574,10 +586,14 @@ impl Owner {
                         ErrorCode::BrowserStartFailed,
                         format!("cannot open a tab in the context: {e}"),
                     )),
-                    Err(_) => Err(DriverError::transient(
-                        ErrorCode::BrowserStartFailed,
-                        "opening a tab timed out",
-                    )),
+                    Err(_) => {
+                        // Hung: see ChromiumDriver::launch.
+                        kill_group(browser.pid);
+                        Err(DriverError::transient(
+                            ErrorCode::BrowserStartFailed,
+                            "the shared browser did not open a tab in time; killed it",
+                        ))
+                    }
                 }
             }
         }
