@@ -190,6 +190,7 @@ async fn sigkill_mid_burst_moves_sessions_without_a_qr_and_every_message_arrives
     } else {
         (r2, r1, id1)
     };
+    let victim_dir = victim.log.parent().unwrap().to_path_buf();
     victim.signal(libc::SIGKILL);
     let killed = Instant::now();
     wait_for(
@@ -208,6 +209,13 @@ async fn sigkill_mid_burst_moves_sessions_without_a_qr_and_every_message_arrives
     )
     .await;
     let recovery = killed.elapsed();
+    // Its browsers died with it (no orphan keeps a page of the session open).
+    wait_for(
+        "the killed runner's browsers gone",
+        Duration::from_secs(20),
+        || async { chromium_pids(&victim_dir).is_empty().then_some(()) },
+    )
+    .await;
     wait_for("all 500 sent", Duration::from_secs(300), || async {
         (done_count(p).await == 500).then_some(())
     })
@@ -385,4 +393,75 @@ async fn shared_browser_sigterm_moves_sessions_to_another_runner_without_a_qr() 
         .unwrap()
         .unwrap();
     assert!(st.success());
+}
+
+/// Shared-browser mode after SIGKILL: nothing was exported at the end, so the survivor restores
+/// each login from its last periodic save in the database, mid-burst, without a QR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_browser_sigkill_mid_burst_moves_sessions_without_a_qr() {
+    let db = test_db().await;
+    let p = &db.pool;
+    let shared = [("WA_BROWSER_MODE", "shared")];
+    let victim = runner_proc_with(&db, 3, "6s", &shared).await;
+    let sessions: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("fleet_sk{i}"), format!("155504200{i:02}")))
+        .collect();
+    link_all(p, &sessions).await;
+    let survivor = runner_proc_with(&db, 3, "6s", &shared).await;
+    let survivor_id = survivor.id(p).await;
+    let since_event: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    sqlx::query("insert into wa_message (session_id, recipient, body) select 'fleet_sk' || (n % 2), '15550499997', 'burst ' || n from generate_series(0, 39) n")
+        .execute(p)
+        .await
+        .unwrap();
+    wait_for("a burst under way", Duration::from_secs(120), || async {
+        (done_count(p).await >= 4).then_some(())
+    })
+    .await;
+    let victim_dir = victim.log.parent().unwrap().to_path_buf();
+    victim.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    wait_for(
+        "both on the survivor, connected",
+        Duration::from_secs(120),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
+            )
+            .bind(survivor_id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    let recovery = killed.elapsed();
+    // Its browsers died with it (no orphan keeps a page of the session open).
+    wait_for(
+        "the killed runner's browsers gone",
+        Duration::from_secs(20),
+        || async { chromium_pids(&victim_dir).is_empty().then_some(()) },
+    )
+    .await;
+    wait_for("all 40 sent", Duration::from_secs(180), || async {
+        (done_count(p).await == 40).then_some(())
+    })
+    .await;
+    eprintln!(
+        "FIGURE failover (shared browser): SIGKILL → both sessions connected on the survivor in {:.1} s (lease TTL 6 s)",
+        recovery.as_secs_f64()
+    );
+    assert_each_once_and_no_relink(p, &sessions, 20, since_event).await;
+    survivor.signal(libc::SIGTERM);
+    let mut child = survivor.child;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("drain within 60 s")
+        .unwrap();
+    assert!(status.success(), "survivor exit: {status:?}");
+    drop(victim);
 }
