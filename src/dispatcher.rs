@@ -147,11 +147,19 @@ pub async fn run(shared: Arc<Shared>) {
             match claim(&shared, &ready).await {
                 Ok(rows) => {
                     let mut sessions = shared.sessions();
+                    let mut unclaim = Vec::new();
                     for row in rows {
-                        let Some(e) = sessions.get_mut(&row.session_id) else {
+                        // The session lost its page (a crash, a stop) while the claim ran: nothing
+                        // was sent, so the row goes back as it was. Leaving it `sending` would
+                        // strand it there.
+                        let Some(handle) = sessions
+                            .get_mut(&row.session_id)
+                            .and_then(|e| e.handle.clone())
+                        else {
+                            unclaim.push(row.id);
                             continue;
                         };
-                        let Some(handle) = e.handle.clone() else {
+                        let Some(e) = sessions.get_mut(&row.session_id) else {
                             continue;
                         };
                         e.in_flight = true;
@@ -166,6 +174,10 @@ pub async fn run(shared: Arc<Shared>) {
                             free_session(&sh, &c);
                             let _ = tx.send(c).await;
                         });
+                    }
+                    drop(sessions);
+                    if !unclaim.is_empty() {
+                        tokio::spawn(give_back(shared.clone(), unclaim));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming messages failed; retrying"),
@@ -490,6 +502,30 @@ async fn send_one(
             }
         }
     }
+}
+
+/// Rows claimed for a session that lost its page before they were handed to it: queued again, the
+/// claim undone (nothing was sent). Retried until written, like completions.
+async fn give_back(shared: Arc<Shared>, ids: Vec<i64>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match sqlx::query(
+            "update wa_message set status = 'queued', attempts = greatest(attempts - 1, 0)
+             where id = any($1) and status = 'sending'",
+        )
+        .bind(&ids)
+        .execute(&shared.pool)
+        .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, n = ids.len(), "giving back claimed messages failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    shared.dispatch_wake.notify_one();
 }
 
 fn status_for_ack(ack: i32) -> &'static str {

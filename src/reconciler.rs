@@ -555,6 +555,9 @@ async fn drive(
                         qr_count = 0;
                         if let Some(e) = shared.sessions().get_mut(id) {
                             e.handle = Some(session.clone());
+                            // A (re)started page: settle by id whatever an earlier page of this
+                            // session left in `sending` before sending anything new.
+                            e.recovered = false;
                         }
                         shared.dispatch_wake.notify_one();
                         // Local Storage reaches the disk seconds after the page writes it: save once
