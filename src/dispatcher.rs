@@ -152,14 +152,11 @@ pub async fn run(shared: Arc<Shared>) {
                         // The session lost its page (a crash, a stop) while the claim ran: nothing
                         // was sent, so the row goes back as it was. Leaving it `sending` would
                         // strand it there.
-                        let Some(handle) = sessions
+                        let Some((e, handle)) = sessions
                             .get_mut(&row.session_id)
-                            .and_then(|e| e.handle.clone())
+                            .and_then(|e| e.handle.clone().map(|h| (e, h)))
                         else {
                             unclaim.push(row.id);
-                            continue;
-                        };
-                        let Some(e) = sessions.get_mut(&row.session_id) else {
                             continue;
                         };
                         e.in_flight = true;
@@ -507,25 +504,32 @@ async fn send_one(
 /// Rows claimed for a session that lost its page before they were handed to it: queued again, the
 /// claim undone (nothing was sent). Retried until written, like completions.
 async fn give_back(shared: Arc<Shared>, ids: Vec<i64>) {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match sqlx::query(
+    until_written("given-back claims", ids.len(), || async {
+        sqlx::query(
             "update wa_message set status = 'queued', attempts = greatest(attempts - 1, 0)
              where id = any($1) and status = 'sending'",
         )
         .bind(&ids)
         .execute(&shared.pool)
         .await
-        {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, n = ids.len(), "giving back claimed messages failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+        .map(|_| ())
+    })
+    .await;
     shared.dispatch_wake.notify_one();
+}
+
+/// Retries a write the dispatcher must not lose, backing off from 50 ms to 5 s.
+async fn until_written<F, Fut>(what: &str, n: usize, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<()>>,
+{
+    let mut delay = Duration::from_millis(50);
+    while let Err(e) = write().await {
+        tracing::warn!(error = %e, n, "writing {what} failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 fn status_for_ack(ack: i32) -> &'static str {
@@ -550,17 +554,7 @@ async fn write_completions(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completio
         }
         // A completion is never dropped: retry until written (rows stay `sending` meanwhile,
         // and a crash here leaves them to the recovery path, which is still at most once).
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match write_batch(&shared, &batch).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, n = batch.len(), "writing completions failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        until_written("completions", batch.len(), || write_batch(&shared, &batch)).await;
         batch.clear();
     }
 }
