@@ -74,6 +74,76 @@ impl RunnerProc {
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(self.pid, sig) };
     }
+
+    /// SIGTERM, then the exit within `within`, which must be a success. Returns when the signal
+    /// was sent.
+    async fn drain(self, within: Duration) -> Instant {
+        self.signal(libc::SIGTERM);
+        let signalled = Instant::now();
+        let mut child = self.child;
+        let status = tokio::time::timeout(within, child.wait())
+            .await
+            .expect("exit within the grace period")
+            .unwrap();
+        assert!(
+            status.success(),
+            "exit status {status:?}\n{}",
+            log_tail(&self.log)
+        );
+        signalled
+    }
+}
+
+/// After a burst began: SIGKILL the victim; every session comes back connected on the survivor,
+/// the victim's browsers die with it, every message goes out exactly once without a relink or a
+/// QR, and the survivor still drains cleanly. Returns the time from the kill to all connected.
+#[allow(clippy::too_many_arguments)]
+async fn kill_and_recover(
+    p: &PgPool,
+    victim: RunnerProc,
+    survivor: RunnerProc,
+    sessions: &[(String, String)],
+    messages: i64,
+    since_event: i64,
+    reconnect_within: Duration,
+    send_within: Duration,
+) -> Duration {
+    let survivor_id = survivor.id(p).await;
+    let victim_dir = victim.log.parent().unwrap().to_path_buf();
+    victim.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    wait_for(
+        &format!("all {} on the survivor, connected", sessions.len()),
+        reconnect_within,
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
+            )
+            .bind(survivor_id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+            (n == sessions.len() as i64).then_some(())
+        },
+    )
+    .await;
+    let recovery = killed.elapsed();
+    // Its browsers died with it (no orphan keeps a page of the session open).
+    wait_for(
+        "the killed runner's browsers gone",
+        Duration::from_secs(20),
+        || async { chromium_pids(&victim_dir).is_empty().then_some(()) },
+    )
+    .await;
+    wait_for(&format!("all {messages} sent"), send_within, || async {
+        (done_count(p).await == messages).then_some(())
+    })
+    .await;
+    let per_session = messages as usize / sessions.len();
+    assert_each_once_and_no_relink(p, sessions, per_session, since_event).await;
+    survivor.drain(Duration::from_secs(60)).await;
+    drop(victim);
+    recovery
 }
 
 fn log_tail(log: &std::path::Path) -> String {
@@ -185,51 +255,23 @@ async fn sigkill_mid_burst_moves_sessions_without_a_qr_and_every_message_arrives
     })
     .await;
     let (id1, id2) = (r1.id(p).await, r2.id(p).await);
-    let (victim, survivor, survivor_id) = if owned(p, id1).await >= owned(p, id2).await {
-        (r1, r2, id2)
+    let (victim, survivor) = if owned(p, id1).await >= owned(p, id2).await {
+        (r1, r2)
     } else {
-        (r2, r1, id1)
+        (r2, r1)
     };
-    let victim_dir = victim.log.parent().unwrap().to_path_buf();
-    victim.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    wait_for(
-        "all ten on the survivor, connected",
+    let recovery = kill_and_recover(
+        p,
+        victim,
+        survivor,
+        &sessions,
+        500,
+        since_event,
         Duration::from_secs(180),
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
-            )
-            .bind(survivor_id)
-            .fetch_one(p)
-            .await
-            .unwrap();
-            (n == 10).then_some(())
-        },
+        Duration::from_secs(300),
     )
-    .await;
-    let recovery = killed.elapsed();
-    // Its browsers died with it (no orphan keeps a page of the session open).
-    wait_for(
-        "the killed runner's browsers gone",
-        Duration::from_secs(20),
-        || async { chromium_pids(&victim_dir).is_empty().then_some(()) },
-    )
-    .await;
-    wait_for("all 500 sent", Duration::from_secs(300), || async {
-        (done_count(p).await == 500).then_some(())
-    })
     .await;
     eprintln!("FIGURE failover: SIGKILL → all 10 sessions connected on the survivor in {:.1} s (lease TTL 6 s)", recovery.as_secs_f64());
-    assert_each_once_and_no_relink(p, &sessions, 50, since_event).await;
-    survivor.signal(libc::SIGTERM);
-    let mut child = survivor.child;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("drain within 60 s")
-        .unwrap();
-    assert!(status.success(), "survivor exit: {status:?}");
-    drop(victim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,19 +308,7 @@ async fn sigterm_moves_sessions_at_once_and_a_new_runner_takes_new_sessions() {
     let victim_id = victim.id(p).await;
     let had = owned(p, victim_id).await;
     assert!(had > 0, "the victim owned no session");
-    victim.signal(libc::SIGTERM);
-    let t0 = Instant::now();
-    let log = victim.log.clone();
-    let mut victim_child = victim.child;
-    let status = tokio::time::timeout(Duration::from_secs(45), victim_child.wait())
-        .await
-        .expect("exit within the grace period")
-        .unwrap();
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        log_tail(&log)
-    );
+    let t0 = victim.drain(Duration::from_secs(45)).await;
     let exited = t0.elapsed();
     let gone: i64 = sqlx::query_scalar("select count(*) from wa_runner where id = $1")
         .bind(victim_id)
@@ -354,18 +384,7 @@ async fn shared_browser_sigterm_moves_sessions_to_another_runner_without_a_qr() 
         .execute(p)
         .await
         .unwrap();
-    a.signal(libc::SIGTERM);
-    let log = a.log.clone();
-    let mut a_child = a.child;
-    let status = tokio::time::timeout(Duration::from_secs(45), a_child.wait())
-        .await
-        .expect("exit within the grace period")
-        .unwrap();
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        log_tail(&log)
-    );
+    a.drain(Duration::from_secs(45)).await;
     wait_for(
         "both connected on the other runner",
         Duration::from_secs(45),
@@ -386,13 +405,7 @@ async fn shared_browser_sigterm_moves_sessions_to_another_runner_without_a_qr() 
     })
     .await;
     assert_each_once_and_no_relink(p, &sessions, 5, since_event).await;
-    b.signal(libc::SIGTERM);
-    let mut c = b.child;
-    let st = tokio::time::timeout(Duration::from_secs(60), c.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(st.success());
+    b.drain(Duration::from_secs(60)).await;
 }
 
 /// Shared-browser mode after SIGKILL: nothing was exported at the end, so the survivor restores
@@ -408,7 +421,6 @@ async fn shared_browser_sigkill_mid_burst_moves_sessions_without_a_qr() {
         .collect();
     link_all(p, &sessions).await;
     let survivor = runner_proc_with(&db, 3, "6s", &shared).await;
-    let survivor_id = survivor.id(p).await;
     let since_event: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
         .fetch_one(p)
         .await
@@ -421,47 +433,19 @@ async fn shared_browser_sigkill_mid_burst_moves_sessions_without_a_qr() {
         (done_count(p).await >= 4).then_some(())
     })
     .await;
-    let victim_dir = victim.log.parent().unwrap().to_path_buf();
-    victim.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    wait_for(
-        "both on the survivor, connected",
+    let recovery = kill_and_recover(
+        p,
+        victim,
+        survivor,
+        &sessions,
+        40,
+        since_event,
         Duration::from_secs(120),
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
-            )
-            .bind(survivor_id)
-            .fetch_one(p)
-            .await
-            .unwrap();
-            (n == 2).then_some(())
-        },
+        Duration::from_secs(180),
     )
-    .await;
-    let recovery = killed.elapsed();
-    // Its browsers died with it (no orphan keeps a page of the session open).
-    wait_for(
-        "the killed runner's browsers gone",
-        Duration::from_secs(20),
-        || async { chromium_pids(&victim_dir).is_empty().then_some(()) },
-    )
-    .await;
-    wait_for("all 40 sent", Duration::from_secs(180), || async {
-        (done_count(p).await == 40).then_some(())
-    })
     .await;
     eprintln!(
         "FIGURE failover (shared browser): SIGKILL → both sessions connected on the survivor in {:.1} s (lease TTL 6 s)",
         recovery.as_secs_f64()
     );
-    assert_each_once_and_no_relink(p, &sessions, 20, since_event).await;
-    survivor.signal(libc::SIGTERM);
-    let mut child = survivor.child;
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("drain within 60 s")
-        .unwrap();
-    assert!(status.success(), "survivor exit: {status:?}");
-    drop(victim);
 }
