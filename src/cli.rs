@@ -32,7 +32,7 @@ pub enum Command {
     /// Start or stop a throwaway PostgreSQL cluster (used by the test script).
     #[command(hide = true)]
     DevPg {
-        #[arg(value_parser = ["start", "stop"])]
+        #[arg(value_parser = ["start", "stop", "destroy"])]
         action: String,
         #[arg(long)]
         dir: std::path::PathBuf,
@@ -75,9 +75,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints the admin URL of a fast throwaway cluster in `dir` (started or reused), or stops it.
+/// Prints the admin URL of a fast throwaway cluster in `dir` (started or reused), stops it, or
+/// destroys it (stopped, its files and `dir` removed, wherever they live).
 async fn dev_pg(action: &str, dir: &std::path::Path) -> anyhow::Result<()> {
     use crate::embedded_pg::{EmbeddedPg, PgOptions};
+    if action == "destroy" {
+        return EmbeddedPg::destroy(dir).await;
+    }
     let mut pg = EmbeddedPg::start(dir, PgOptions { fast: true }).await?;
     if action == "stop" {
         pg.force_stop()

@@ -55,8 +55,14 @@ pub async fn resolve(config: &Config) -> anyhow::Result<Database> {
     let pg = EmbeddedPg::start(&config.data_dir.join("pg"), PgOptions::default()).await?;
     let url = pg.url("postgres");
     tracing::info!(data_dir = %pg.data_dir.display(), port = pg.port, "DATABASE_URL unset: using the embedded PostgreSQL");
+    let files = if pg.cluster_dir == pg.data_dir {
+        String::new()
+    } else {
+        // As root the postgres user keeps the files in a folder it can enter.
+        format!(", files in {}", pg.cluster_dir.display())
+    };
     eprintln!(
-        "embedded PostgreSQL at {}  (connect: {})",
+        "embedded PostgreSQL at {}{files}  (connect: {})",
         pg.data_dir.display(),
         pg.psql_hint()
     );

@@ -3,7 +3,11 @@
 //!
 //! The cluster lives in a folder of its own; a second start finds it running (postmaster.pid and
 //! a live server) and reuses it. As root, the server binaries run as the `postgres` user, because
-//! initdb refuses to run as root.
+//! initdb refuses to run as root; that user often cannot even enter the folder the caller named
+//! (a clone under `/root`, a `mktemp -d`: both 0700), so as root the cluster's files live in a
+//! private folder of the `postgres` user's own, derived from the named folder, and the named
+//! folder keeps only a pointer to it (`CLUSTER`). The caller's directories are never chmod'ed or
+//! chown'ed. As any other user the named folder is the cluster itself, as before.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,9 +21,15 @@ const INSTALL_HINT: &str =
 /usr/lib/postgresql/*/bin. Install Debian's `postgresql` package (apt-get install postgresql) \
 or set DATABASE_URL to an existing server.";
 
+/// The file in a root-run data directory that names where its cluster really lives.
+const POINTER: &str = "CLUSTER";
+
 #[derive(Debug)]
 pub struct EmbeddedPg {
+    /// The folder the caller named (WA_DATA_DIR/pg, target/test-pg, `dev-pg --dir`).
     pub data_dir: PathBuf,
+    /// Where the cluster's files are: `data_dir` itself, or (as root) the postgres user's folder.
+    pub cluster_dir: PathBuf,
     pub port: u16,
     bin_dir: PathBuf,
     /// Whether this process started the server (and so should stop it).
@@ -59,16 +69,71 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     versions.pop().map(|(_, b)| b).context(INSTALL_HINT)
 }
 
-fn postgres_user() -> Option<(u32, u32)> {
-    // SAFETY: getpwnam with a valid C string; the result is read before any other call.
+struct PgUser {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+fn postgres_user() -> Option<PgUser> {
+    // SAFETY: getpwnam with a valid C string; the result is copied out before any other call.
     unsafe {
         let pw = libc::getpwnam(c"postgres".as_ptr());
         if pw.is_null() {
-            None
-        } else {
-            Some(((*pw).pw_uid, (*pw).pw_gid))
+            return None;
         }
+        let home = if (*pw).pw_dir.is_null() {
+            PathBuf::new()
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = std::ffi::CStr::from_ptr((*pw).pw_dir).to_bytes();
+            PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+        };
+        Some(PgUser {
+            uid: (*pw).pw_uid,
+            gid: (*pw).pw_gid,
+            home,
+        })
     }
+}
+
+const NO_POSTGRES_USER: &str =
+    "running as root, and initdb refuses root: create a `postgres` user \
+(Debian's postgresql package does), run as another user, or set DATABASE_URL";
+
+/// As root: the postgres user's private folder for the cluster named by `data_dir`. The name is
+/// the folder's last component (for a person reading `ls`) and a hash of its absolute path (so two
+/// checkouts never share a cluster and the same folder always finds its own again).
+fn private_cluster_dir(user: &PgUser, data_dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let base = if user.home.is_dir() {
+        user.home.join("wa-outbox")
+    } else {
+        PathBuf::from("/var/tmp/wa-outbox-pg")
+    };
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_bytes());
+    let label: String = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(32)
+        .collect();
+    base.join(format!("{label}-{}", &hex::encode(digest)[..16]))
+}
+
+/// Creates `dir` (and its parent) as a private folder of the postgres user: 0700, owned by it.
+fn make_private_dir(user: &PgUser, dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("cannot hand {} to the postgres user", d.display()))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {
@@ -80,12 +145,13 @@ impl EmbeddedPg {
     fn command(&self, tool: &str) -> anyhow::Result<Command> {
         let mut cmd = Command::new(self.bin_dir.join(tool));
         if is_root() {
-            let (uid, gid) = postgres_user().context(
-                "running as root, and initdb refuses root: create a `postgres` user (Debian's postgresql package does) or run as another user",
-            )?;
-            cmd.uid(uid).gid(gid);
+            let user = postgres_user().context(NO_POSTGRES_USER)?;
+            cmd.uid(user.uid).gid(user.gid);
         }
-        cmd.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+        // The tools chdir back to the caller's directory, which the postgres user may not enter.
+        cmd.current_dir(&self.cluster_dir)
+            .env_remove("PGDATA")
+            .env("LC_ALL", "C.UTF-8");
         Ok(cmd)
     }
 
@@ -94,6 +160,7 @@ impl EmbeddedPg {
         let data_dir = std::path::absolute(data_dir)?;
         let bin_dir = find_bin_dir()?;
         let mut pg = EmbeddedPg {
+            cluster_dir: data_dir.clone(),
             data_dir: data_dir.clone(),
             port: 0,
             bin_dir,
@@ -110,19 +177,13 @@ impl EmbeddedPg {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
         let _lock = DirLock::acquire(&self.data_dir.with_extension("lock"))?;
-        if is_root() {
-            if let Some((uid, gid)) = postgres_user() {
-                std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid))?;
-            }
-        }
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))?;
+        self.locate_cluster()?;
 
-        if !self.data_dir.join("PG_VERSION").exists() {
+        if !self.cluster_dir.join("PG_VERSION").exists() {
             let out = self
                 .command("initdb")?
                 .args(["-D"])
-                .arg(&self.data_dir)
+                .arg(&self.cluster_dir)
                 .args([
                     "-U",
                     "postgres",
@@ -140,7 +201,8 @@ impl EmbeddedPg {
                 .context("running initdb")?;
             if !out.status.success() {
                 bail!(
-                    "initdb failed: {}",
+                    "the embedded PostgreSQL could not be created in {} (initdb: {}); fix that or set DATABASE_URL to a server you run",
+                    self.cluster_dir.display(),
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
@@ -150,12 +212,13 @@ impl EmbeddedPg {
             self.port = port;
             return Ok(());
         }
-        let _ = std::fs::remove_file(self.data_dir.join("postmaster.pid"));
+        let _ = std::fs::remove_file(self.cluster_dir.join("postmaster.pid"));
         self.port = free_port()?;
+        // TCP on loopback only: no Unix socket, whose path would be limited to 107 bytes and
+        // would have to survive pg_ctl's shell with whatever the folder's name holds.
         let mut server_opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c max_connections=400",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=400",
             self.port,
-            self.data_dir.display()
         );
         if opts.fast {
             server_opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
@@ -163,18 +226,21 @@ impl EmbeddedPg {
         let out = self
             .command("pg_ctl")?
             .arg("-D")
-            .arg(&self.data_dir)
+            .arg(&self.cluster_dir)
             .args(["-l"])
-            .arg(self.data_dir.join("server.log"))
+            .arg(self.cluster_dir.join("server.log"))
             .args(["-o", &server_opts, "-w", "-t", "60", "start"])
             .output()
             .context("running pg_ctl start")?;
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let log = self.cluster_dir.join("server.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(10).collect();
             bail!(
-                "pg_ctl start failed: {}\n{}",
+                "the embedded PostgreSQL in {} did not start (pg_ctl: {}); see {} below, fix that or set DATABASE_URL to a server you run\n{}",
+                self.cluster_dir.display(),
                 String::from_utf8_lossy(&out.stderr).trim(),
+                log.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
@@ -182,9 +248,60 @@ impl EmbeddedPg {
         Ok(())
     }
 
-    /// The port of a live server already using this folder, if any.
+    /// Decides where the cluster's files are. Not root: `data_dir` itself (0700, as initdb
+    /// wants). Root: a cluster already in `data_dir` stays there; otherwise the postgres user's
+    /// private folder that `data_dir/CLUSTER` names, made on first use. A private folder without
+    /// a pointer belongs to a data directory that was deleted: it is stopped and made anew, just
+    /// as deleting the folder of a non-root cluster starts from scratch.
+    fn locate_cluster(&mut self) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if !is_root() || self.data_dir.join("PG_VERSION").exists() {
+            self.cluster_dir = self.data_dir.clone();
+            if is_root() {
+                // A cluster made in place by an earlier version, as the postgres user.
+                let user = postgres_user().context(NO_POSTGRES_USER)?;
+                std::os::unix::fs::chown(&self.data_dir, Some(user.uid), Some(user.gid))?;
+            }
+            std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))?;
+            return Ok(());
+        }
+        let user = postgres_user().context(NO_POSTGRES_USER)?;
+        let pointer = self.data_dir.join(POINTER);
+        let named = std::fs::read_to_string(&pointer)
+            .ok()
+            .map(|s| PathBuf::from(s.trim_end_matches('\n')))
+            .filter(|p| p.join("PG_VERSION").exists());
+        match named {
+            Some(dir) => self.cluster_dir = dir,
+            None => {
+                self.cluster_dir = private_cluster_dir(&user, &self.data_dir);
+                if self.cluster_dir.exists() {
+                    if self.running_port().is_some() {
+                        let _ = self
+                            .command("pg_ctl")?
+                            .arg("-D")
+                            .arg(&self.cluster_dir)
+                            .args(["-m", "immediate", "-w", "stop"])
+                            .output();
+                    }
+                    std::fs::remove_dir_all(&self.cluster_dir).with_context(|| {
+                        format!("cannot remove the stale {}", self.cluster_dir.display())
+                    })?;
+                }
+                make_private_dir(&user, &self.cluster_dir)?;
+                use std::os::unix::ffi::OsStrExt;
+                let mut text = self.cluster_dir.as_os_str().as_bytes().to_vec();
+                text.push(b'\n');
+                std::fs::write(&pointer, text)
+                    .with_context(|| format!("cannot write {}", pointer.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The port of a live server already using this cluster, if any.
     fn running_port(&self) -> Option<u16> {
-        let pid_file = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
         let mut lines = pid_file.lines();
         let pid: i32 = lines.next()?.trim().parse().ok()?;
         let port: u16 = lines.nth(2)?.trim().parse().ok()?;
@@ -216,7 +333,7 @@ impl EmbeddedPg {
         let out = self
             .command("pg_ctl")?
             .arg("-D")
-            .arg(&self.data_dir)
+            .arg(&self.cluster_dir)
             .args(["-m", "fast", "-w", "stop"])
             .output()?;
         if !out.status.success() {
@@ -226,6 +343,45 @@ impl EmbeddedPg {
             );
         }
         Ok(())
+    }
+
+    /// Stops the cluster in `data_dir` if it runs and removes it: its files (also where a root
+    /// run keeps them) and `data_dir` itself. For throwaway clusters (tests, `dev-pg destroy`).
+    pub async fn destroy(data_dir: &Path) -> anyhow::Result<()> {
+        let data_dir = std::path::absolute(data_dir)?;
+        if !data_dir.exists() {
+            return Ok(());
+        }
+        let mut pg = EmbeddedPg {
+            cluster_dir: data_dir.clone(),
+            data_dir: data_dir.clone(),
+            port: 0,
+            bin_dir: find_bin_dir()?,
+            started_here: false,
+        };
+        tokio::task::spawn_blocking(move || {
+            let _lock = DirLock::acquire(&pg.data_dir.with_extension("lock"))?;
+            if let Ok(text) = std::fs::read_to_string(pg.data_dir.join(POINTER)) {
+                pg.cluster_dir = PathBuf::from(text.trim_end_matches('\n'));
+            }
+            if pg.cluster_dir.join("postmaster.pid").exists() {
+                let _ = pg
+                    .command("pg_ctl")?
+                    .arg("-D")
+                    .arg(&pg.cluster_dir)
+                    .args(["-m", "immediate", "-w", "stop"])
+                    .output();
+            }
+            for dir in [&pg.cluster_dir, &pg.data_dir] {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)
+                        .with_context(|| format!("cannot remove {}", dir.display()))?;
+                }
+            }
+            let _ = std::fs::remove_file(pg.data_dir.with_extension("lock"));
+            Ok(())
+        })
+        .await?
     }
 
     /// Stops the server whoever started it.
