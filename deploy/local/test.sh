@@ -21,7 +21,8 @@ export WA_OUTBOX_BIN=$BIN
 PGDIR=$ROOT/target/test-pg
 WA_TEST_DATABASE_URL=$("$BIN" dev-pg start --dir "$PGDIR")
 export WA_TEST_DATABASE_URL
-cleanup() { "$BIN" dev-pg stop --dir "$PGDIR" >/dev/null 2>&1 || true; }
+# Throwaway: stopped and removed (as root its files live in the postgres user's folder, not here).
+cleanup() { "$BIN" dev-pg destroy --dir "$PGDIR" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 echo "test PostgreSQL: $WA_TEST_DATABASE_URL"
 
