@@ -11,7 +11,7 @@
 //! message is written twice; per session there is one message in flight, in (priority, id)
 //! order, spaced by the minimum interval plus jitter.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::driver::{DriverError, Media, MessageKind, OutgoingMessage, Session};
+use crate::driver::{DriverError, Media, MessageKind, OutgoingMessage, Sent, Session};
 use crate::error_code::ErrorCode;
 use crate::runner::Shared;
 
@@ -90,6 +90,8 @@ struct Completion {
     ack: Option<i16>,
     /// WhatsApp refused the send under this row's id: the next attempt gets a new one.
     new_id: bool,
+    /// Where the page filed the message (key and chat), when it differs from the claim's guess.
+    sent: Option<Sent>,
 }
 
 struct Claimed {
@@ -112,7 +114,7 @@ struct Claimed {
 pub async fn run(shared: Arc<Shared>) {
     let (done_tx, done_rx) = mpsc::channel::<Completion>(8192);
     let writer = tokio::spawn(write_completions(shared.clone(), done_rx));
-    let known = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let known = Arc::new(Mutex::new(HashMap::<String, String>::new()));
     loop {
         if shared.draining.is_cancelled() {
             break;
@@ -380,11 +382,17 @@ impl Shared {
     }
 }
 
+/// How a claimed row went out: found in the page from an earlier attempt, or sent now.
+enum Done {
+    Found(i32),
+    Sent(Sent),
+}
+
 async fn send_one(
     shared: &Shared,
     session: Arc<dyn Session>,
     row: Claimed,
-    known: &Mutex<HashSet<String>>,
+    known: &Mutex<HashMap<String, String>>,
 ) -> Completion {
     let started = Instant::now();
     let outcome = async {
@@ -414,34 +422,44 @@ async fn send_one(
                         "an earlier attempt under this id was refused (ack -1)",
                     ));
                 }
-                return Ok(Some(ack));
+                return Ok(Done::Found(ack));
             }
         }
+        // The chat is the wid the page answers for the number (today's page: the contact's LID).
         let key = format!("{}|{}", row.session_id, msg.chat_id);
-        let is_known = known
+        let cached = known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&key);
-        if !is_known && !msg.chat_id.ends_with("@g.us") {
-            let exists = tokio::time::timeout(timeout, session.number_exists(&msg.chat_id))
-                .await
-                .map_err(bounded("number lookup"))??;
-            if !exists {
-                return Err(permanent(
-                    ErrorCode::NotOnWhatsapp,
-                    format!("{} has no WhatsApp account", msg.chat_id),
-                ));
+            .get(&key)
+            .cloned();
+        let chat = match cached {
+            Some(chat) => chat,
+            None => {
+                let chat = tokio::time::timeout(timeout, session.resolve_chat(&msg.chat_id))
+                    .await
+                    .map_err(bounded("number lookup"))??
+                    .ok_or_else(|| {
+                        permanent(
+                            ErrorCode::NotOnWhatsapp,
+                            format!("{} has no WhatsApp account", msg.chat_id),
+                        )
+                    })?;
+                let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
+                if k.len() > 100_000 {
+                    k.clear();
+                }
+                k.insert(key, chat.clone());
+                chat
             }
-            let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
-            if k.len() > 100_000 {
-                k.clear();
-            }
-            k.insert(key);
-        }
-        tokio::time::timeout(timeout, session.send(&msg))
+        };
+        let msg = OutgoingMessage {
+            chat_id: chat,
+            ..msg
+        };
+        let sent = tokio::time::timeout(timeout, session.send(&msg))
             .await
             .map_err(bounded("send"))??;
-        Ok(None)
+        Ok(Done::Sent(sent))
     }
     .await;
     if let Some(m) = &shared.metrics {
@@ -456,11 +474,17 @@ async fn send_one(
         retry_at: None,
         ack: None,
         new_id: false,
+        sent: None,
     };
     match outcome {
-        Ok(found_ack) => Completion {
-            status: status_for_ack(found_ack.unwrap_or(0)),
-            ack: found_ack.map(|a| a as i16),
+        Ok(Done::Found(ack)) => Completion {
+            status: status_for_ack(ack),
+            ack: Some(ack as i16),
+            ..base
+        },
+        Ok(Done::Sent(sent)) => Completion {
+            status: status_for_ack(0),
+            sent: Some(sent),
             ..base
         },
         Err(DriverError::Permanent { code, message }) => Completion {
@@ -590,6 +614,14 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     let retry: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.retry_at).collect();
     let acks: Vec<Option<i16>> = batch.iter().map(|c| c.ack).collect();
     let new_ids: Vec<bool> = batch.iter().map(|c| c.new_id).collect();
+    let keys: Vec<Option<&str>> = batch
+        .iter()
+        .map(|c| c.sent.as_ref().map(|s| s.wa_message_id.as_str()))
+        .collect();
+    let chats: Vec<Option<&str>> = batch
+        .iter()
+        .map(|c| c.sent.as_ref().map(|s| s.chat_id.as_str()))
+        .collect();
     // One statement (no BEGIN/COMMIT round trips): the message rows and their sessions' idle
     // clocks move together.
     sqlx::query(
@@ -602,9 +634,11 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
              delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
              read_at = case when c.status in ('read', 'played') then coalesce(m.read_at, now()) else m.read_at end,
              finished_at = case when c.status = 'queued' then null else now() end,
-             wa_message_id = case when c.new_id then null else m.wa_message_id end
-           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[], $7::bool[])
-             as c(id, status, code, err, retry_at, ack, new_id)
+             wa_message_id = case when c.new_id then null else coalesce(c.key, m.wa_message_id) end,
+             chat_id = coalesce(c.chat, m.chat_id)
+           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[], $7::bool[],
+                       $8::text[], $9::text[])
+             as c(id, status, code, err, retry_at, ack, new_id, key, chat)
            where m.id = c.id and m.status = 'sending'
            returning m.session_id, c.status)
          update wa_session s set last_active_at = now()
@@ -617,6 +651,8 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     .bind(&retry)
     .bind(&acks)
     .bind(&new_ids)
+    .bind(&keys)
+    .bind(&chats)
     .execute(&shared.pool)
     .await?;
     Ok(())
@@ -691,23 +727,22 @@ async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<d
     shared.dispatch_wake.notify_one();
 }
 
-/// The key as we store it: the page serializes a message we sent to a group with our own JID
-/// appended (`true_<group>_<id>_<participant>`); the row holds `true_<group>_<id>`.
-fn stored_key(serialized: &str) -> &str {
-    let mut parts = serialized.splitn(4, '_');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(chat), Some(id), Some(_participant)) if chat.ends_with("@g.us") => {
-            &serialized[..serialized.find(chat).unwrap_or(0) + chat.len() + 1 + id.len()]
-        }
-        _ => serialized,
-    }
+/// The id part of a serialized message key (`<fromMe>_<chat>_<id>[_<participant>]`). Acks are
+/// matched on it with the session: today's page may key a message under the chat's LID, its
+/// phone number, or with our own JID appended for a group, but the id is the one we chose.
+pub fn bare_id(key: &str) -> &str {
+    key.split('_').nth(2).unwrap_or(key)
 }
 
 /// An ack from the page: move the row forward (never back) and record an ack event. An error ack
 /// (-1) fails only a row already `sent`: during a send the refusal comes back through the send
 /// itself, which retries it under a new id.
-pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::Result<()> {
-    let wa_message_id = stored_key(wa_message_id);
+pub async fn apply_ack(
+    shared: &Shared,
+    session_id: &str,
+    wa_message_id: &str,
+    ack: i32,
+) -> sqlx::Result<()> {
     sqlx::query(
         "with upd as (
            update wa_message set
@@ -721,7 +756,7 @@ pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::
              read_at = case when $2 >= 3 then coalesce(read_at, now()) else read_at end,
              played_at = case when $2 >= 4 then coalesce(played_at, now()) else played_at end,
              finished_at = coalesce(finished_at, now())
-           where wa_message_id = $1
+           where session_id = $3 and split_part(wa_message_id, '_', 3) = $4
              and (($2 < 0 and status = 'sent' and coalesce(ack, 0) <= 0)
                   or ($2 >= 0 and status in ('sending', 'sent', 'delivered', 'read') and coalesce(ack, -2) < $2))
            returning id, session_id, status)
@@ -730,6 +765,8 @@ pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::
     )
     .bind(wa_message_id)
     .bind(ack as i16)
+    .bind(session_id)
+    .bind(bare_id(wa_message_id))
     .execute(&shared.pool)
     .await?;
     Ok(())
@@ -737,24 +774,18 @@ pub async fn apply_ack(shared: &Shared, wa_message_id: &str, ack: i32) -> sqlx::
 
 #[cfg(test)]
 mod tests {
-    use super::stored_key;
+    use super::bare_id;
 
     #[test]
-    fn group_acks_match_the_stored_key() {
-        assert_eq!(
-            stored_key("true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011_15550001111@c.us"),
-            "true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011"
-        );
-        assert_eq!(
-            stored_key("true_15551234567-1600000000@g.us_3EB0AA_15550001111@c.us"),
-            "true_15551234567-1600000000@g.us_3EB0AA"
-        );
-        for unchanged in [
+    fn acks_match_on_the_bare_id() {
+        for key in [
+            "true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011_15550001111@c.us",
+            "true_120363012345678901@g.us_3EB0AABBCCDDEEFF0011",
             "true_15550002222@c.us_3EB0AABBCCDDEEFF0011",
-            "true_120363012345678901@g.us_3EB0AA",
-            "garbage",
+            "true_104857600012345@lid_3EB0AABBCCDDEEFF0011",
         ] {
-            assert_eq!(stored_key(unchanged), unchanged);
+            assert_eq!(bare_id(key), "3EB0AABBCCDDEEFF0011", "{key}");
         }
+        assert_eq!(bare_id("garbage"), "garbage");
     }
 }

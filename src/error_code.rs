@@ -39,6 +39,10 @@ error_codes! {
     AuthRestoreFailed => "auth_restore_failed": "the stored login could not be decrypted or restored",
     DeviceUnlinked => "device_unlinked": "the phone unlinked this device",
     InvalidPairPhone => "invalid_pair_phone": "pair_phone is not a phone number WhatsApp accepts",
+    SessionConflict => "session_conflict": "another WhatsApp Web page took this login over (CONFLICT)",
+    AccountBanned => "account_banned": "WhatsApp blocked the account (TOS_BLOCK, SMB_TOS_BLOCK)",
+    ProxyBlocked => "proxy_blocked": "WhatsApp refuses the network the browser connects from (PROXYBLOCK)",
+    WebVersionUnsupported => "web_version_unsupported": "this WhatsApp Web build lacks a module the driver uses, or says it is deprecated",
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -53,8 +57,11 @@ mod tests {
 
     #[test]
     fn every_code_is_in_the_migration_domain() {
-        let sql = include_str!("../migrations/20261124000001_outbox.sql");
-        let start = sql.find("create domain wa_error_code").unwrap();
+        // The latest definition of the domain's check.
+        let sql = include_str!("../migrations/20261201000003_todays_page.sql");
+        let start = sql
+            .find("alter domain wa_error_code add constraint")
+            .unwrap();
         let domain = &sql[start..start + sql[start..].find("));").unwrap()];
         for code in ErrorCode::ALL {
             assert!(

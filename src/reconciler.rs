@@ -12,7 +12,7 @@ use sqlx::Row;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::driver::{DriverEvent, SessionSpec};
+use crate::driver::{DriverError, DriverEvent, SessionSpec};
 use crate::error_code::ErrorCode;
 use crate::runner::{SessionCmd, SessionEntry, Shared};
 
@@ -458,6 +458,11 @@ async fn drive(
     let started =
         match tokio::time::timeout(shared.cfg.start_timeout, shared.driver.start(spec)).await {
             Ok(Ok(s)) => s,
+            // A page that lacks what the driver needs will lack it on the next start too.
+            Ok(Err(DriverError::Permanent { code, message })) => {
+                finish(shared, id, "failed", Some((code, &message))).await?;
+                return Ok(Exit::Quiet);
+            }
             Ok(Err(e)) => return Ok(Exit::Restart(e.to_string())),
             Err(_) => return Ok(Exit::Restart("browser start timed out".into())),
         };
@@ -471,6 +476,7 @@ async fn drive(
     let mut logout_deadline: Option<tokio::time::Instant> = None;
     let mut connected = false;
     let mut save_at: Option<tokio::time::Instant> = None;
+    let mut reconnect_deadline: Option<tokio::time::Instant> = None;
 
     let close = |session: Arc<dyn crate::driver::Session>| async move {
         if tokio::time::timeout(Duration::from_secs(10), session.close())
@@ -496,6 +502,14 @@ async fn drive(
                     tracing::warn!(session = %id, error = %e, "could not save the login");
                 }
                 save_at = Some(tokio::time::Instant::now() + LIVE_SAVE_EVERY);
+            }
+            _ = tokio::time::sleep_until(reconnect_deadline.unwrap_or_else(tokio::time::Instant::now)), if reconnect_deadline.is_some() => {
+                detach(shared);
+                close(session).await;
+                return Ok(Exit::Restart(format!(
+                    "the page did not reconnect within {:?}",
+                    shared.cfg.reconnect_timeout
+                )));
             }
             _ = tokio::time::sleep_until(logout_deadline.unwrap_or_else(tokio::time::Instant::now)), if logout_deadline.is_some() => {
                 tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
@@ -547,6 +561,7 @@ async fn drive(
                     }
                     DriverEvent::Connected { phone, push_name } => {
                         connected = true;
+                        reconnect_deadline = None;
                         sqlx::query("update wa_session set phone_number = $3, push_name = $4, restart_count = 0, next_start_at = null,
                                      last_active_at = now() where id = $1 and runner_id = $2")
                             .bind(id).bind(shared.id).bind(format!("+{}", phone.trim_start_matches('+'))).bind(&push_name)
@@ -566,9 +581,11 @@ async fn drive(
                     }
                     DriverEvent::Disconnected { reason } => {
                         // The page reconnects by itself and says Connected again; meanwhile the
-                        // dispatcher leaves this session alone.
+                        // dispatcher leaves this session alone. Not forever: a page stuck there
+                        // (UNLAUNCHED, wppconnect#2813) is restarted once the deadline passes.
                         tracing::info!(session = %id, %reason, "socket dropped; the page reconnects");
                         detach(shared);
+                        reconnect_deadline.get_or_insert(tokio::time::Instant::now() + shared.cfg.reconnect_timeout);
                     }
                     DriverEvent::LoggedOut { reason } => {
                         detach(shared);
@@ -577,12 +594,21 @@ async fn drive(
                         forget(shared, id, err).await?;
                         return Ok(Exit::Quiet);
                     }
-                    DriverEvent::Ack { wa_message_id, ack } => crate::dispatcher::apply_ack(shared, &wa_message_id, ack).await?,
+                    DriverEvent::Ack { wa_message_id, ack } => crate::dispatcher::apply_ack(shared, id, &wa_message_id, ack).await?,
                     DriverEvent::Incoming(msg) => record_incoming(shared, id, &msg).await?,
                     DriverEvent::Crashed { reason } => {
                         detach(shared);
                         close(session).await;
                         return Ok(Exit::Restart(reason));
+                    }
+                    DriverEvent::Failed { code, reason } => {
+                        // Restarting cannot help (banned, taken over, unsupported page): the
+                        // session ends failed with the page's own reason, its login kept.
+                        tracing::warn!(session = %id, %code, %reason, "the page cannot go on");
+                        detach(shared);
+                        close(session).await;
+                        finish(shared, id, "failed", Some((code, &reason))).await?;
+                        return Ok(Exit::Quiet);
                     }
                 }
             }

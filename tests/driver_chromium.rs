@@ -428,14 +428,21 @@ async fn login_send_ack_resume() {
     assert_eq!(inc.body.as_deref(), Some("hi there"));
     assert!(inc.from.starts_with("15550009002"), "{inc:?}");
 
-    // number_exists.
+    // resolve_chat: none for a number without WhatsApp, the page's own wid otherwise.
     post(
         "/_sim/unregistered",
         serde_json::json!({"numbers": ["15550009999"]}),
     )
     .await;
-    assert!(!session.number_exists("15550009999@c.us").await.unwrap());
-    assert!(session.number_exists("15550009001@c.us").await.unwrap());
+    assert_eq!(
+        session.resolve_chat("15550009999@c.us").await.unwrap(),
+        None
+    );
+    assert!(session
+        .resolve_chat("15550009001@c.us")
+        .await
+        .unwrap()
+        .is_some());
 
     // Close (idempotent), then start again from the same profile: no QR, straight to Connected.
     let pid = session.browser_pid();

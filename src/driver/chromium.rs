@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{
-    Driver, DriverError, DriverEvent, IncomingMessage, MessageKind, OutgoingMessage, Session,
+    Driver, DriverError, DriverEvent, IncomingMessage, MessageKind, OutgoingMessage, Sent, Session,
     SessionSpec, StartedSession,
 };
 use crate::error_code::ErrorCode;
@@ -67,6 +67,28 @@ const JS_LOGOUT: &str = include_str!("chromium/logout.js");
 const JS_LIVENESS: &str = include_str!("chromium/liveness.js");
 const JS_EXPORT_STORAGE: &str = include_str!("chromium/export_storage.js");
 const JS_IMPORT_STORAGE: &str = include_str!("chromium/import_storage.js");
+/// Helpers for today's page (message keys, LID siblings, sends in flight), handed to the functions
+/// below as their first argument (see `with_lib`).
+const JS_LIB: &str = include_str!("chromium/lib.js");
+
+/// `source` (a function whose first parameter is lib.js's result) as a function of the remaining
+/// arguments, for `Runtime.callFunctionOn`.
+fn with_lib(source: &str) -> String {
+    format!(
+        "function () {{ const lib = ({JS_LIB})(); \
+         return ({source}).apply(null, [lib].concat(Array.prototype.slice.call(arguments))); }}"
+    )
+}
+
+static FN_INSTALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_INSTALL));
+static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND));
+static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
+static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
+
+/// How long install waits for modules the page has not registered yet (today's page registers
+/// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
+/// missing.
+const MODULE_PROBE_MAX: Duration = Duration::from_secs(30);
 
 /// The export of a shared-browser session's storage, inside its profile folder.
 const EXPORT_FILE: &str = "storage.json";
@@ -459,11 +481,25 @@ enum PagePush {
         #[serde(default)]
         extra: serde_json::Value,
     },
+    /// A state the page never leaves by itself.
+    Terminal {
+        state: String,
+    },
     Error {
         #[serde(rename = "where")]
         at: Option<String>,
         message: Option<String>,
     },
+}
+
+/// The error code a terminal page state ends the session with.
+pub fn terminal_state_code(state: &str) -> ErrorCode {
+    match state {
+        "CONFLICT" => ErrorCode::SessionConflict,
+        "TOS_BLOCK" | "SMB_TOS_BLOCK" => ErrorCode::AccountBanned,
+        "PROXYBLOCK" => ErrorCode::ProxyBlocked,
+        _ => ErrorCode::WebVersionUnsupported,
+    }
 }
 
 impl PagePush {
@@ -509,6 +545,12 @@ impl PagePush {
                     extra,
                 })
             }
+            PagePush::Terminal { state } => DriverEvent::Failed {
+                code: terminal_state_code(&state),
+                reason: format!(
+                    "WhatsApp Web is in state {state}, which it does not leave by itself"
+                ),
+            },
             PagePush::Error { at, message } => {
                 tracing::warn!(
                     at = at.as_deref().unwrap_or("?"),
@@ -1063,9 +1105,18 @@ impl ChromiumSession {
                             let page = page.clone();
                             let config = config.clone();
                             let pair_phone = pair_phone.clone();
+                            let sink = sink.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = install(&page, &config, pair_phone.as_deref()).await {
-                                    tracing::warn!(error = %e, "re-installing page hooks failed");
+                                match install(&page, &config, pair_phone.as_deref()).await {
+                                    Ok(()) => {}
+                                    // The new document lacks what the driver needs: say so
+                                    // instead of running a session that cannot work.
+                                    Err(DriverError::Permanent { code, message }) => {
+                                        sink.emit(DriverEvent::Failed { code, reason: message }).await;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "re-installing page hooks failed");
+                                    }
                                 }
                             });
                         }
@@ -1417,27 +1468,43 @@ async fn install(
         }
     }
     let pair = pair_phone.map(|p| p.chars().filter(|c| c.is_ascii_digit()).collect::<String>());
-    call_function(
+    let probe = MODULE_PROBE_MAX.min(config.start_timeout);
+    let r = call_function(
         page,
-        JS_INSTALL,
-        vec![serde_json::json!(BINDING), serde_json::json!(pair)],
-        config.cdp_timeout,
+        &FN_INSTALL,
+        vec![
+            serde_json::json!(BINDING),
+            serde_json::json!(pair),
+            serde_json::json!(probe.as_millis() as u64),
+        ],
+        probe + config.cdp_timeout,
     )
     .await
-    .map(|_| ())
     .map_err(|e| {
         let m = match e {
             CallError::Timeout => "installing page hooks timed out".to_string(),
             CallError::Js(m) | CallError::Cdp(m) => format!("installing page hooks failed: {m}"),
         };
         DriverError::transient(ErrorCode::PageLoadFailed, m)
-    })
+    })?;
+    if let Some(missing) = r.get("missing").and_then(|m| m.as_array()) {
+        let names: Vec<&str> = missing.iter().filter_map(|m| m.as_str()).collect();
+        return Err(DriverError::permanent(
+            ErrorCode::WebVersionUnsupported,
+            format!(
+                "this WhatsApp Web build lacks what the driver uses: {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
 struct SendResult {
     error: Option<String>,
     id: Option<String>,
+    chat: Option<String>,
     ack: Option<i32>,
     result: Option<String>,
     #[serde(default)]
@@ -1446,29 +1513,29 @@ struct SendResult {
 
 #[async_trait]
 impl Session for ChromiumSession {
-    async fn number_exists(&self, chat_id: &str) -> Result<bool, DriverError> {
+    async fn resolve_chat(&self, chat_id: &str) -> Result<Option<String>, DriverError> {
         if chat_id.ends_with("@g.us") {
-            return Ok(true);
+            return Ok(Some(chat_id.to_string()));
         }
         if let Some(dead) = self.dead_error() {
             return Err(dead);
         }
         match self
             .call(
-                JS_NUMBER_EXISTS,
+                &FN_NUMBER_EXISTS,
                 vec![serde_json::json!(chat_id)],
                 self.config.send_timeout,
             )
             .await
         {
-            Ok(v) => Ok(v.as_bool().unwrap_or(false)),
+            Ok(v) => Ok(v.as_str().map(str::to_string)),
             Err(e) => Err(self
                 .map_call_error(e, ErrorCode::SendTimeout, "checking the number")
                 .await),
         }
     }
 
-    async fn send(&self, msg: &OutgoingMessage) -> Result<(), DriverError> {
+    async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
         if let Some(body) = &msg.body {
             if body.chars().count() > MAX_BODY_CHARS {
                 return Err(DriverError::permanent(
@@ -1512,7 +1579,7 @@ impl Session for ChromiumSession {
             media,
             msg.options.clone(),
         ];
-        let v = match self.call(JS_SEND, args, self.config.send_timeout).await {
+        let v = match self.call(&FN_SEND, args, self.config.send_timeout).await {
             Ok(v) => v,
             Err(e) => {
                 return Err(self
@@ -1534,10 +1601,12 @@ impl Session for ChromiumSession {
         }
         if let Some(id) = &r.id {
             if *id != msg.wa_message_id {
-                tracing::warn!(
+                // Today's page files one-to-one messages under the contact's LID, or under the
+                // chat's sibling wid: the row keeps the key the page uses.
+                tracing::debug!(
                     expected = %msg.wa_message_id,
                     page = %id,
-                    "page serialised the message id differently"
+                    "the page keys the message differently"
                 );
             }
         }
@@ -1558,7 +1627,14 @@ impl Session for ChromiumSession {
         if r.existed {
             tracing::info!(id = %msg.wa_message_id, "message already in the page; not sent again");
         }
-        Ok(())
+        // A key we cannot read back is still sent; the row keeps the one it has.
+        let wa_message_id =
+            r.id.filter(|id| crate::dispatcher::bare_id(id) == msg.id)
+                .unwrap_or_else(|| msg.wa_message_id.clone());
+        Ok(Sent {
+            wa_message_id,
+            chat_id: r.chat.unwrap_or_else(|| msg.chat_id.clone()),
+        })
     }
 
     async fn find_message(
@@ -1571,7 +1647,7 @@ impl Session for ChromiumSession {
         }
         match self
             .call(
-                JS_FIND_MESSAGE,
+                &FN_FIND_MESSAGE,
                 vec![serde_json::json!(chat_id), serde_json::json!(wa_message_id)],
                 self.config.cdp_timeout,
             )
@@ -1589,7 +1665,9 @@ impl Session for ChromiumSession {
             return Err(dead);
         }
         match self.call(JS_LOGOUT, vec![], self.config.cdp_timeout).await {
-            Ok(_) => {
+            // Today's page logs out by navigating to ?post_logout=1, which tears down the
+            // context the call ran in: the logout went through.
+            Ok(_) | Err(CallError::Cdp(_)) => {
                 self.sink
                     .emit(DriverEvent::LoggedOut {
                         reason: "logout requested".into(),
@@ -1742,6 +1820,7 @@ mod tests {
     #[test]
     fn injected_functions_are_single_function_expressions() {
         for src in [
+            JS_LIB,
             JS_WAIT_LOADED,
             JS_INSTALL,
             JS_SEND,

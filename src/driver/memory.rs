@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
-    Driver, DriverError, DriverEvent, OutgoingMessage, Session, SessionSpec, StartedSession,
+    Driver, DriverError, DriverEvent, OutgoingMessage, Sent, Session, SessionSpec, StartedSession,
 };
 use crate::error_code::ErrorCode;
 
@@ -239,14 +239,14 @@ impl MemorySession {
 
 #[async_trait]
 impl Session for MemorySession {
-    async fn number_exists(&self, chat_id: &str) -> Result<bool, DriverError> {
+    async fn resolve_chat(&self, chat_id: &str) -> Result<Option<String>, DriverError> {
         if self.dead() {
             return std::future::pending().await;
         }
-        Ok(!self.world.lock().unregistered.contains(chat_id))
+        Ok((!self.world.lock().unregistered.contains(chat_id)).then(|| chat_id.to_string()))
     }
 
-    async fn send(&self, msg: &OutgoingMessage) -> Result<(), DriverError> {
+    async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
         if self.dead() {
             return std::future::pending().await;
         }
@@ -293,7 +293,10 @@ impl Session for MemorySession {
                 ack: 1,
             });
         }
-        Ok(())
+        Ok(Sent {
+            wa_message_id: msg.wa_message_id.clone(),
+            chat_id: msg.chat_id.clone(),
+        })
     }
 
     async fn find_message(

@@ -48,6 +48,10 @@ pub enum DriverEvent {
     Incoming(IncomingMessage),
     /// The page or the browser died. The runner closes the session and restarts it with back-off.
     Crashed { reason: String },
+    /// The page is in a state it never leaves by itself (another page took the login, the account
+    /// is banned, the proxy is blocked, this build of WhatsApp Web is unsupported), or lacks what
+    /// the driver needs. The runner ends the session with `code`; restarting cannot help.
+    Failed { code: ErrorCode, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +127,16 @@ pub struct OutgoingMessage {
     pub options: serde_json::Value,
 }
 
+/// Where the page filed a message it sent: today's page may key a one-to-one message under the
+/// contact's LID, or under the chat's sibling wid, rather than under the key the runner chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The serialized key as the page holds it (same bare id as the one chosen).
+    pub wa_message_id: String,
+    /// The chat the page sent it to.
+    pub chat_id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// Worth retrying: timeouts, crashes, reloads.
@@ -184,13 +198,14 @@ pub struct StartedSession {
 /// One running session's page. Every method is bounded by a timeout inside the driver.
 #[async_trait]
 pub trait Session: Send + Sync + 'static {
-    /// Does this JID have a WhatsApp account? Groups are not asked (always true).
-    async fn number_exists(&self, chat_id: &str) -> Result<bool, DriverError>;
+    /// The chat to send to for this JID: the wid the page answers with (on today's page a
+    /// contact's LID), or `None` when the number has no WhatsApp account. Groups are not asked.
+    async fn resolve_chat(&self, chat_id: &str) -> Result<Option<String>, DriverError>;
     /// Send one message under its pre-chosen id. Returns once the page has accepted it
-    /// (ack >= 0); later acks arrive as events.
-    async fn send(&self, msg: &OutgoingMessage) -> Result<(), DriverError>;
-    /// Recovery after a crash mid-send: does a message with this id exist in that chat?
-    /// `Some(ack)` if it does.
+    /// (ack >= 0), with the key and chat the page filed it under; later acks arrive as events.
+    async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError>;
+    /// Recovery after a crash mid-send: does a message of ours with this id exist in that chat
+    /// (under either of its wids, or still being sent)? `Some(ack)` if it does.
     async fn find_message(
         &self,
         chat_id: &str,

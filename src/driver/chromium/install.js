@@ -1,13 +1,49 @@
 // Hooks the page's own models and pushes everything the runner needs through the CDP binding
 // named `bindingName`. Called after every load of the document; a second call on the same document
 // is a no-op. Uses only the module surface whatsapp-web.js 1.34 uses (Client.inject,
-// attachEventListeners, AuthStore).
-function (bindingName, pairPhone) {
+// attachEventListeners, AuthStore), read through lib.js so that today's page (minified message
+// keys, LID chats, strict window.require) is handled in one place.
+//
+// First it probes every module and function the driver uses. Today's page registers modules
+// progressively, often seconds after its loader (wa-js PR 3476), so a miss is retried until
+// `probeMs` has passed; then the missing names are returned ({missing}) and nothing is hooked: the
+// runner fails the session with web_version_unsupported instead of restarting it in a loop.
+async function (lib, bindingName, pairPhone, probeMs) {
     const MARK = Symbol.for('wa-outbox.hooks');
+    if (window[MARK]) return 'already';
+
+    const NEEDED = [
+        ['WAWebSocketModel', 'Socket'], ['WAWebConnModel', 'Conn'], ['WAWebCmd', 'Cmd'],
+        ['WAWebCollections', 'Msg'], ['WAWebCollections', 'Chat'], ['WAWebMsgKey', null],
+        ['WAWebWidFactory', 'createWid'], ['WAWebWidFactory', 'asUserWidOrThrow'],
+        ['WAWebUserPrefsMeUser', 'getMaybeMePnUser'], ['WAWebUserPrefsMeUser', 'getMaybeMeLidUser'],
+        ['WAWebFindChatAction', 'findOrCreateLatestChat'], ['WAWebSendMsgChatAction', 'addAndSendMsgToChat'],
+        ['WAWebQueryExistsJob', 'queryWidExists'], ['WAWebGetEphemeralFieldsMsgActionsUtils', 'getEphemeralFields'],
+        ['WALinkify', 'findLink'], ['WAWebLinkPreviewChatAction', 'getLinkPreview'],
+        ['WAWebCompanionRegClientUtils', 'DEVICE_PLATFORM'], ['WAWebUserPrefsInfoStore', 'waNoiseInfo'],
+        ['WAWebSignalStoreApi', 'waSignalStore'], ['WABase64', 'encodeB64'],
+        ['WAWebUserPrefsMultiDevice', 'getADVSecretKey'],
+        ['WAWebMediaOpaqueData', 'createFromData'], ['WAWebPrepRawMedia', 'prepRawMedia'],
+        ['WAWebMediaStorage', 'getOrCreateMediaObject'], ['WAWebMmsMediaTypes', 'msgToMediaType'],
+        ['WAWebMediaDataUtils', 'shouldUseMediaCache'], ['WAWebMediaInMemoryBlobCache', 'InMemoryMediaBlobCache'],
+        ['WAWebMediaMmsV4Upload', 'uploadMedia'],
+    ];
+    if (pairPhone) NEEDED.push(['WAWebAltDeviceLinkingApi', 'startAltLinkingFlow']);
+    const missingNow = () => NEEDED.filter(([mod, member]) => {
+        const m = lib.maybe(mod);
+        return !m || (member != null && m[member] == null);
+    }).map(([mod, member]) => (member ? mod + '.' + member : mod));
+    const started = Date.now();
+    let missing = missingNow();
+    while (missing.length && Date.now() - started < probeMs) {
+        await new Promise((r) => setTimeout(r, 250));
+        missing = missingNow();
+    }
+    if (missing.length) return { missing: missing };
     if (window[MARK]) return 'already';
     window[MARK] = true;
 
-    const req = window.require;
+    const req = lib.req;
     const push = (type, data) => {
         try {
             window[bindingName](JSON.stringify(Object.assign({ type: type }, data || {})));
@@ -15,8 +51,15 @@ function (bindingName, pairPhone) {
             // The binding is gone only when the page is going away; nothing to tell.
         }
     };
-    const widStr = (w) => (w == null ? null : typeof w === 'string' ? w : w._serialized || String(w));
+    const widStr = lib.widStr;
     const fail = (where, e) => push('error', { where: where, message: String((e && e.message) || e) });
+
+    // WhatsApp Web logs out by navigating to ?post_logout=1 (page module WAWebReloadAfterLogout):
+    // the new document is unpaired and knows nothing of the session it replaced.
+    const params = new URLSearchParams(window.location.search);
+    if (params.get('post_logout') === '1') {
+        push('logged_out', { reason: 'post_logout' + (params.get('logout_reason') ? ': ' + params.get('logout_reason') : '') });
+    }
 
     const Socket = req('WAWebSocketModel').Socket;
     const Conn = req('WAWebConnModel').Conn;
@@ -31,7 +74,7 @@ function (bindingName, pairPhone) {
         const Reg = Object.assign(
             {},
             req('WAWebCompanionRegClientUtils'),
-            req('WAWebAdvSignatureApi'),
+            lib.maybe('WAWebAdvSignatureApi'),
             req('WAWebUserPrefsInfoStore'),
             req('WAWebSignalStoreApi'),
         );
@@ -90,7 +133,16 @@ function (bindingName, pairPhone) {
         everConnected = true;
         push('connected', { phone: wid.user != null ? String(wid.user) : widStr(wid), pushName: Conn.pushname || null });
     };
+    // States the page never leaves by itself (WAWebAppScreen: CONFLICT, TOS_BLOCK, SMB_TOS_BLOCK,
+    // PROXYBLOCK; whatsapp-web.js's WAState: DEPRECATED_VERSION): the runner ends the session with
+    // the state's own error code.
+    const TERMINAL = ['CONFLICT', 'TOS_BLOCK', 'SMB_TOS_BLOCK', 'PROXYBLOCK', 'DEPRECATED_VERSION'];
     const onState = (state) => {
+        if (TERMINAL.indexOf(state) >= 0) {
+            connected = false;
+            push('terminal', { state: String(state) });
+            return;
+        }
         if (state === 'CONNECTED') {
             if (Socket.hasSynced) sendConnected();
             return;
@@ -121,18 +173,30 @@ function (bindingName, pairPhone) {
 
     // ---- messages
     Msg.on('change:ack', (msg, ack) => {
-        if (msg && msg.id && msg.id.fromMe) push('ack', { id: widStr(msg.id), ack: Number(ack) });
+        const id = msg && msg.id && msg.id.fromMe ? lib.keyStr(msg.id) : null;
+        if (id) push('ack', { id: id, ack: Number(ack) });
     });
+    // Phone numbers where the page knows them (a LID chat's contact), the LID kept beside.
+    const pn = (wid) => {
+        if (wid && typeof wid.isLid === 'function' && wid.isLid()) return lib.sibling(wid) || wid;
+        return wid;
+    };
+    const lidOf = (wid) => (wid && typeof wid.isLid === 'function' && wid.isLid() ? widStr(wid) : null);
     const pushIncoming = (msg) => {
+        const id = lib.keyStr(msg.id);
+        if (!id) return fail('incoming', 'a message without a readable key');
         push('incoming', {
-            id: widStr(msg.id),
-            from: widStr(msg.from),
-            chatId: widStr(msg.id.remote),
+            id: id,
+            from: widStr(pn(msg.from)),
+            chatId: widStr(pn(msg.id.remote)),
             kind: String(msg.type || 'chat'),
             body: msg.mediaObject || msg.type !== 'chat' ? (msg.caption != null ? String(msg.caption) : null) : msg.body != null ? String(msg.body) : null,
             t: Number(msg.t || 0),
             extra: {
-                author: widStr(msg.author),
+                author: widStr(pn(msg.author)),
+                fromLid: lidOf(msg.from),
+                chatLid: lidOf(msg.id.remote),
+                authorLid: lidOf(msg.author),
                 notifyName: msg.notifyName || null,
                 mimetype: msg.mimetype || null,
                 filename: msg.filename || null,

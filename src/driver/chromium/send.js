@@ -1,163 +1,187 @@
 // Sends one message under the id the runner chose (and committed) beforehand, the way
 // whatsapp-web.js's WWebJS.sendMessage / processMediaData do, except that the message key's id is
 // ours instead of WAWebMsgKey.newId(): that is what lets a recovering runner ask whether it exists.
-// Every user-supplied value arrives here as a JSON argument.
-async function (chatId, id, kind, body, media, options) {
-    const req = window.require;
+// Every user-supplied value arrives here as a JSON argument; `lib` is lib.js.
+//
+// Returns the key and chat as the page stored them (today's page may file the message under the
+// chat's LID or its phone number: lib.findSent), or {error: 'no_chat'}.
+async function (lib, chatId, id, kind, body, media, options) {
+    const req = lib.req;
     const Collections = req('WAWebCollections');
     const WidFactory = req('WAWebWidFactory');
     options = options || {};
 
-    const chatWid = WidFactory.createWid(chatId);
-    const found = Collections.Chat.get(chatWid) ||
-        ((await req('WAWebFindChatAction').findOrCreateLatestChat(chatWid)) || {}).chat;
-    if (!found) return { error: 'no_chat' };
-    const chat = found;
+    const report = (msg, extra) => Object.assign({
+        id: lib.keyStr(msg.id),
+        chat: lib.widStr(msg.id.remote),
+        ack: Number(msg.ack),
+    }, extra || {});
 
-    const { getMaybeMeLidUser, getMaybeMePnUser } = req('WAWebUserPrefsMeUser');
-    const lidUser = getMaybeMeLidUser();
-    const meUser = getMaybeMePnUser();
-    let from = chat.id.isLid() ? lidUser : meUser;
-    let participant;
-    if (typeof chat.id.isGroup === 'function' && chat.id.isGroup()) {
-        from = chat.groupMetadata && chat.groupMetadata.isLidAddressingMode ? lidUser : meUser;
-        participant = WidFactory.asUserWidOrThrow(from);
-    }
-    const MsgKey = req('WAWebMsgKey');
-    const key = new MsgKey({ from: from, to: chat.id, id: id, participant: participant, selfDir: 'out' });
+    // A send of this id still running in this page (the runner timed out on it): join it.
+    const running = lib.inflight.get(id);
+    if (running) return Object.assign({}, await running, { existed: true });
 
-    // At most once: a message already under this key is never sent again.
-    const existing = Collections.Msg.get(key._serialized);
-    if (existing) return { id: key._serialized, ack: Number(existing.ack), existed: true };
+    // Registered before the first await, so a second call can never slip in between.
+    const work = (async () => {
+        const chatWid = WidFactory.createWid(chatId);
+        // At most once: a message of ours under this id, filed under either wid of the chat, is
+        // never sent again.
+        const existing = await lib.findSent(chatWid, id);
+        if (existing) return report(existing, { existed: true });
 
-    let content = body == null ? '' : body;
-    let mediaOptions = {};
-    if (media) {
-        // WWebJS.mediaInfoToFile + processMediaData.
-        const binary = window.atob(media.data);
-        const bytes = new Uint8Array(binary.length);
-        for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-        const file = new File([new Blob([bytes], { type: media.mimetype })], media.filename || 'file', {
-            type: media.mimetype,
-            lastModified: Date.now(),
-        });
-        const OpaqueData = req('WAWebMediaOpaqueData');
-        const opaqueData = await OpaqueData.createFromData(file, media.mimetype);
-        const mediaParams = {
-            asSticker: false,
-            asGif: false,
-            isPtt: kind === 'voice',
-            asDocument: kind === 'document',
-        };
-        const mediaPrep = req('WAWebPrepRawMedia').prepRawMedia(opaqueData, mediaParams);
-        const mediaData = await mediaPrep.waitForPrep();
-        const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
-        const mediaType = req('WAWebMmsMediaTypes').msgToMediaType({
-            type: mediaData.type,
-            isGif: mediaData.isGif,
-            isNewsletter: false,
-        });
-        if (!mediaData.filehash) throw new Error('media-fault: filehash undefined');
-        if (!(mediaData.mediaBlob instanceof OpaqueData)) {
-            mediaData.mediaBlob = await OpaqueData.createFromData(mediaData.mediaBlob, mediaData.mediaBlob.type);
+        // A contact whose chat moved to its LID is written to there (wa-js#3374: "always send to
+        // @lid"); a phone-number key would be refused like WhatsApp's error 463.
+        const isPn = typeof chatWid.isLid === 'function' && !chatWid.isLid() && chatWid.isUser();
+        const target = (isPn && lib.sibling(chatWid)) || chatWid;
+        const chat = Collections.Chat.get(target) ||
+            ((await req('WAWebFindChatAction').findOrCreateLatestChat(target)) || {}).chat;
+        if (!chat) return { error: 'no_chat' };
+
+        const { getMaybeMeLidUser, getMaybeMePnUser } = req('WAWebUserPrefsMeUser');
+        const lidUser = getMaybeMeLidUser();
+        const meUser = getMaybeMePnUser();
+        let from = chat.id.isLid() ? lidUser : meUser;
+        let participant;
+        if (typeof chat.id.isGroup === 'function' && chat.id.isGroup()) {
+            from = chat.groupMetadata && chat.groupMetadata.isLidAddressingMode ? lidUser : meUser;
+            participant = WidFactory.asUserWidOrThrow(from);
         }
-        mediaData.renderableUrl = mediaData.mediaBlob.url();
-        mediaObject.consolidate(mediaData.toJSON());
-        mediaData.mediaBlob.autorelease();
-        const shouldUseMediaCache = req('WAWebMediaDataUtils').shouldUseMediaCache(
-            req('WAWebMmsMediaTypes').castToV4(mediaObject.type),
-        );
-        if (shouldUseMediaCache && mediaData.mediaBlob instanceof OpaqueData) {
-            req('WAWebMediaInMemoryBlobCache').InMemoryMediaBlobCache.put(
-                mediaObject.filehash,
-                mediaData.mediaBlob.formData(),
+        const MsgKey = req('WAWebMsgKey');
+        const key = new MsgKey({ from: from, to: chat.id, id: id, participant: participant, selfDir: 'out' });
+        let content = body == null ? '' : body;
+        let mediaOptions = {};
+        if (media) {
+            // WWebJS.mediaInfoToFile + processMediaData.
+            const binary = window.atob(media.data);
+            const bytes = new Uint8Array(binary.length);
+            for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+            const file = new File([new Blob([bytes], { type: media.mimetype })], media.filename || 'file', {
+                type: media.mimetype,
+                lastModified: Date.now(),
+            });
+            const OpaqueData = req('WAWebMediaOpaqueData');
+            const opaqueData = await OpaqueData.createFromData(file, media.mimetype);
+            const mediaParams = {
+                asSticker: false,
+                asGif: false,
+                isPtt: kind === 'voice',
+                asDocument: kind === 'document',
+            };
+            const mediaPrep = req('WAWebPrepRawMedia').prepRawMedia(opaqueData, mediaParams);
+            const mediaData = await mediaPrep.waitForPrep();
+            const mediaObject = req('WAWebMediaStorage').getOrCreateMediaObject(mediaData.filehash);
+            const mediaType = req('WAWebMmsMediaTypes').msgToMediaType({
+                type: mediaData.type,
+                isGif: mediaData.isGif,
+                isNewsletter: false,
+            });
+            if (!mediaData.filehash) throw new Error('media-fault: filehash undefined');
+            if (!(mediaData.mediaBlob instanceof OpaqueData)) {
+                mediaData.mediaBlob = await OpaqueData.createFromData(mediaData.mediaBlob, mediaData.mediaBlob.type);
+            }
+            mediaData.renderableUrl = mediaData.mediaBlob.url();
+            mediaObject.consolidate(mediaData.toJSON());
+            mediaData.mediaBlob.autorelease();
+            const shouldUseMediaCache = req('WAWebMediaDataUtils').shouldUseMediaCache(
+                req('WAWebMmsMediaTypes').castToV4(mediaObject.type),
             );
+            if (shouldUseMediaCache && mediaData.mediaBlob instanceof OpaqueData) {
+                req('WAWebMediaInMemoryBlobCache').InMemoryMediaBlobCache.put(
+                    mediaObject.filehash,
+                    mediaData.mediaBlob.formData(),
+                );
+            }
+            const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
+                mimetype: mediaData.mimetype,
+                mediaObject: mediaObject,
+                mediaType: mediaType,
+            });
+            const mediaEntry = uploaded.mediaEntry;
+            if (!mediaEntry) throw new Error('upload failed: media entry was not created');
+            mediaData.set({
+                clientUrl: mediaEntry.mmsUrl,
+                deprecatedMms3Url: mediaEntry.deprecatedMms3Url,
+                directPath: mediaEntry.directPath,
+                mediaKey: mediaEntry.mediaKey,
+                mediaKeyTimestamp: mediaEntry.mediaKeyTimestamp,
+                filehash: mediaObject.filehash,
+                encFilehash: mediaEntry.encFilehash,
+                uploadhash: mediaEntry.uploadHash,
+                size: mediaObject.size,
+                streamingSidecar: mediaEntry.sidecar,
+                firstFrameSidecar: mediaEntry.firstFrameSidecar,
+                mediaHandle: null,
+            });
+            mediaOptions = mediaData;
+            mediaOptions.caption = body == null ? undefined : body;
+            content = mediaOptions.preview;
         }
-        const uploaded = await req('WAWebMediaMmsV4Upload').uploadMedia({
-            mimetype: mediaData.mimetype,
-            mediaObject: mediaObject,
-            mediaType: mediaType,
-        });
-        const mediaEntry = uploaded.mediaEntry;
-        if (!mediaEntry) throw new Error('upload failed: media entry was not created');
-        mediaData.set({
-            clientUrl: mediaEntry.mmsUrl,
-            deprecatedMms3Url: mediaEntry.deprecatedMms3Url,
-            directPath: mediaEntry.directPath,
-            mediaKey: mediaEntry.mediaKey,
-            mediaKeyTimestamp: mediaEntry.mediaKeyTimestamp,
-            filehash: mediaObject.filehash,
-            encFilehash: mediaEntry.encFilehash,
-            uploadhash: mediaEntry.uploadHash,
-            size: mediaObject.size,
-            streamingSidecar: mediaEntry.sidecar,
-            firstFrameSidecar: mediaEntry.firstFrameSidecar,
-            mediaHandle: null,
-        });
-        mediaOptions = mediaData;
-        mediaOptions.caption = body == null ? undefined : body;
-        content = mediaOptions.preview;
-    }
 
-    let extra = {};
-    if (!media && options.link_preview !== false) {
-        const link = req('WALinkify').findLink(content);
-        if (link) {
-            let preview = await req('WAWebLinkPreviewChatAction').getLinkPreview(link);
-            if (preview && preview.data) {
-                preview = preview.data;
-                preview.preview = true;
-                preview.subtype = 'url';
-                extra = Object.assign(extra, preview);
+        let extra = {};
+        if (!media && options.link_preview !== false) {
+            const link = req('WALinkify').findLink(content);
+            if (link) {
+                let preview = await req('WAWebLinkPreviewChatAction').getLinkPreview(link);
+                if (preview && preview.data) {
+                    preview = preview.data;
+                    preview.preview = true;
+                    preview.subtype = 'url';
+                    extra = Object.assign(extra, preview);
+                }
             }
         }
-    }
 
-    let quoted = {};
-    if (options.reply_to) {
-        let q = Collections.Msg.get(options.reply_to);
-        if (!q && typeof Collections.Msg.getMessagesById === 'function') {
-            const r = await Collections.Msg.getMessagesById([options.reply_to]);
-            q = r && r.messages && r.messages[0];
+        let quoted = {};
+        if (options.reply_to) {
+            let q = Collections.Msg.get(options.reply_to);
+            if (!q && typeof Collections.Msg.getMessagesById === 'function') {
+                const r = await Collections.Msg.getMessagesById([options.reply_to]);
+                q = r && r.messages && r.messages[0];
+            }
+            if (q) {
+                const ReplyUtils = req('WAWebMsgReply');
+                const canReply = ReplyUtils && ReplyUtils.canReplyMsg ? ReplyUtils.canReplyMsg(q.unsafe()) : q.canReply();
+                if (canReply) quoted = q.msgContextInfo(chat);
+            }
         }
-        if (q) {
-            const ReplyUtils = req('WAWebMsgReply');
-            const canReply = ReplyUtils && ReplyUtils.canReplyMsg ? ReplyUtils.canReplyMsg(q.unsafe()) : q.canReply();
-            if (canReply) quoted = q.msgContextInfo(chat);
-        }
+
+        const ephemeralFields = req('WAWebGetEphemeralFieldsMsgActionsUtils').getEphemeralFields(chat);
+        const message = Object.assign(
+            {
+                caption: media && body != null ? body : undefined,
+                isCaptionByUser: !!(media && body),
+                mentionedJidList: [],
+                id: key,
+                ack: 0,
+                body: content,
+                from: from,
+                to: chat.id,
+                local: true,
+                self: 'out',
+                t: Math.floor(Date.now() / 1000),
+                isNewMsg: true,
+                type: 'chat',
+            },
+            extra,
+            ephemeralFields,
+            mediaOptions,
+            mediaOptions.toJSON ? mediaOptions.toJSON() : {},
+            quoted,
+        );
+
+        const [msgPromise, sendResultPromise] = req('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, message);
+        const added = await msgPromise;
+        const result = await sendResultPromise;
+        // Read back where the page filed it: under our key, or under the chat's sibling wid.
+        const sent = (await lib.findSent(chat.id, id)) || added;
+        return report(sent || { id: key, ack: 0 }, {
+            result: result && result.messageSendResult != null ? String(result.messageSendResult) : null,
+        });
+    })();
+    lib.inflight.set(id, work);
+    try {
+        return await work;
+    } finally {
+        if (lib.inflight.get(id) === work) lib.inflight.delete(id);
     }
-
-    const ephemeralFields = req('WAWebGetEphemeralFieldsMsgActionsUtils').getEphemeralFields(chat);
-    const message = Object.assign(
-        {
-            caption: media && body != null ? body : undefined,
-            isCaptionByUser: !!(media && body),
-            mentionedJidList: [],
-            id: key,
-            ack: 0,
-            body: content,
-            from: from,
-            to: chat.id,
-            local: true,
-            self: 'out',
-            t: Math.floor(Date.now() / 1000),
-            isNewMsg: true,
-            type: 'chat',
-        },
-        extra,
-        ephemeralFields,
-        mediaOptions,
-        mediaOptions.toJSON ? mediaOptions.toJSON() : {},
-        quoted,
-    );
-
-    const [msgPromise, sendResultPromise] = req('WAWebSendMsgChatAction').addAndSendMsgToChat(chat, message);
-    await msgPromise;
-    const result = await sendResultPromise;
-    const sent = Collections.Msg.get(key._serialized);
-    return {
-        id: key._serialized,
-        ack: sent ? Number(sent.ack) : 0,
-        result: result && result.messageSendResult != null ? String(result.messageSendResult) : null,
-    };
 }

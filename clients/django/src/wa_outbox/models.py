@@ -85,6 +85,10 @@ class ErrorCode(models.TextChoices):
     AUTH_RESTORE_FAILED = "auth_restore_failed"
     DEVICE_UNLINKED = "device_unlinked"
     INVALID_PAIR_PHONE = "invalid_pair_phone"
+    SESSION_CONFLICT = "session_conflict"
+    ACCOUNT_BANNED = "account_banned"
+    PROXY_BLOCKED = "proxy_blocked"
+    WEB_VERSION_UNSUPPORTED = "web_version_unsupported"
 
 
 #: Message statuses after which the runner no longer touches the row's sending.

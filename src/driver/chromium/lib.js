@@ -1,0 +1,102 @@
+// What every injected function needs to survive today's page (DESIGN.md §3 "Today's page"). The
+// driver prepends its result as the first argument of send.js, find_message.js and the others.
+//
+// - A message key's serialized form: `_serialized` on pages before 2.3000.1042401057, the
+//   minified `$1` after (wa-js PRs 3484/3488), and `toString()` on both. Never undefined
+//   into a lookup: whatsapp-web.js 1.34.7's `Msg.get(key._serialized)` is `Msg.get(undefined)`
+//   there and reports a delivered message as unsent (whatsapp-web.js PR 201901).
+// - One-to-one chats live under the contact's LID (`@lid`) and a sent message can be indexed under
+//   the chat's sibling wid, LID ↔ phone number (whatsapp-web.js PR 201839): "already sent?" looks
+//   under both, by the bare id, and among the sends still in flight in this page.
+// - `window.require` throws for a module the page lacks (or has not registered yet).
+function () {
+    const req = (name) => window.require(name);
+    const maybe = (name) => {
+        try {
+            return window.require(name);
+        } catch (e) {
+            return null;
+        }
+    };
+    const keyStr = (k) => {
+        if (k == null) return null;
+        if (typeof k === 'string') return k;
+        if (typeof k._serialized === 'string') return k._serialized;
+        if (typeof k.$1 === 'string') return k.$1;
+        const s = String(k);
+        return s && s !== '[object Object]' ? s : null;
+    };
+    const bareId = (k) => {
+        if (k && typeof k === 'object' && k.id != null && typeof k.id !== 'object') return String(k.id);
+        const parts = String(keyStr(k) || '').split('_');
+        return parts.length >= 3 ? parts[2] : null;
+    };
+    // The other wid of a one-to-one chat (phone number ↔ LID), where the page knows it.
+    const sibling = (wid) => {
+        const Api = maybe('WAWebApiContact');
+        if (!Api || !wid || typeof wid.isUser !== 'function' || !wid.isUser()) return null;
+        try {
+            const isLid = typeof wid.isLid === 'function' && wid.isLid();
+            const f = isLid ? Api.getPhoneNumber : Api.getCurrentLid;
+            return typeof f === 'function' ? f(wid) || null : null;
+        } catch (e) {
+            return null;
+        }
+    };
+    // Sends started by send.js and not settled yet, by bare id. A send the runner gave up on keeps
+    // running in the page; a retry must join it, never start a second one.
+    const INFLIGHT = Symbol.for('wa-outbox.inflight');
+    const inflight = window[INFLIGHT] || (window[INFLIGHT] = new Map());
+
+    const isOurs = (m, id) => !!m && !!m.id && m.id.fromMe === true && bareId(m.id) === id;
+    // A message of ours with this bare id: in the chat or its sibling (under either wid, with our
+    // own JID appended as a group message's participant), then anywhere in the page's Msg
+    // collection, then in the page's own message store.
+    const findSent = async (chatWid, id) => {
+        const Collections = req('WAWebCollections');
+        const Msg = Collections.Msg;
+        const MsgKey = req('WAWebMsgKey');
+        const WidFactory = req('WAWebWidFactory');
+        const Me = req('WAWebUserPrefsMeUser');
+        const remotes = [chatWid, sibling(chatWid)].filter(Boolean);
+        const mePn = Me.getMaybeMePnUser();
+        const meLid = Me.getMaybeMeLidUser();
+        const keys = [];
+        // Keys are built as whatsapp-web.js builds them on the real page ({from, to, id, selfDir}).
+        for (const remote of remotes) {
+            const isLid = typeof remote.isLid === 'function' && remote.isLid();
+            const from = (isLid ? meLid : mePn) || mePn || meLid;
+            keys.push(keyStr(new MsgKey({ from: from, to: remote, id: id, selfDir: 'out' })));
+            if (typeof remote.isGroup === 'function' && remote.isGroup()) {
+                for (const me of [mePn, meLid]) {
+                    if (!me) continue;
+                    const participant = WidFactory.asUserWidOrThrow(me);
+                    keys.push(keyStr(new MsgKey({ from: me, to: remote, id: id, participant: participant, selfDir: 'out' })));
+                }
+            }
+        }
+        const wanted = keys.filter((k) => typeof k === 'string' && k.length > 0);
+        for (const k of wanted) {
+            const m = Msg.get(k);
+            if (isOurs(m, id)) return m;
+        }
+        for (const remote of remotes) {
+            const chat = Collections.Chat.get(remote);
+            const found = chat && chat.msgs && chat.msgs.getModelsArray().find((m) => isOurs(m, id));
+            if (found) return found;
+        }
+        const anywhere = Msg.getModelsArray().find((m) => isOurs(m, id));
+        if (anywhere) return anywhere;
+        if (typeof Msg.getMessagesById === 'function' && wanted.length) {
+            try {
+                const r = await Msg.getMessagesById(wanted);
+                const m = r && r.messages && r.messages.find((x) => isOurs(x, id));
+                if (m) return m;
+            } catch (e) {
+                // The page's store said no (or has no such key); the lookups above stand.
+            }
+        }
+        return null;
+    };
+    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent };
+}
