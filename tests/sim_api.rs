@@ -460,3 +460,135 @@ async fn oversized_bodies_get_a_json_error() {
     let (s, v) = sim.call("POST", "/_sim/incoming", Some(&big)).await;
     assert_json_error(s, &v, 413);
 }
+
+#[test]
+fn wa_version_is_validated() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wa-outbox"))
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--wa-version",
+            "2.3000.latest",
+        ])
+        .output()
+        .expect("run wa-outbox sim");
+    assert!(!out.status.success(), "a bad build number is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--wa-version") && err.contains("not a WhatsApp Web build number"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn page_reports_the_chosen_build() {
+    for (args, want) in [
+        (vec![], wa_outbox::sim::NEWEST_WA_VERSION),
+        (
+            vec!["--wa-version", wa_outbox::sim::EARLY_2026_WA_VERSION],
+            wa_outbox::sim::EARLY_2026_WA_VERSION,
+        ),
+    ] {
+        let sim = start_sim(&args);
+        let html = sim
+            .http
+            .get(format!("{}/", sim.base))
+            .send()
+            .await
+            .expect("GET /")
+            .text()
+            .await
+            .expect("body");
+        assert!(html.contains(&format!("\"version\":\"{want}\"")), "{want}");
+    }
+}
+
+#[tokio::test]
+async fn version_control_calls_validate_their_input() {
+    let sim = start_sim(&[]);
+    // Terminal states: a sentence naming the allowed ones for anything else.
+    let (s, v) = sim
+        .post(
+            "/_sim/state",
+            json!({"phone": "15550001111", "state": "CONNECTED"}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    assert!(v["error"].as_str().unwrap().contains("TOS_BLOCK"), "{v}");
+    let (s, v) = sim
+        .post("/_sim/state", json!({"phone": "x", "state": "CONFLICT"}))
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/state",
+            json!({"phone": "15550001111", "state": "CONFLICT"}),
+        )
+        .await;
+    assert_json_error(s, &v, 404);
+    // Reload: a phone with a page.
+    let (s, v) = sim.post("/_sim/reload", json!({"phone": "abc"})).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim.post("/_sim/reload", json!({})).await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post("/_sim/reload", json!({"phone": "15550001111"}))
+        .await;
+    assert_json_error(s, &v, 404);
+    // Late modules: names and a delay.
+    let (s, v) = sim
+        .post(
+            "/_sim/faults",
+            json!({"late_modules": ["WAWebQueryExistsJob"]}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/faults",
+            json!({"late_modules": ["bad name\""], "late_ms": 10}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/faults",
+            json!({"late_modules": ["WAWebQueryExistsJob"], "late_ms": 3000, "phone": "15550001111"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = sim.call("GET", "/_sim/faults", None).await;
+    assert_eq!(v["faults"]["late_modules"], json!(["WAWebQueryExistsJob"]));
+    assert_eq!(v["faults"]["late_ms"], 3000);
+    assert_eq!(v["faults"]["late_phone"], "15550001111");
+    let (_, v) = sim.post("/_sim/faults", json!({"late_modules": []})).await;
+    assert_eq!(v["faults"]["late_modules"], json!([]));
+    assert_eq!(v["faults"]["late_phone"], Value::Null);
+    // Ciphertext placeholders: a bounded delay, kept with the message.
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550002222", "body": "x", "ciphertext_ms": 700000}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550002222", "body": "x", "ciphertext_ms": 500}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Today's page addresses it by the sender's LID.
+    assert!(
+        v["serialized"].as_str().unwrap().starts_with("false_")
+            && v["serialized"].as_str().unwrap().contains("@lid_"),
+        "{v}"
+    );
+    let (_, v) = sim
+        .call("GET", "/_sim/messages?phone=15550001111", None)
+        .await;
+    assert_eq!(v["received"][0]["ciphertext_ms"], 500);
+    assert_eq!(v["received"][0]["from"], "15550002222");
+}

@@ -7,12 +7,14 @@
 //! JSON control API under `/_sim/`. See docs/simulator.md and docs/sim-surface.md.
 
 mod server;
+mod version;
 mod world;
 
 use std::io::Write;
 use std::time::Duration;
 
 pub use server::{router, SimState};
+pub use version::{WaVersion, EARLY_2026_WA_VERSION, LID_FROM_BUILD, NEWEST_WA_VERSION};
 pub use world::{AutoAck, SimConfig};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -43,6 +45,15 @@ pub struct SimArgs {
     /// Milliseconds between automatic ack steps (server → device → read).
     #[arg(long, default_value_t = 300)]
     pub ack_step_ms: u64,
+    /// The WhatsApp Web build to model (`Debug.VERSION`), e.g. 2.3000.1031490220 for the
+    /// early-2026 page; each behaviour switches at the build where the real page changed
+    /// (docs/sim-surface.md, "By version"). Default: the newest modelled.
+    #[arg(long, default_value = NEWEST_WA_VERSION)]
+    pub wa_version: String,
+    /// On builds that reload themselves after pairing, milliseconds from a fresh pairing to that
+    /// reload (OpenWA PR #1181: "roughly five minutes"); 0 never reloads.
+    #[arg(long, default_value_t = 300_000)]
+    pub reload_after_pair_ms: u64,
 }
 
 impl SimArgs {
@@ -54,7 +65,10 @@ impl SimArgs {
         if self.qr_first_ms == 0 || self.qr_interval_ms == 0 {
             anyhow::bail!("--qr-first-ms and --qr-interval-ms must be greater than 0");
         }
+        WaVersion::parse(&self.wa_version).map_err(|e| anyhow::anyhow!("--wa-version: {e}"))?;
         Ok(SimConfig {
+            wa_version: self.wa_version.trim().to_string(),
+            reload_after_pair: Duration::from_millis(self.reload_after_pair_ms),
             qr_first: Duration::from_millis(self.qr_first_ms),
             qr_interval: Duration::from_millis(self.qr_interval_ms),
             qr_refs: self.qr_refs,
@@ -66,9 +80,11 @@ impl SimArgs {
 }
 
 impl Default for SimConfig {
-    /// The CLI defaults: WhatsApp's QR timings, read acks 300 ms apart.
+    /// The CLI defaults: the newest modelled page, WhatsApp's QR timings, read acks 300 ms apart.
     fn default() -> Self {
         SimConfig {
+            wa_version: NEWEST_WA_VERSION.to_string(),
+            reload_after_pair: Duration::from_millis(300_000),
             qr_first: Duration::from_millis(60_000),
             qr_interval: Duration::from_millis(20_000),
             qr_refs: 6,
@@ -85,6 +101,7 @@ pub async fn spawn(
     listen: &str,
     config: SimConfig,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    WaVersion::parse(&config.wa_version).map_err(|e| anyhow::anyhow!("wa_version: {e}"))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

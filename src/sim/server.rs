@@ -25,8 +25,6 @@ use super::world::{
 };
 
 const APP_HTML: &str = include_str!("app.html");
-/// The `Debug.VERSION` the page reports; shaped like WhatsApp Web's so version checks parse it.
-pub const SIM_WA_VERSION: &str = "2.3000.1099999999";
 /// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
 const MAX_WS_MESSAGE: usize = 160 << 20;
 const MAX_BODY_CHARS: usize = 65_536;
@@ -99,6 +97,8 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/ack", post(ack))
         .route("/_sim/unregistered", post(unregistered))
         .route("/_sim/faults", get(get_faults).post(faults))
+        .route("/_sim/reload", post(reload))
+        .route("/_sim/state", post(set_state))
         .route("/_sim/media/{id}", get(media))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -159,7 +159,21 @@ async fn app_page(State(st): State<SimState>, headers: HeaderMap) -> Response {
     } else {
         format!("ws://{}/_sim/ws", base.trim_start_matches("http://"))
     };
-    let config = json!({"base": base, "ws": ws, "version": SIM_WA_VERSION});
+    let config = {
+        let w = st.world();
+        // The page reads its build (and the builds' faults) from here: see `since()` in app.html.
+        let late = (!w.faults.late_modules.is_empty()).then(|| {
+            json!({"modules": w.faults.late_modules, "ms": w.faults.late_ms,
+                   "phone": w.faults.late_phone})
+        });
+        json!({
+            "base": base,
+            "ws": ws,
+            "version": w.version.text,
+            "reload_after_pair_ms": w.config.reload_after_pair.as_millis() as u64,
+            "late": late,
+        })
+    };
     // JSON inside a <script> element: `<` must not open a tag.
     let config = config.to_string().replace('<', "\\u003c");
     let html = APP_HTML.replace("\"__SIM_CONFIG__\"", &config);
@@ -299,14 +313,19 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "send" => send(st, conn, &v),
         "upload" => upload(st, conn, &v),
         "exists" => {
-            let w = st.world();
+            let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
             let exists = user.as_deref().is_some_and(|u| w.is_registered(u));
+            // LID builds answer with the LID too (USYNC in LID addressing mode).
+            let lid = match (&user, exists) {
+                (Some(u), true) => w.lid_of(u),
+                _ => None,
+            };
             reply(
                 &w,
                 conn,
                 &req,
-                json!({"ok": true, "exists": exists, "user": user}),
+                json!({"ok": true, "exists": exists, "user": user, "lid": lid}),
             );
         }
         "fetch" => {
@@ -534,10 +553,31 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         }
         None => None,
     };
+    // LID builds: a 1:1 message goes to the contact's LID; the record keeps the phone JID (as
+    // before) plus the LID. Addressed to the phone JID of a contact that has a LID, WhatsApp's
+    // server refuses it with error 463 (Baileys#2441/#2683, OpenWA PR #717).
+    let mut to = to;
+    let mut to_lid = None;
+    let mut refusal = None;
+    if w.version.has_lid() {
+        if let Some(lid) = to.strip_suffix("@lid") {
+            let Some(p) = w.lids.get(lid).cloned() else {
+                reply(&w, conn, &req, json!({"error": "unknown lid"}));
+                return;
+            };
+            to_lid = Some(to.clone());
+            to = format!("{p}@c.us");
+        } else if let Some(user) = to.strip_suffix("@c.us") {
+            if user != phone && w.is_registered(user) {
+                refusal = Some("error 463: recipient must be addressed by its LID");
+            }
+        }
+    }
     let record = SentMsg {
         id,
         serialized,
         to: to.clone(),
+        to_lid,
         kind: s(&msg, "kind").unwrap_or_else(|| "text".into()),
         body: s(&msg, "body"),
         caption: s(&msg, "caption"),
@@ -547,7 +587,13 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         time: chrono::Utc::now(),
     };
     let delay = Duration::from_millis(w.faults.send_delay_ms);
-    let fail = w.faults.take_failure(&phone);
+    let fail = match refusal {
+        Some(why) => Some(why),
+        None => w
+            .faults
+            .take_failure(&phone)
+            .then_some("send failed (simulated fault)"),
+    };
     let auto = w.faults.auto_ack;
     let step = w.config.ack_step;
     let recipient_registered = to.strip_suffix("@c.us").is_none_or(|u| w.is_registered(u));
@@ -560,13 +606,8 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         let serialized = record.serialized.clone();
         {
             let mut w = st.world();
-            if fail {
-                reply(
-                    &w,
-                    conn,
-                    &req,
-                    json!({"error": "send failed (simulated fault)"}),
-                );
+            if let Some(why) = fail {
+                reply(&w, conn, &req, json!({ "error": why }));
                 w.send_to(conn, json!({"t": "ack", "id": serialized, "ack": -1}));
                 return;
             }
@@ -690,6 +731,8 @@ struct IncomingReq {
     to: String,
     from: String,
     body: String,
+    /// Deliver it first as an undecrypted `ciphertext` placeholder, decrypted this much later.
+    ciphertext_ms: Option<u64>,
 }
 
 async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
@@ -699,8 +742,11 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
     if r.body.chars().count() > MAX_BODY_CHARS {
         return Err(bad("body is too long"));
     }
+    if r.ciphertext_ms.is_some_and(|ms| ms > 600_000) {
+        return Err(bad("ciphertext_ms: at most 600000"));
+    }
     let mut w = st.world();
-    let m = w.add_incoming(&to, &from, r.body);
+    let m = w.add_incoming(&to, &from, r.body, r.ciphertext_ms.filter(|ms| *ms > 0));
     let devs: Vec<String> = w
         .devices
         .values()
@@ -713,7 +759,11 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
     Ok(Json(json!({
         "ok": true,
         "id": m.id,
-        "serialized": format!("false_{from}@c.us_{}", m.id),
+        // The key the page gives it: by the sender's LID on LID builds.
+        "serialized": match &m.from_lid {
+            Some(lid) => format!("false_{lid}@lid_{}", m.id),
+            None => format!("false_{from}@c.us_{}", m.id),
+        },
         "delivered_to": devs.len(),
     })))
 }
@@ -796,6 +846,10 @@ struct FaultsReq {
     send_delay_ms: Option<u64>,
     fail_sends: Option<u32>,
     auto_ack: Option<String>,
+    /// Pages loaded from now on cannot require these modules until `late_ms` after load
+    /// (with `phone`: only pages whose stored login is that account's); `[]` clears it.
+    late_modules: Option<Vec<String>>,
+    late_ms: Option<u64>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -814,6 +868,22 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
         .as_deref()
         .map(|a| a.parse().map_err(|e: String| bad(e)))
         .transpose()?;
+    if let Some(names) = &r.late_modules {
+        let valid = |n: &String| {
+            !n.is_empty()
+                && n.len() <= 200
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !names.iter().all(valid) {
+            return Err(bad("late_modules: module names are letters, digits and _"));
+        }
+        if !names.is_empty() && r.late_ms.is_none() {
+            return Err(bad("late_modules needs late_ms (milliseconds after load)"));
+        }
+    }
+    if r.late_ms.is_some_and(|ms| ms > 600_000) {
+        return Err(bad("late_ms: at most 600000"));
+    }
     let crash_mode = match &r.crash_page {
         None | Some(Value::Bool(false)) => None,
         Some(Value::Bool(true)) => Some("hang".to_string()),
@@ -836,6 +906,21 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     }
     if let Some(a) = auto {
         w.faults.auto_ack = a;
+    }
+    if let Some(names) = r.late_modules {
+        w.faults.late_phone = if names.is_empty() {
+            None
+        } else {
+            phone.clone()
+        };
+        w.faults.late_ms = if names.is_empty() {
+            0
+        } else {
+            r.late_ms.unwrap_or(0)
+        };
+        w.faults.late_modules = names;
+    } else if let Some(ms) = r.late_ms {
+        w.faults.late_ms = ms;
     }
     let targets = w.conns_of(phone.as_deref());
     let mut crashed = 0;
@@ -860,6 +945,66 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
         "dropped": dropped,
         "crashed": crashed,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadReq {
+    phone: String,
+}
+
+/// The account's pages reload themselves, as a service-worker update makes the real page do.
+async fn reload(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: ReloadReq = parse(body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    let w = st.world();
+    let conns = w.conns_of(Some(&phone));
+    if conns.is_empty() {
+        return Err(not_found_err("no page is logged in with this phone"));
+    }
+    for c in &conns {
+        w.send_to(*c, json!({"t": "reload"}));
+    }
+    Ok(Json(json!({"ok": true, "reloaded": conns.len()})))
+}
+
+/// Socket states a page never leaves on its own (whatsapp-web.js `WAState`; UNLAUNCHED as
+/// wppconnect#2813 saw a session end in it).
+const TERMINAL_STATES: [&str; 6] = [
+    "CONFLICT",
+    "TOS_BLOCK",
+    "SMB_TOS_BLOCK",
+    "PROXYBLOCK",
+    "DEPRECATED_VERSION",
+    "UNLAUNCHED",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateReq {
+    phone: String,
+    state: String,
+}
+
+async fn set_state(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: StateReq = parse(body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    if !TERMINAL_STATES.contains(&r.state.as_str()) {
+        return Err(bad(format!(
+            "state must be one of {} (got {:?})",
+            TERMINAL_STATES.join(", "),
+            r.state
+        )));
+    }
+    let w = st.world();
+    let conns = w.conns_of(Some(&phone));
+    if conns.is_empty() {
+        return Err(not_found_err("no page is logged in with this phone"));
+    }
+    for c in &conns {
+        w.send_to(*c, json!({"t": "state", "state": r.state}));
+    }
+    Ok(Json(json!({"ok": true, "pages": conns.len()})))
 }
 
 async fn media(State(st): State<SimState>, Path(id): Path<String>) -> Response {

@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::version::{WaVersion, NEWEST_WA_VERSION};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoAck {
@@ -48,6 +50,12 @@ impl std::str::FromStr for AutoAck {
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The WhatsApp Web build modelled, e.g. `2.3000.1049833609` (see `WaVersion::parse`; an
+    /// unparsable one is treated as the newest).
+    pub wa_version: String,
+    /// On builds from 2.3000.1041868611 the page reloads itself this long after a fresh
+    /// pairing (OpenWA PR #1181); zero: never.
+    pub reload_after_pair: Duration,
     pub qr_first: Duration,
     pub qr_interval: Duration,
     /// QR refs a page shows before it stops and waits for a click (`UNPAIRED_IDLE`); 0: never.
@@ -145,6 +153,9 @@ pub struct SentMsg {
     pub body: Option<String>,
     pub caption: Option<String>,
     pub media: Option<Media>,
+    /// On LID builds: the recipient's LID (`<digits>@lid`); `to` stays the phone JID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_lid: Option<String>,
     /// Id of the message this one replies to.
     pub quoted_id: Option<String>,
     pub ack: i8,
@@ -156,7 +167,13 @@ pub struct InMsg {
     pub seq: u64,
     pub id: String,
     pub from: String,
+    /// On LID builds: the sender's LID user (digits); the page addresses the message by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_lid: Option<String>,
     pub body: String,
+    /// The page first shows it as an undecrypted `ciphertext` placeholder for this long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ciphertext_ms: Option<u64>,
     pub time: chrono::DateTime<chrono::Utc>,
 }
 
@@ -182,6 +199,12 @@ pub struct Faults {
     /// The next N sends of one account (by phone) are refused.
     pub fail_sends_by_phone: std::collections::BTreeMap<String, u32>,
     pub auto_ack: AutoAck,
+    /// Modules pages loaded from now on register late: `window.require` throws for them until
+    /// `late_ms` after load (wa-js PR #3476).
+    pub late_modules: Vec<String>,
+    pub late_ms: u64,
+    /// Only pages whose stored login is this phone's.
+    pub late_phone: Option<String>,
 }
 
 impl Faults {
@@ -209,6 +232,9 @@ pub struct Conn {
 
 pub struct World {
     pub config: SimConfig,
+    pub version: WaVersion,
+    /// LID user → phone, for every LID handed out (LIDs are derived from the phone).
+    pub lids: HashMap<String, String>,
     pub next_conn: ConnId,
     pub conns: HashMap<ConnId, Conn>,
     pub devices: HashMap<String, Device>,
@@ -251,8 +277,12 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
 impl World {
     pub fn new(config: SimConfig) -> Self {
         let auto_ack = config.auto_ack;
+        let version = WaVersion::parse(&config.wa_version)
+            .unwrap_or_else(|_| WaVersion::parse(NEWEST_WA_VERSION).expect("valid constant"));
         World {
             config,
+            version,
+            lids: HashMap::new(),
             next_conn: 1,
             conns: HashMap::new(),
             devices: HashMap::new(),
@@ -264,8 +294,22 @@ impl World {
                 fail_sends: 0,
                 fail_sends_by_phone: Default::default(),
                 auto_ack,
+                late_modules: Vec::new(),
+                late_ms: 0,
+                late_phone: None,
             },
         }
+    }
+
+    /// The LID user (15 digits) of `phone` on LID builds, None before them. Derived from the
+    /// phone so every run and every page agrees; remembered for the way back.
+    pub fn lid_of(&mut self, phone: &str) -> Option<String> {
+        if !self.version.has_lid() {
+            return None;
+        }
+        let lid = lid_user(phone);
+        self.lids.insert(lid.clone(), phone.to_string());
+        Some(lid)
     }
 
     pub fn send_to(&self, conn: ConnId, v: Value) {
@@ -390,6 +434,7 @@ impl World {
         }
         let pushname = entry.pushname.clone();
         let current_seq = entry.next_seq;
+        let lid = self.lid_of(phone);
         let d = self
             .devices
             .get_mut(device_id)
@@ -412,7 +457,7 @@ impl World {
             self.send_to(
                 conn,
                 json!({"t": "paired", "phone": phone, "token": token, "pushname": pushname,
-                       "device": device_id}),
+                       "device": device_id, "lid": lid}),
             );
         }
         Ok(())
@@ -428,10 +473,12 @@ impl World {
             } => (phone.clone(), *delivered_seq),
             DevState::Pending { .. } => return None,
         };
+        let lid = self.lid_of(&phone);
         let p = self.phones.get(&phone)?;
         let old: Vec<&InMsg> = p.inbox.iter().filter(|m| m.seq <= delivered).collect();
         Some(json!({
             "phone": phone,
+            "lid": lid,
             "pushname": p.pushname,
             "sent": p.sent,
             "received": old,
@@ -522,14 +569,23 @@ impl World {
         Ok(())
     }
 
-    pub fn add_incoming(&mut self, to: &str, from: &str, body: String) -> InMsg {
+    pub fn add_incoming(
+        &mut self,
+        to: &str,
+        from: &str,
+        body: String,
+        ciphertext_ms: Option<u64>,
+    ) -> InMsg {
+        let from_lid = self.lid_of(from);
         let p = self.phones.entry(to.to_string()).or_default();
         p.next_seq += 1;
         let msg = InMsg {
             seq: p.next_seq,
             id: format!("3A{}", random_token(9).to_uppercase()),
             from: from.to_string(),
+            from_lid,
             body,
+            ciphertext_ms,
             time: chrono::Utc::now(),
         };
         p.inbox.push(msg.clone());
@@ -575,6 +631,17 @@ impl World {
     }
 }
 
+/// The sim's LID for a phone: 15 digits from a hash of the number (real LIDs are opaque,
+/// unrelated to the number, and about that long: wa-js#3358 "1378…@lid").
+pub fn lid_user(phone: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("wa-outbox-sim lid {phone}").as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&h[..8]);
+    let n = u64::from_be_bytes(n);
+    (100_000_000_000_000 + n % 900_000_000_000_000).to_string()
+}
+
 /// The QR modules of `payload` for the page's canvas: width and one '1'/'0' per module, row by
 /// row. Rendering here keeps the page free of a QR encoder.
 pub fn qr_matrix(payload: &str) -> Value {
@@ -616,6 +683,15 @@ mod tests {
         );
         assert_eq!(normalize_phone("abc"), None);
         assert_eq!(normalize_phone("12"), None);
+    }
+
+    #[test]
+    fn lids_are_fifteen_stable_digits() {
+        let a = lid_user("15551234567");
+        assert_eq!(a.len(), 15);
+        assert!(a.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(a, lid_user("15551234567"));
+        assert_ne!(a, lid_user("15551234568"));
     }
 
     #[test]

@@ -1,37 +1,24 @@
 // Proof that `wa-outbox sim` speaks WhatsApp Web's dialect: an unmodified whatsapp-web.js 1.34.7
 // (pinned in package-lock.json) logs in, sends, receives and logs out against it, on Debian's
 // Chromium, loading the simulator through its documented `webVersionCache` remote option.
+// This runs the sim as the early-2026 page 1.34.7 was written for; wwebjs-newest.test.mjs shows
+// how the same client breaks on today's page.
 //
 // Every wait has a deadline; nothing sleeps to synchronise.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import wwebjs from 'whatsapp-web.js';
+import {
+  EARLY_2026_WA_VERSION,
+  once,
+  startSim,
+  waitFor,
+  withTimeout,
+} from './harness.mjs';
 
-const { Client, LocalAuth, MessageMedia } = wwebjs;
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.WA_OUTBOX_BIN || path.resolve(here, '../../target/debug/wa-outbox');
-const CHROMIUM = process.env.WA_CHROMIUM || '/usr/bin/chromium';
-
-// The flags a CI job needs (see docs/simulator.md): --no-sandbox only because CI runs as root;
-// LocalNetworkAccessChecks would block the page (served as https://web.whatsapp.com/) from
-// reaching the simulator on loopback.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-features=LocalNetworkAccessChecks',
-  '--disable-dev-shm-usage',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-extensions',
-];
+const { MessageMedia } = wwebjs;
 
 const ME = '15550001111';
 const FRIEND = '15550002222';
@@ -42,98 +29,10 @@ const NOBODY = '15550009999';
 const PNG_B64 =
   'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
+const sim = await startSim(EARLY_2026_WA_VERSION);
+const { api, newClient } = sim;
 
-function once(emitter, event, ms, predicate = () => true) {
-  return withTimeout(
-    new Promise((resolve) => {
-      const handler = (...args) => {
-        if (!predicate(...args)) return;
-        emitter.off(event, handler);
-        resolve(args);
-      };
-      emitter.on(event, handler);
-    }),
-    ms,
-    `event ${event}`,
-  );
-}
-
-async function waitFor(what, ms, check) {
-  const deadline = Date.now() + ms;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
-
-async function startSim() {
-  const child = spawn(
-    BIN,
-    ['sim', '--listen', '127.0.0.1:0', '--sync-delay-ms', '300', '--ack-step-ms', '150'],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } },
-  );
-  const lines = createInterface({ input: child.stdout });
-  const first = await withTimeout(
-    new Promise((resolve, reject) => {
-      lines.once('line', resolve);
-      child.once('exit', (code) => reject(new Error(`sim exited early with ${code}`)));
-      child.once('error', reject);
-    }),
-    30000,
-    'the sim to print its address',
-  );
-  const m = /^sim listening on (http:\/\/\S+)$/.exec(first);
-  assert.ok(m, `unexpected first line: ${first}`);
-  return { child, base: m[1] };
-}
-
-const dataDir = mkdtempSync(path.join(tmpdir(), 'wa-sim-compat-'));
-const sim = await startSim();
-const clients = [];
-
-after(async () => {
-  for (const c of clients) await withTimeout(c.destroy(), 30000, 'client.destroy').catch(() => {});
-  sim.child.kill('SIGTERM');
-  rmSync(dataDir, { recursive: true, force: true });
-});
-
-async function api(method, p, body) {
-  const res = await withTimeout(
-    fetch(sim.base + p, {
-      method,
-      headers: body ? { 'content-type': 'application/json' } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    }),
-    10000,
-    `${method} ${p}`,
-  );
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-function newClient() {
-  const client = new Client({
-    authStrategy: new LocalAuth({ dataPath: dataDir }),
-    puppeteer: { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS },
-    webVersionCache: { type: 'remote', remotePath: sim.base + '/' },
-    authTimeoutMs: 60000,
-  });
-  clients.push(client);
-  return client;
-}
+after(() => sim.stop());
 
 test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async (t) => {
   const client = newClient();
@@ -290,13 +189,10 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
 
   await t.test('pairing code instead of a QR', async () => {
     const OTHER = '15550004444';
-    const paired = new Client({
-      authStrategy: new LocalAuth({ dataPath: dataDir, clientId: 'paired' }),
-      puppeteer: { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS },
-      webVersionCache: { type: 'remote', remotePath: sim.base + '/' },
-      pairWithPhoneNumber: { phoneNumber: OTHER, showNotification: false },
+    const paired = newClient({
+      clientId: 'paired',
+      options: { pairWithPhoneNumber: { phoneNumber: OTHER, showNotification: false } },
     });
-    clients.push(paired);
     const codeP = once(paired, 'code', 60000);
     const readyP = once(paired, 'ready', 90000);
     paired.initialize().catch((e) => console.error('initialize failed', e));
