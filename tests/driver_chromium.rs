@@ -116,8 +116,16 @@ async fn post_status(
     path: &str,
     body: serde_json::Value,
 ) -> (reqwest::StatusCode, serde_json::Value) {
+    post_status_at(&sim().url, path, body).await
+}
+
+async fn post_status_at(
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let r = reqwest::Client::new()
-        .post(format!("{}{}", sim().url, path))
+        .post(format!("{base}{path}"))
         .timeout(Duration::from_secs(10))
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -190,6 +198,16 @@ async fn login(
     phone: &str,
     name: &str,
 ) -> (Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>, Duration) {
+    login_at(&sim().url, driver, spec, phone, name).await
+}
+
+async fn login_at(
+    base: &str,
+    driver: &ChromiumDriver,
+    spec: SessionSpec,
+    phone: &str,
+    name: &str,
+) -> (Arc<ChromiumSession>, mpsc::Receiver<DriverEvent>, Duration) {
     let started = Instant::now();
     let (session, mut rx) = driver.launch(spec).await.expect("session starts");
     let mut to_qr = None;
@@ -201,7 +219,8 @@ async fn login(
         .await;
         to_qr.get_or_insert(started.elapsed());
         assert_eq!(qr.split(',').count(), 5, "five comma-separated fields");
-        let (status, _) = post_status(
+        let (status, _) = post_status_at(
+            base,
             "/_sim/scan",
             serde_json::json!({"qr": qr, "phone": phone, "name": name}),
         )
@@ -982,4 +1001,267 @@ async fn a_hung_shared_browser_is_killed_and_replaced() {
     first.close().await.unwrap();
     next.close().await.unwrap();
     assert!(!process_alive(pid));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Today's page (the simulator's newest model, its default): LID chats, sibling-wid indexing,
+// minified message keys, terminal states, post_logout navigation, late and missing modules.
+
+/// A simulator of this test's own (faults that act on every page, or on the next page loaded,
+/// must not reach the other tests' pages), and a driver pointed at it.
+async fn private_sim(
+    adjust: impl FnOnce(&mut ChromiumConfig),
+) -> (String, tokio::task::JoinHandle<()>, ChromiumDriver) {
+    let (url, task) = wa_outbox::sim::spawn("127.0.0.1:0", wa_outbox::sim::SimConfig::default())
+        .await
+        .expect("a private simulator");
+    let mut c = driver().config().clone();
+    c.web_url = url.clone();
+    adjust(&mut c);
+    (url, task, ChromiumDriver::new(c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lid_chats_each_message_once_found_under_either_wid_and_inbound_by_phone_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    let (me, them) = ("15550001201", "15550001202");
+    let (session, mut rx, _) =
+        login(&driver, spec(dir.path(), "s-lid", None), me, "LID Phone").await;
+
+    // The chat is the contact's LID, as queryWidExists answers on today's page.
+    let chat = session
+        .resolve_chat(&format!("{them}@c.us"))
+        .await
+        .unwrap()
+        .expect("registered");
+    assert!(chat.ends_with("@lid"), "{chat}");
+
+    // Sent as the dispatcher sends it: the claim's key guesses the phone-number form.
+    let id = "3EB0AA11BB22CC33DD44";
+    let mut m = text(them, id, "to a LID chat");
+    m.chat_id = chat.clone();
+    let sent = session.send(&m).await.expect("sent");
+    assert_eq!(wa_outbox::dispatcher::bare_id(&sent.wa_message_id), id);
+    let record = sim_until(
+        &format!("/_sim/messages?phone={me}"),
+        "the message at the server",
+        |v| sent_messages(v).iter().any(|r| r["id"] == id),
+    )
+    .await;
+    let mine: Vec<_> = sent_messages(&record)
+        .into_iter()
+        .filter(|r| r["id"] == id)
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["to"], format!("{them}@c.us"));
+
+    // Acks come keyed as the page filed the message; the bare id is ours.
+    let (ack_key, _) = wait_for(&mut rx, "an ack", |e| match e {
+        DriverEvent::Ack { wa_message_id, .. }
+            if wa_outbox::dispatcher::bare_id(wa_message_id) == id =>
+        {
+            Some(wa_message_id.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(!ack_key.contains("undefined"), "{ack_key}");
+
+    // "Already sent?" answers yes whichever wid the caller holds, and a retry sends nothing.
+    for (chat_id, key) in [
+        (format!("{them}@c.us"), m.wa_message_id.clone()),
+        (chat.clone(), format!("true_{chat}_{id}")),
+        (sent.chat_id.clone(), sent.wa_message_id.clone()),
+    ] {
+        let found = session.find_message(&chat_id, &key).await.unwrap();
+        assert!(found.is_some_and(|a| a >= 0), "{chat_id} {key}: {found:?}");
+    }
+    session.send(&m).await.expect("a retry is answered");
+    let mut plain = text(them, id, "to a LID chat");
+    plain.wa_message_id = format!("true_{them}@c.us_{id}");
+    session
+        .send(&plain)
+        .await
+        .expect("a phone-number retry too");
+    let v = get(&format!("/_sim/messages?phone={me}")).await;
+    assert_eq!(
+        sent_messages(&v).iter().filter(|r| r["id"] == id).count(),
+        1,
+        "sent twice: {v}"
+    );
+
+    // Inbound from a LID contact: from and chat are phone numbers, the LID kept beside.
+    post(
+        "/_sim/incoming",
+        serde_json::json!({"to": me, "from": them, "body": "from a LID contact"}),
+    )
+    .await;
+    let (inc, _) = wait_for(&mut rx, "Incoming", |e| match e {
+        DriverEvent::Incoming(m) if m.body.as_deref() == Some("from a LID contact") => {
+            Some(m.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(inc.from, format!("{them}@c.us"), "{inc:?}");
+    assert_eq!(inc.chat_id, format!("{them}@c.us"), "{inc:?}");
+    assert!(
+        inc.extra["fromLid"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("@lid")),
+        "{inc:?}"
+    );
+    assert!(!inc.wa_message_id.contains("undefined"), "{inc:?}");
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_timed_out_is_joined_by_its_retry_and_goes_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _sim, driver) = private_sim(|c| c.send_timeout = Duration::from_millis(1500)).await;
+    let (me, them) = ("15550001211", "15550001212");
+    let (session, _rx, _) =
+        login_at(&url, &driver, spec(dir.path(), "s-slow", None), me, "Slow").await;
+    let chat = session
+        .resolve_chat(&format!("{them}@c.us"))
+        .await
+        .unwrap()
+        .unwrap();
+    // The server answers sends 4 s late: the runner gives up at 1.5 s, the page goes on.
+    let (st, v) = post_status_at(
+        &url,
+        "/_sim/faults",
+        serde_json::json!({"send_delay_ms": 4000}),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    let id = "3EB0FF00EE11DD22CC33";
+    let mut m = text(them, id, "slow");
+    m.chat_id = chat;
+    let err = session.send(&m).await.expect_err("timed out");
+    assert_eq!(err.code(), ErrorCode::SendTimeout, "{err}");
+    // The recovery question waits for the send still running in the page, then finds it.
+    let found = session
+        .find_message(&format!("{them}@c.us"), &m.wa_message_id)
+        .await
+        .unwrap();
+    assert!(found.is_some_and(|a| a >= 0), "{found:?}");
+    // The retry is answered from the page, not sent again.
+    session.send(&m).await.expect("the retry");
+    let records = reqwest::get(format!("{url}/_sim/messages?phone={me}"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        sent_messages(&records)
+            .iter()
+            .filter(|r| r["id"] == id)
+            .count(),
+        1,
+        "{records}"
+    );
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_states_and_a_post_logout_page_end_the_session_with_their_own_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = driver();
+    for (i, (state, code)) in [
+        ("CONFLICT", ErrorCode::SessionConflict),
+        ("TOS_BLOCK", ErrorCode::AccountBanned),
+        ("SMB_TOS_BLOCK", ErrorCode::AccountBanned),
+        ("PROXYBLOCK", ErrorCode::ProxyBlocked),
+        ("DEPRECATED_VERSION", ErrorCode::WebVersionUnsupported),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let phone = format!("1555000130{i}");
+        let (session, mut rx, _) = login(
+            &driver,
+            spec(dir.path(), &format!("s-term-{i}"), None),
+            &phone,
+            "Terminal",
+        )
+        .await;
+        post(
+            "/_sim/state",
+            serde_json::json!({"phone": phone, "state": state}),
+        )
+        .await;
+        let (got, _) = wait_for(&mut rx, "Failed", |e| match e {
+            DriverEvent::Failed { code, reason } => Some((*code, reason.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got.0, code, "{state}: {}", got.1);
+        assert!(got.1.contains(state), "{}", got.1);
+        session.close().await.unwrap();
+    }
+
+    // The phone unlinks the device: today's page navigates to ?post_logout=1.
+    let phone = "15550001309";
+    let (session, mut rx, _) = login(
+        &driver,
+        spec(dir.path(), "s-post-logout", None),
+        phone,
+        "Gone",
+    )
+    .await;
+    post("/_sim/logout", serde_json::json!({"phone": phone})).await;
+    let (reason, _) = wait_for(&mut rx, "LoggedOut", |e| match e {
+        DriverEvent::LoggedOut { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(!reason.is_empty());
+    session.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_module_is_waited_for_and_a_missing_one_fails_with_web_version_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _sim, driver) = private_sim(|c| c.start_timeout = Duration::from_secs(6)).await;
+
+    // Registered 2 s after load, as today's page does: the session starts as usual.
+    let (st, v) = post_status_at(
+        &url,
+        "/_sim/faults",
+        serde_json::json!({"late_modules": ["WAWebQueryExistsJob"], "late_ms": 2000}),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    let (session, mut rx) = driver
+        .launch(spec(dir.path(), "s-late", None))
+        .await
+        .expect("starts once the module is there");
+    wait_for(&mut rx, "Qr", |e| {
+        matches!(e, DriverEvent::Qr { .. }).then_some(())
+    })
+    .await;
+    session.close().await.unwrap();
+
+    // Never there within the start timeout: a clear, permanent error naming it.
+    let (st, v) = post_status_at(
+        &url,
+        "/_sim/faults",
+        serde_json::json!({"late_modules": ["WAWebSendMsgChatAction"], "late_ms": 600000}),
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    let err = match driver.launch(spec(dir.path(), "s-missing", None)).await {
+        Ok(_) => panic!("started without WAWebSendMsgChatAction"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), ErrorCode::WebVersionUnsupported, "{err}");
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("WAWebSendMsgChatAction.addAndSendMsgToChat"),
+        "{err}"
+    );
 }

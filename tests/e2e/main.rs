@@ -154,8 +154,14 @@ pub(crate) fn config(web_url: &str, data_dir: &std::path::Path) -> Config {
 }
 
 pub(crate) async fn start_runner(db: &TestDb) -> (RunnerHandle, PathBuf) {
+    start_runner_at(db, &sim().await.url).await
+}
+
+/// A runner whose pages load the simulator at `sim_url` (a test's own, for faults that would
+/// reach every other test's pages on the shared one).
+pub(crate) async fn start_runner_at(db: &TestDb, sim_url: &str) -> (RunnerHandle, PathBuf) {
     let data_dir = std::env::temp_dir().join(format!("wa-e2e-{}", uuid::Uuid::new_v4().simple()));
-    let c = config(&format!("{}/", sim().await.url), &data_dir);
+    let c = config(&format!("{sim_url}/"), &data_dir);
     let mut cfg = RunnerConfig::from_config(&c);
     cfg.poll_interval = Duration::from_millis(200);
     cfg.retry_base = Duration::from_millis(200);

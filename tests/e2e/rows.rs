@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use wa_outbox::dispatcher::bare_id;
 use wa_outbox::testing::{test_db, wait_for};
 
 use crate::*;
@@ -64,7 +65,7 @@ async fn a_session_links_by_qr_and_twenty_mixed_messages_arrive_once_and_are_rea
         let wa_id = wa_id.unwrap();
         let hits: Vec<&Value> = recorded
             .iter()
-            .filter(|m| m["serialized"] == wa_id.as_str())
+            .filter(|m| m["id"] == bare_id(&wa_id))
             .collect();
         assert_eq!(hits.len(), 1, "message {id} recorded {} times", hits.len());
         let m = hits[0];
@@ -118,7 +119,7 @@ async fn hostile_bodies_arrive_byte_for_byte_and_nothing_runs_in_the_page() {
         let wa_id = msg(p, *id).await.2.unwrap();
         let m = recorded
             .iter()
-            .find(|m| m["serialized"] == wa_id.as_str())
+            .find(|m| m["id"] == bare_id(&wa_id))
             .expect("recorded");
         assert_eq!(m["body"].as_str(), Some(body.as_str()));
     }
@@ -396,7 +397,7 @@ async fn a_refused_send_is_retried_under_a_new_id_and_arrives_once() {
     assert_eq!(attempts, 2, "one refusal, then one send");
     let recorded = sim().await.sent_by("15550100008").await;
     assert_eq!(recorded.len(), 1, "exactly once: {recorded:?}");
-    assert_eq!(recorded[0]["serialized"], wa_id.as_str());
+    assert_eq!(recorded[0]["id"], bare_id(&wa_id));
     assert_eq!(recorded[0]["body"], "second time lucky");
     r.shutdown().await.unwrap();
 }
@@ -409,8 +410,8 @@ async fn a_group_message_is_sent_once_and_its_acks_reach_the_row() {
     link(p, "e2e_group", "15550100009").await;
     let group = "120363000000000002@g.us";
     let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('e2e_group', $1, 'hello group') returning id", &[group]).await;
-    // The page keys a group message with our JID appended; the row keeps the key without it, and
-    // the acks (sent under the longer key) must still find the row.
+    // The page keys a group message with our JID appended; the acks (matched on the bare id)
+    // must find the row.
     wait_for(
         "the group message read",
         Duration::from_secs(60),
@@ -425,8 +426,8 @@ async fn a_group_message_is_sent_once_and_its_acks_reach_the_row() {
     assert_eq!(recorded.len(), 1, "exactly once: {recorded:?}");
     assert_eq!(recorded[0]["to"], group);
     assert_eq!(recorded[0]["body"], "hello group");
-    let serialized = recorded[0]["serialized"].as_str().unwrap();
-    assert!(serialized.starts_with(&format!("{wa_id}_")), "{serialized}");
+    // The row keeps the key the page filed it under (our JID appended for a group).
+    assert_eq!(recorded[0]["id"], bare_id(&wa_id));
     let acks: Vec<i64> = sqlx::query_scalar(
         "select (payload->>'ack')::bigint from wa_event where message_id = $1 and kind = 'ack' order by id",
     )
@@ -435,5 +436,109 @@ async fn a_group_message_is_sent_once_and_its_acks_reach_the_row() {
     .await
     .unwrap();
     assert_eq!(acks.last(), Some(&3), "ack events: {acks:?}");
+    r.shutdown().await.unwrap();
+}
+
+/// Today's page reloads itself (after pairing, on service-worker updates: OpenWA PR #1181). A
+/// reload in the middle of a send tears down the page's send; the row is settled by its bare id
+/// on the reloaded page (which may file it under the contact's LID), and every message reaches
+/// WhatsApp exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reloaded_mid_send_loses_nothing_and_sends_nothing_twice() {
+    let db = test_db().await;
+    // A simulator of this test's own: the slow server below must not slow the other tests.
+    let (url, _sim) = wa_outbox::sim::spawn("127.0.0.1:0", wa_outbox::sim::SimConfig::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (r, _) = start_runner_at(&db, &url).await;
+    let p = &db.pool;
+    let phone = "15550100031";
+    sqlx::query("insert into wa_session (id) values ('e2e_reload')")
+        .execute(p)
+        .await
+        .unwrap();
+    let qr = wait_for("the QR", STEP, || async {
+        match session(p, "e2e_reload").await {
+            (s, Some(q), ..) if s == "qr_pending" => Some(q),
+            _ => None,
+        }
+    })
+    .await;
+    let scan = http
+        .post(format!("{url}/_sim/scan"))
+        .json(&json!({"qr": qr, "phone": phone, "name": "Reload"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(scan.status().is_success());
+    wait_status(p, "e2e_reload", "connected").await;
+
+    let faults = |body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/_sim/faults"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    faults(json!({"send_delay_ms": 1500})).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            insert(
+                p,
+                "insert into wa_message (session_id, recipient, body) values ('e2e_reload', '15550100032', $1) returning id",
+                &[&format!("reload {i}")],
+            )
+            .await,
+        );
+    }
+    wait_for("a send in flight", STEP, || async {
+        (msg(p, ids[0]).await.0 == "sending").then_some(())
+    })
+    .await;
+    let reload = http
+        .post(format!("{url}/_sim/reload"))
+        .json(&json!({"phone": phone}))
+        .send()
+        .await
+        .unwrap();
+    assert!(reload.status().is_success());
+    faults(json!({"send_delay_ms": 0})).await;
+
+    wait_for("every message sent", Duration::from_secs(120), || async {
+        let mut done = 0;
+        for id in &ids {
+            let s = msg(p, *id).await.0;
+            assert!(s != "failed", "message {id} failed");
+            done += usize::from(["sent", "delivered", "read"].contains(&s.as_str()));
+        }
+        (done == ids.len()).then_some(())
+    })
+    .await;
+    let recorded: Value = http
+        .get(format!("{url}/_sim/messages?phone={phone}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recorded = recorded["messages"].as_array().cloned().unwrap_or_default();
+    for id in &ids {
+        let wa_id = msg(p, *id).await.2.unwrap();
+        let hits = recorded
+            .iter()
+            .filter(|m| m["id"] == bare_id(&wa_id))
+            .count();
+        assert_eq!(hits, 1, "message {id} recorded {hits} times: {recorded:?}");
+    }
+    assert_eq!(recorded.len(), ids.len(), "{recorded:?}");
     r.shutdown().await.unwrap();
 }
