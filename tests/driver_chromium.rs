@@ -1113,6 +1113,27 @@ async fn lid_chats_each_message_once_found_under_either_wid_and_inbound_by_phone
         "{inc:?}"
     );
     assert!(!inc.wa_message_id.contains("undefined"), "{inc:?}");
+
+    // One that arrives undecryptable (a `ciphertext` placeholder) is reported once it decrypts,
+    // with its body.
+    post(
+        "/_sim/incoming",
+        serde_json::json!({"to": me, "from": them, "body": "decrypted later", "ciphertext_ms": 300}),
+    )
+    .await;
+    let (inc, before) = wait_for(&mut rx, "the decrypted Incoming", |e| match e {
+        DriverEvent::Incoming(m) if m.body.as_deref() == Some("decrypted later") => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(inc.kind, "chat", "{inc:?}");
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, DriverEvent::Incoming(m) if m.kind == "ciphertext")),
+        "the placeholder itself was reported: {:?}",
+        redacted(&before)
+    );
     session.close().await.unwrap();
 }
 
