@@ -277,12 +277,7 @@ impl EmbeddedPg {
                 self.cluster_dir = private_cluster_dir(&user, &self.data_dir);
                 if self.cluster_dir.exists() {
                     if self.running_port().is_some() {
-                        let _ = self
-                            .command("pg_ctl")?
-                            .arg("-D")
-                            .arg(&self.cluster_dir)
-                            .args(["-m", "immediate", "-w", "stop"])
-                            .output();
+                        self.stop_now()?;
                     }
                     std::fs::remove_dir_all(&self.cluster_dir).with_context(|| {
                         format!("cannot remove the stale {}", self.cluster_dir.display())
@@ -296,6 +291,17 @@ impl EmbeddedPg {
                     .with_context(|| format!("cannot write {}", pointer.display()))?;
             }
         }
+        Ok(())
+    }
+
+    /// Stops the server at once (no checkpoint): for a cluster about to be removed. Best effort.
+    fn stop_now(&self) -> anyhow::Result<()> {
+        let _ = self
+            .command("pg_ctl")?
+            .arg("-D")
+            .arg(&self.cluster_dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
         Ok(())
     }
 
@@ -365,12 +371,7 @@ impl EmbeddedPg {
                 pg.cluster_dir = PathBuf::from(text.trim_end_matches('\n'));
             }
             if pg.cluster_dir.join("postmaster.pid").exists() {
-                let _ = pg
-                    .command("pg_ctl")?
-                    .arg("-D")
-                    .arg(&pg.cluster_dir)
-                    .args(["-m", "immediate", "-w", "stop"])
-                    .output();
+                pg.stop_now()?;
             }
             for dir in [&pg.cluster_dir, &pg.data_dir] {
                 if dir.exists() {
