@@ -531,6 +531,10 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         );
         return;
     };
+    if w.faults.lose_sends {
+        w.faults.lost_sends += 1;
+        return;
+    }
     // The same key twice is the same message: WhatsApp de-duplicates by id, and the product's
     // at-most-once recovery relies on it.
     if w.phones
@@ -850,6 +854,8 @@ struct FaultsReq {
     /// (with `phone`: only pages whose stored login is that account's); `[]` clears it.
     late_modules: Option<Vec<String>>,
     late_ms: Option<u64>,
+    /// Sends lost in transit (never recorded, never answered) until set false again.
+    lose_sends: Option<bool>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -893,6 +899,9 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     let mut w = st.world();
     if let Some(d) = r.send_delay_ms {
         w.faults.send_delay_ms = d;
+    }
+    if let Some(lose) = r.lose_sends {
+        w.faults.lose_sends = lose;
     }
     match (r.fail_sends, &phone) {
         (Some(0), Some(p)) => {

@@ -205,6 +205,11 @@ pub struct Faults {
     pub late_ms: u64,
     /// Only pages whose stored login is this phone's.
     pub late_phone: Option<String>,
+    /// Sends are lost on the way to the server: never recorded, never answered (the page's request
+    /// is left to time out or die with its document). Tests use it to cut a send off reliably.
+    pub lose_sends: bool,
+    /// How many sends were lost that way.
+    pub lost_sends: u64,
 }
 
 impl Faults {
@@ -297,6 +302,8 @@ impl World {
                 late_modules: Vec::new(),
                 late_ms: 0,
                 late_phone: None,
+                lose_sends: false,
+                lost_sends: 0,
             },
         }
     }

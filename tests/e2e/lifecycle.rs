@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use wa_outbox::auth_store::{AuthStore, KeyRing};
 use wa_outbox::config::Config;
 use wa_outbox::maintenance::MaintenanceConfig;
@@ -159,5 +160,73 @@ async fn a_session_idle_past_forget_after_is_logged_out_and_its_login_deleted() 
         || async { (sim().await.linked_devices("15550500002").await == 0).then_some(()) },
     )
     .await;
+    r.shutdown().await.unwrap();
+}
+
+/// A page stuck disconnected (UNLAUNCHED, wppconnect#2813) is restarted once
+/// WA_RECONNECT_TIMEOUT passes and comes back from its login without a QR; a page in a state it
+/// never leaves (TOS_BLOCK) ends its session as failed with that state's code, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_page_is_restarted_and_a_banned_account_fails_with_its_code() {
+    let db = test_db().await;
+    let (r, _) = runner_with(&db, &[("WA_RECONNECT_TIMEOUT", "3s")]).await;
+    let p = &db.pool;
+    let (stuck, banned) = ("15550100041", "15550100042");
+    link(p, "e2e_stuck", stuck).await;
+    link(p, "e2e_banned", banned).await;
+    let since: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from wa_event")
+        .fetch_one(p)
+        .await
+        .unwrap();
+
+    sim()
+        .await
+        .post(
+            "/_sim/state",
+            json!({"phone": stuck, "state": "UNLAUNCHED"}),
+        )
+        .await;
+    sim()
+        .await
+        .post(
+            "/_sim/state",
+            json!({"phone": banned, "state": "TOS_BLOCK"}),
+        )
+        .await;
+
+    wait_for("the banned session failed", STEP, || async {
+        let (status, _, _, _, code) = session(p, "e2e_banned").await;
+        (status == "failed").then_some(code)
+    })
+    .await
+    .filter(|c| c == "account_banned")
+    .expect("account_banned");
+
+    // Restarted (restart_count goes up) and connected again from its login.
+    wait_for("the stuck page restarted and connected", STEP, || async {
+        let (restarts, status): (i32, String) =
+            sqlx::query_as("select restart_count, status from wa_session where id = 'e2e_stuck'")
+                .fetch_one(p)
+                .await
+                .unwrap();
+        let starting: i64 = sqlx::query_scalar(
+            "select count(*) from wa_event where id > $1 and session_id = 'e2e_stuck' and payload->>'status' = 'starting'",
+        )
+        .bind(since)
+        .fetch_one(p)
+        .await
+        .unwrap();
+        (status == "connected" && (restarts > 0 || starting > 0)).then_some(())
+    })
+    .await;
+    let qr: i64 = sqlx::query_scalar(
+        "select count(*) from wa_event where id > $1 and session_id = 'e2e_stuck' and payload->>'status' = 'qr_pending'",
+    )
+    .bind(since)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    assert_eq!(qr, 0, "the restarted page showed a QR");
+    assert_eq!(sim().await.linked_devices(stuck).await, 1);
     r.shutdown().await.unwrap();
 }

@@ -440,9 +440,10 @@ async fn a_group_message_is_sent_once_and_its_acks_reach_the_row() {
 }
 
 /// Today's page reloads itself (after pairing, on service-worker updates: OpenWA PR #1181). A
-/// reload in the middle of a send tears down the page's send; the row is settled by its bare id
-/// on the reloaded page (which may file it under the contact's LID), and every message reaches
-/// WhatsApp exactly once.
+/// reload in the middle of a send tears down the page's send: the message is in the page's own
+/// store, pending (ack 0), and the server never got it. On the reloaded page (which files
+/// one-to-one messages under the contact's LID) that leftover must not pass for sent: the row is
+/// sent again under its id, and every message reaches WhatsApp exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_reloaded_mid_send_loses_nothing_and_sends_nothing_twice() {
     let db = test_db().await;
@@ -487,7 +488,9 @@ async fn a_page_reloaded_mid_send_loses_nothing_and_sends_nothing_twice() {
             assert!(r.status().is_success());
         }
     };
-    faults(json!({"send_delay_ms": 1500})).await;
+    // The first send leaves the page (in Msg and the page's own store, ack 0) and is lost on the
+    // way; the page reloads before anything answers it.
+    faults(json!({"lose_sends": true})).await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -499,8 +502,16 @@ async fn a_page_reloaded_mid_send_loses_nothing_and_sends_nothing_twice() {
             .await,
         );
     }
-    wait_for("a send in flight", STEP, || async {
-        (msg(p, ids[0]).await.0 == "sending").then_some(())
+    wait_for("a send lost on its way", STEP, || async {
+        let v: Value = http
+            .get(format!("{url}/_sim/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["faults"]["lost_sends"].as_u64() >= Some(1)).then_some(())
     })
     .await;
     let reload = http
@@ -510,7 +521,7 @@ async fn a_page_reloaded_mid_send_loses_nothing_and_sends_nothing_twice() {
         .await
         .unwrap();
     assert!(reload.status().is_success());
-    faults(json!({"send_delay_ms": 0})).await;
+    faults(json!({"lose_sends": false})).await;
 
     wait_for("every message sent", Duration::from_secs(120), || async {
         let mut done = 0;

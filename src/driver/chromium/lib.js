@@ -43,16 +43,30 @@ function () {
             return null;
         }
     };
-    // Sends started by send.js and not settled yet, by bare id. A send the runner gave up on keeps
-    // running in the page; a retry must join it, never start a second one.
+    // Sends started by send.js in this document, by bare id: running, or accepted by the page
+    // (a failed one is removed). A send the runner gave up on keeps running in the page; a retry
+    // must join it, never start a second one.
     const INFLIGHT = Symbol.for('wa-outbox.inflight');
     const inflight = window[INFLIGHT] || (window[INFLIGHT] = new Map());
 
     const isOurs = (m, id) => !!m && !!m.id && m.id.fromMe === true && bareId(m.id) === id;
+    // A message of ours still pending (ack 0) that no send of this document started: a leftover of
+    // an earlier document that went away mid-send (a reload), restored from the page's own store.
+    // Nothing says the server has it, so it does not count as sent; the caller sends again under
+    // the same id, which the server de-duplicates if the first one did reach it.
+    const isStale = (m, id) => Number(m.ack) === 0 && !inflight.has(id);
     // A message of ours with this bare id: in the chat or its sibling (under either wid, with our
     // own JID appended as a group message's participant), then anywhere in the page's Msg
-    // collection, then in the page's own message store.
-    const findSent = async (chatWid, id) => {
+    // collection, then in the page's own message store. Stale ones (isStale) are not returned but
+    // collected into `stale`, for send.js to drop before it sends again.
+    const findSent = async (chatWid, id, stale) => {
+        const seen = stale || [];
+        const pick = (m) => {
+            if (!isOurs(m, id)) return false;
+            if (!isStale(m, id)) return true;
+            if (seen.indexOf(m) < 0) seen.push(m);
+            return false;
+        };
         const Collections = req('WAWebCollections');
         const Msg = Collections.Msg;
         const MsgKey = req('WAWebMsgKey');
@@ -78,19 +92,19 @@ function () {
         const wanted = keys.filter((k) => typeof k === 'string' && k.length > 0);
         for (const k of wanted) {
             const m = Msg.get(k);
-            if (isOurs(m, id)) return m;
+            if (pick(m)) return m;
         }
         for (const remote of remotes) {
             const chat = Collections.Chat.get(remote);
-            const found = chat && chat.msgs && chat.msgs.getModelsArray().find((m) => isOurs(m, id));
+            const found = chat && chat.msgs && chat.msgs.getModelsArray().find(pick);
             if (found) return found;
         }
-        const anywhere = Msg.getModelsArray().find((m) => isOurs(m, id));
+        const anywhere = Msg.getModelsArray().find(pick);
         if (anywhere) return anywhere;
         if (typeof Msg.getMessagesById === 'function' && wanted.length) {
             try {
                 const r = await Msg.getMessagesById(wanted);
-                const m = r && r.messages && r.messages.find((x) => isOurs(x, id));
+                const m = r && r.messages && r.messages.find(pick);
                 if (m) return m;
             } catch (e) {
                 // The page's store said no (or has no such key); the lookups above stand.
@@ -98,5 +112,19 @@ function () {
         }
         return null;
     };
-    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent };
+    // Drops stale leftovers (see isStale) from the collections, so that sending under their key
+    // sends instead of answering with the leftover.
+    const dropStale = (stale) => {
+        const Collections = req('WAWebCollections');
+        for (const m of stale) {
+            try {
+                const chat = Collections.Chat.get(m.id.remote);
+                if (chat && chat.msgs && typeof chat.msgs.remove === 'function') chat.msgs.remove(m.id);
+                Collections.Msg.remove(m.id);
+            } catch (e) {
+                // The send below then answers with the leftover: not sent twice, merely not sent.
+            }
+        }
+    };
+    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, dropStale };
 }

@@ -26,8 +26,10 @@ async function (lib, chatId, id, kind, body, media, options) {
         const chatWid = WidFactory.createWid(chatId);
         // At most once: a message of ours under this id, filed under either wid of the chat, is
         // never sent again.
-        const existing = await lib.findSent(chatWid, id);
+        const stale = [];
+        const existing = await lib.findSent(chatWid, id, stale);
         if (existing) return report(existing, { existed: true });
+        lib.dropStale(stale);
 
         // A contact whose chat moved to its LID is written to there (wa-js#3374: "always send to
         // @lid"); a phone-number key would be refused like WhatsApp's error 463.
@@ -179,9 +181,18 @@ async function (lib, chatId, id, kind, body, media, options) {
         });
     })();
     lib.inflight.set(id, work);
-    try {
-        return await work;
-    } finally {
+    const forget = () => {
         if (lib.inflight.get(id) === work) lib.inflight.delete(id);
+    };
+    // Bounded: a page lives for days.
+    if (lib.inflight.size > 10000) lib.inflight.delete(lib.inflight.keys().next().value);
+    try {
+        const r = await work;
+        // Not accepted: no longer ours to join (a retry looks again from scratch).
+        if (r.error || r.ack < 0 || (r.result && r.result !== 'OK')) forget();
+        return r;
+    } catch (e) {
+        forget();
+        throw e;
     }
 }
