@@ -504,6 +504,21 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Does any file under `dir` contain `needle`?
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_browser_is_reported_and_resumes_without_qr() {
     let dir = tempfile::tempdir().unwrap();
@@ -518,6 +533,21 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     .await;
     let m = text("15550009003", "3EB0BB00000000000001", "before the crash");
     session.send(&m).await.unwrap();
+
+    // The page keeps part of its login in localStorage (`WANoiseInfo`, as WhatsApp Web does),
+    // which Chromium commits to disk about 5 s after the write; IndexedDB, even with relaxed
+    // durability, is on disk when the transaction completes. A browser killed before that commit
+    // comes back with half a login, and the page (like the real one) shows a fresh QR. What
+    // this test proves is the resume of a login that is on disk, so it waits for that first.
+    let local_storage = dir.path().join("s-crash/Default/Local Storage");
+    let deadline = Instant::now() + EVENT_WAIT;
+    while !dir_contains(&local_storage, b"WANoiseInfo") {
+        assert!(
+            Instant::now() < deadline,
+            "localStorage never reached the profile"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let pid = session.browser_pid();
     // SAFETY: plain syscall on the browser we started.
