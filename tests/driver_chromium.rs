@@ -523,6 +523,21 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Does any file under `dir` contain `needle`?
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_browser_is_reported_and_resumes_without_qr() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,6 +552,21 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     .await;
     let m = text("15550009003", "3EB0BB00000000000001", "before the crash");
     session.send(&m).await.unwrap();
+
+    // The page keeps part of its login in localStorage (`WANoiseInfo`, as WhatsApp Web does),
+    // which Chromium commits to disk about 5 s after the write; IndexedDB, even with relaxed
+    // durability, is on disk when the transaction completes. A browser killed before that commit
+    // comes back with half a login, and the page (like the real one) shows a fresh QR. What
+    // this test proves is the resume of a login that is on disk, so it waits for that first.
+    let local_storage = dir.path().join("s-crash/Default/Local Storage");
+    let deadline = Instant::now() + EVENT_WAIT;
+    while !dir_contains(&local_storage, b"WANoiseInfo") {
+        assert!(
+            Instant::now() < deadline,
+            "localStorage never reached the profile"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let pid = session.browser_pid();
     // SAFETY: plain syscall on the browser we started.
@@ -1285,4 +1315,119 @@ async fn a_late_module_is_waited_for_and_a_missing_one_fails_with_web_version_un
             .contains("WAWebSendMsgChatAction.addAndSendMsgToChat"),
         "{err}"
     );
+}
+
+/// Reads the page's `wawc_db_enc`/`keys` record and what a page script can see of our wrappers.
+const KEY_PROBE: &str = "async function () {
+    const db = await new Promise((ok, ko) => {
+        const r = indexedDB.open('wawc_db_enc'); r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+    const recs = await new Promise((ok, ko) => {
+        const r = db.transaction('keys').objectStore('keys').getAll(); r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+    db.close();
+    const k = recs.length === 1 ? recs[0].key : null;
+    const names = (await indexedDB.databases()).map((d) => d.name);
+    return {
+        crypto_key: k instanceof CryptoKey, extractable: k ? k.extractable : null,
+        algorithm: k ? k.algorithm.name : null, usages: k ? k.usages : null,
+        shadow_listed: names.includes('wa-outbox-shadow'),
+        wrappers: [crypto.subtle.importKey.name, crypto.subtle.importKey.length,
+                   IDBObjectStore.prototype.put.name, IDBObjectStore.prototype.put.length],
+    };
+}";
+
+/// A non-extractable key the shadow never saw (a deriveKey output), stored by a page script.
+const UNSHADOWED_KEY: &str = "async function () {
+    const base = await crypto.subtle.importKey('raw', new Uint8Array(32), 'HKDF', false, ['deriveKey']);
+    const key = await crypto.subtle.deriveKey(
+        { name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(16), info: new Uint8Array(0) },
+        base, { name: 'AES-GCM', length: 256 }, false, ['encrypt']);
+    const db = await new Promise((ok, ko) => {
+        const r = indexedDB.open('probe-db', 1);
+        r.onupgradeneeded = () => r.result.createObjectStore('k');
+        r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+    const tx = db.transaction('k', 'readwrite');
+    tx.objectStore('k').put({ key }, 'x');
+    await new Promise((ok, ko) => { tx.oncomplete = ok; tx.onerror = () => ko(tx.error); });
+    db.close();
+    return true;
+}";
+
+const DROP_PROBE_DB: &str = "async function () {
+    await new Promise((ok, ko) => { const r = indexedDB.deleteDatabase('probe-db'); r.onsuccess = ok; r.onerror = () => ko(r.error); });
+    return true;
+}";
+
+/// Today's page keeps a non-extractable CryptoKey in its login (the simulator models it). Shared
+/// mode exports it through the key shadow and restores it into a fresh context, twice over; a
+/// CryptoKey the shadow never saw fails the export with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_browser_carries_the_pages_non_extractable_cryptokey() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = shared_driver(dir.path());
+    let phone = "15550009201";
+    let (s, _rx, _) = login(&driver, spec(dir.path(), "sh-key", None), phone, "Key").await;
+    let want = serde_json::json!({
+        "crypto_key": true, "extractable": false, "algorithm": "HKDF", "usages": ["deriveKey"],
+        "shadow_listed": false, "wrappers": ["importKey", 5, "put", 1],
+    });
+    assert_eq!(s.evaluate_for_test(KEY_PROBE, vec![]).await.unwrap(), want);
+
+    // A key the shadow did not see: the export refuses it, naming where it is.
+    s.evaluate_for_test(UNSHADOWED_KEY, vec![]).await.unwrap();
+    let err = s.persist().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot export a non-extractable CryptoKey stored in probe-db/k"),
+        "{err}"
+    );
+    s.evaluate_for_test(DROP_PROBE_DB, vec![]).await.unwrap();
+    s.persist().await.expect("the page's own login exports");
+    s.close().await.unwrap();
+
+    let export = dir.path().join("sh-key/wa-outbox-context/storage.json");
+    for round in 1..=2 {
+        check_export(&export);
+        let (again, mut rx) = driver
+            .launch(spec(dir.path(), "sh-key", None))
+            .await
+            .unwrap();
+        let (p, seen) = wait_for(&mut rx, "Connected after the restore", |e| match e {
+            DriverEvent::Connected { phone, .. } => Some(phone.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(p, phone, "round {round}");
+        assert!(
+            !seen.iter().any(|e| matches!(e, DriverEvent::Qr { .. })),
+            "round {round}: no QR on a restored login: {:?}",
+            redacted(&seen)
+        );
+        assert_eq!(
+            again.evaluate_for_test(KEY_PROBE, vec![]).await.unwrap(),
+            want,
+            "round {round}"
+        );
+        // The restored key has its shadow again: the next export works.
+        again
+            .persist()
+            .await
+            .expect("a restored login exports again");
+        again.close().await.unwrap();
+    }
+    let devices = get("/_sim/devices").await;
+    let linked = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "linked" && d["phone"] == phone)
+        .count();
+    assert_eq!(linked, 1, "no new device link");
+}
+
+/// The export holds the key as a tagged record and leaves our shadow database out.
+fn check_export(export: &std::path::Path) {
+    let text = std::fs::read_to_string(export).expect("the login was exported");
+    assert!(text.contains("\"$t\":\"cryptokey\""), "no tagged CryptoKey");
+    assert!(text.contains("\"wawc_db_enc\""));
+    assert!(!text.contains("wa-outbox-shadow"));
 }

@@ -273,6 +273,21 @@ async fn page_serves_with_cors_and_absolute_address() {
 }
 
 /// A headless Chromium showing the sim's page, with a profile directory that outlives it.
+/// Does any file under `dir` contain `needle`?
+fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
 fn chromium(url: &str, profile: &std::path::Path) -> Proc {
     use std::os::unix::process::CommandExt;
     let bin = std::env::var("WA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -339,7 +354,18 @@ async fn login_lives_in_the_profile_until_the_phone_logs_out() {
     })
     .await;
 
-    // Reload with the same profile: back without a QR.
+    // Reload with the same profile: back without a QR. Part of the login is in localStorage
+    // (`WANoiseInfo`, as on WhatsApp Web), which Chromium commits about 5 s after the write; a
+    // browser killed before that comes back to a fresh QR, so wait for it to be on disk.
+    let local_storage = profile.path().join("Default/Local Storage");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir_contains(&local_storage, b"WANoiseInfo") {
+        assert!(
+            Instant::now() < deadline,
+            "localStorage never reached the profile"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(browser);
     sim.wait_for("the old page gone", 30, |ds| {
         ds.iter().all(|d| d["connected"] == false).then_some(())

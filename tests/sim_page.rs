@@ -523,3 +523,117 @@ async fn newest_page_reloads_itself_after_pairing() {
     .await;
     close(b, task).await;
 }
+
+/// What the page keeps of its login, read back in the page: a non-extractable HKDF key in
+/// `wawc_db_enc`/`keys`, the noise info in localStorage, the rest encrypted in `wawc`/`user`.
+const LOGIN_PROBE: &str = "const open = (n) => new Promise((ok, ko) => {
+        const r = indexedDB.open(n); r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+    const all = (db, s) => new Promise((ok, ko) => {
+        const r = db.transaction(s).objectStore(s).getAll(); r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+    const enc = await open('wawc_db_enc');
+    const recs = await all(enc, 'keys');
+    const stores = Array.from(enc.objectStoreNames).sort();
+    enc.close();
+    const user = await open('wawc');
+    const plain = JSON.stringify(await all(user, 'user'));
+    user.close();
+    const k = recs[0] && recs[0].key;
+    return { records: recs.length, stores, crypto_key: k instanceof CryptoKey,
+             extractable: k ? k.extractable : null, algorithm: k ? k.algorithm.name : null,
+             usages: k ? k.usages : null, expires: recs[0] ? typeof recs[0]._expiration : null,
+             noise: !!localStorage.getItem('WANoiseInfo'), iv: !!localStorage.getItem('WANoiseInfoIv'),
+             salt: localStorage.getItem('WebEncKeySalt'), plain_phone: plain.includes(me) };";
+
+async fn login_probe(page: &Page) -> Value {
+    js(page, &format!("const me = '{ME}'; {LOGIN_PROBE}"))
+        .await
+        .unwrap()
+}
+
+/// The login as the real page stores it (no version switch: `wawc_db_enc` predates both ends):
+/// it resumes across a reload, a missing piece means a fresh QR, a logout removes it all and
+/// empties CacheStorage.
+#[tokio::test]
+async fn login_is_stored_as_the_real_page_stores_it() {
+    for version in [EARLY_2026_WA_VERSION, NEWEST_WA_VERSION] {
+        let sim = start_sim(version, &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let (b, task) = browser(dir.path()).await;
+        let page = open(&b, &sim).await;
+        sim.scan(&page).await;
+        let p = login_probe(&page).await;
+        assert_eq!(
+            p,
+            json!({"records": 1, "stores": ["fts_hmac_keys", "keys", "worm_ear_keys"],
+                   "crypto_key": true, "extractable": false, "algorithm": "HKDF",
+                   "usages": ["deriveKey"], "expires": "number", "noise": true, "iv": true,
+                   "salt": p["salt"], "plain_phone": false}),
+            "{version}"
+        );
+        assert!(p["salt"].is_string(), "{p}");
+
+        // A reload resumes the login without a QR.
+        js(
+            &page,
+            "window.__marker = 1; location.reload(); return true;",
+        )
+        .await
+        .unwrap();
+        wait_js(
+            &page,
+            "resumed after a reload",
+            &format!(
+                "!window.__marker && Socket().state === 'CONNECTED' && Conn().wid.user === '{ME}'"
+            ),
+        )
+        .await;
+
+        // Without its localStorage half the login is gone: a fresh QR, a new key.
+        js(
+            &page,
+            "localStorage.removeItem('WANoiseInfo'); window.__marker = 2; location.reload(); return true;",
+        )
+        .await
+        .unwrap();
+        wait_js(
+            &page,
+            "a fresh QR",
+            "!window.__marker && Socket().state === 'UNPAIRED' && Conn().ref",
+        )
+        .await;
+        let fresh = login_probe(&page).await;
+        assert_eq!(fresh["crypto_key"], json!(true), "{fresh}");
+        assert_eq!(fresh["noise"], json!(true), "{fresh}");
+        assert_ne!(fresh["salt"], p["salt"], "a new key");
+
+        // Logout removes the login and every CacheStorage entry.
+        sim.scan(&page).await;
+        let salt = login_probe(&page).await["salt"].clone();
+        js(
+            &page,
+            "const c = await caches.open('wa-test'); await c.put('/x', new Response('x'));
+             window.__marker = 3; return (await caches.keys()).length;",
+        )
+        .await
+        .unwrap();
+        let (status, _) = sim.post("/_sim/logout", json!({"phone": ME})).await;
+        assert_eq!(status, 200);
+        wait_js(
+            &page,
+            "a fresh QR after the logout",
+            "Socket().state === 'UNPAIRED' && Conn().ref",
+        )
+        .await;
+        let after = wait_js(
+            &page,
+            "the login replaced and CacheStorage empty",
+            &format!(
+                "(async () => {{ const n = (await caches.keys()).length;
+                    return n === 0 && localStorage.getItem('WebEncKeySalt') !== {salt} && n + 1; }})()"
+            ),
+        )
+        .await;
+        assert_eq!(after, json!(1));
+        close(b, task).await;
+    }
+}

@@ -33,7 +33,9 @@ use chromiumoxide::cdp::browser_protocol::fetch::{
 use chromiumoxide::cdp::browser_protocol::inspector::{
     EnableParams as InspectorEnableParams, EventTargetCrashed as EventInspectorTargetCrashed,
 };
-use chromiumoxide::cdp::browser_protocol::page::{EventLoadEventFired, NavigateParams};
+use chromiumoxide::cdp::browser_protocol::page::{
+    AddScriptToEvaluateOnNewDocumentParams, EventLoadEventFired, NavigateParams,
+};
 use chromiumoxide::cdp::browser_protocol::target::{
     CloseTargetParams, CreateTargetParams, EventTargetCrashed, EventTargetDestroyed,
     GetTargetsParams,
@@ -67,6 +69,8 @@ const JS_LOGOUT: &str = include_str!("chromium/logout.js");
 const JS_LIVENESS: &str = include_str!("chromium/liveness.js");
 const JS_EXPORT_STORAGE: &str = include_str!("chromium/export_storage.js");
 const JS_IMPORT_STORAGE: &str = include_str!("chromium/import_storage.js");
+/// Shared-browser mode: run before the app's own scripts in every document of a context's page.
+const JS_KEY_SHADOW: &str = include_str!("chromium/key_shadow.js");
 /// Helpers for today's page (message keys, LID siblings, sends in flight), handed to the functions
 /// below as their first argument (see `with_lib`).
 const JS_LIB: &str = include_str!("chromium/lib.js");
@@ -1141,7 +1145,15 @@ impl ChromiumSession {
         *session.event_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(event_task);
 
         // A shared-browser context starts empty: put the stored login back before the app runs.
+        // The key shadow goes first, so that the restore and every later document of this page
+        // (reloads included) record the key material of the non-extractable CryptoKeys the login
+        // holds, which the export needs (key_shadow.js).
         if shared {
+            let shadow =
+                AddScriptToEvaluateOnNewDocumentParams::new(format!("({JS_KEY_SHADOW})();"));
+            tryb!(cdp_call(cdp, page.execute(shadow))
+                .await
+                .and_then(|r| r.map(|_| ()).map_err(listen_failed)));
             tryb!(restore_storage(&page, &config, &spec.profile_dir).await);
         }
 
@@ -1198,6 +1210,22 @@ impl ChromiumSession {
 
     pub fn session_id(&self) -> &str {
         &self.session_id
+    }
+
+    /// Tests only: runs `function_declaration` in the session's page with `args` as its JSON
+    /// arguments and returns its JSON result (the error text, first line, when it throws).
+    #[doc(hidden)]
+    pub async fn evaluate_for_test(
+        &self,
+        function_declaration: &str,
+        args: Vec<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        self.call(function_declaration, args, self.config.cdp_timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Timeout => "timed out".to_string(),
+                CallError::Js(m) | CallError::Cdp(m) => m,
+            })
     }
 
     fn dead_error(&self) -> Option<DriverError> {
