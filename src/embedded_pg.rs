@@ -267,14 +267,17 @@ impl EmbeddedPg {
         }
         let user = postgres_user().context(NO_POSTGRES_USER)?;
         let pointer = self.data_dir.join(POINTER);
+        let own = private_cluster_dir(&user, &self.data_dir);
+        // Only the folder derived from this data directory: a copied data directory (cp -a of a
+        // target/) carries its original's pointer, and must not drive that other cluster.
         let named = std::fs::read_to_string(&pointer)
             .ok()
             .map(|s| PathBuf::from(s.trim_end_matches('\n')))
-            .filter(|p| p.join("PG_VERSION").exists());
+            .filter(|p| *p == own && p.join("PG_VERSION").exists());
         match named {
             Some(dir) => self.cluster_dir = dir,
             None => {
-                self.cluster_dir = private_cluster_dir(&user, &self.data_dir);
+                self.cluster_dir = own;
                 if self.cluster_dir.exists() {
                     if self.running_port().is_some() {
                         self.stop_now()?;
@@ -367,8 +370,11 @@ impl EmbeddedPg {
         };
         tokio::task::spawn_blocking(move || {
             let _lock = DirLock::acquire(&pg.data_dir.with_extension("lock"))?;
-            if let Ok(text) = std::fs::read_to_string(pg.data_dir.join(POINTER)) {
-                pg.cluster_dir = PathBuf::from(text.trim_end_matches('\n'));
+            // Never the pointer as written: a copied data directory names another's cluster.
+            if is_root() && !pg.data_dir.join("PG_VERSION").exists() {
+                if let Some(user) = postgres_user() {
+                    pg.cluster_dir = private_cluster_dir(&user, &pg.data_dir);
+                }
             }
             if pg.cluster_dir.join("postmaster.pid").exists() {
                 pg.stop_now()?;

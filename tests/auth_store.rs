@@ -14,7 +14,7 @@ use wa_outbox::auth_store::{
 };
 use wa_outbox::config::Config;
 use wa_outbox::error_code::ErrorCode;
-use wa_outbox::testing::{test_db, wait_for};
+use wa_outbox::testing::{dir_contains, test_db, wait_for};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PG_DUMP: &str = "/usr/lib/postgresql/15/bin/pg_dump";
@@ -54,31 +54,14 @@ fn fake_profile(dir: &Path, marker: &str) {
     std::fs::write(dir.join("Default/Cache/data_0"), "cache").unwrap();
 }
 
-/// True when any file under `dir` (recursively) contains `needle`.
-fn dir_contains(dir: &Path, needle: &str) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| {
-            let path = e.path();
-            if path.is_dir() {
-                return dir_contains(&path, needle);
-            }
-            std::fs::read(&path)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-}
-
 /// Waits until both login stores of `profile` hold `marker` on disk. IndexedDB is written when
 /// its transaction completes; Local Storage only after Chromium's commit delay (about 5 s),
 /// and a browser shut down under load may not flush it first.
 async fn wait_durable(profile: &Path, marker: &str) {
     let profile = profile.to_path_buf();
     wait_for("the login written to disk", Duration::from_secs(30), || {
-        let done = dir_contains(&profile.join("Default/Local Storage"), marker)
-            && dir_contains(&profile.join("Default/IndexedDB"), marker);
+        let done = dir_contains(&profile.join("Default/Local Storage"), marker.as_bytes())
+            && dir_contains(&profile.join("Default/IndexedDB"), marker.as_bytes());
         async move { done.then_some(()) }
     })
     .await;

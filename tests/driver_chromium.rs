@@ -523,21 +523,6 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Does any file under `dir` contain `needle`?
-fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            dir_contains(&p, needle)
-        } else {
-            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_browser_is_reported_and_resumes_without_qr() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,7 +545,7 @@ async fn killed_browser_is_reported_and_resumes_without_qr() {
     // this test proves is the resume of a login that is on disk, so it waits for that first.
     let local_storage = dir.path().join("s-crash/Default/Local Storage");
     let deadline = Instant::now() + EVENT_WAIT;
-    while !dir_contains(&local_storage, b"WANoiseInfo") {
+    while !wa_outbox::testing::dir_contains(&local_storage, b"WANoiseInfo") {
         assert!(
             Instant::now() < deadline,
             "localStorage never reached the profile"

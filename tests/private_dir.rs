@@ -117,6 +117,46 @@ async fn both_clusters_work_from(name: &str) {
         "the test cluster still answers after stop"
     );
 
+    // A copy of a data directory (cp -a of a target/, say) carries the pointer of the original:
+    // it gets a cluster of its own, and destroying it leaves the original's alone.
+    let copy = clone.join("copied-pg");
+    let _d3 = Destroy(copy.clone());
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(&test_pg)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    ok(out, "cp -a");
+    let out = bin()
+        .args(["dev-pg", "start", "--dir"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let copy_url = ok(out, "dev-pg start on the copy").trim().to_string();
+    select_one(&copy_url).await;
+    let pointer = |d: &Path| std::fs::read_to_string(d.join("CLUSTER")).unwrap_or_default();
+    if unsafe { libc::geteuid() } == 0 {
+        assert_ne!(
+            pointer(&copy),
+            pointer(&test_pg),
+            "the copy drives the original's cluster"
+        );
+    }
+    let out = bin()
+        .args(["dev-pg", "destroy", "--dir"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    ok(out, "dev-pg destroy on the copy");
+    let out = bin()
+        .args(["dev-pg", "start", "--dir", "target/test-pg"])
+        .current_dir(&clone)
+        .output()
+        .unwrap();
+    let again = ok(out, "dev-pg start after the copy was destroyed");
+    select_one(again.trim()).await;
+
     assert_eq!(
         (mode(top.path()), mode(&clone)),
         before,

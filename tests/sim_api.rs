@@ -272,22 +272,6 @@ async fn page_serves_with_cors_and_absolute_address() {
     assert!(!html.contains("<script src"), "all script inline");
 }
 
-/// A headless Chromium showing the sim's page, with a profile directory that outlives it.
-/// Does any file under `dir` contain `needle`?
-fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            dir_contains(&p, needle)
-        } else {
-            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        }
-    })
-}
-
 fn chromium(url: &str, profile: &std::path::Path) -> Proc {
     use std::os::unix::process::CommandExt;
     let bin = std::env::var("WA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -359,7 +343,7 @@ async fn login_lives_in_the_profile_until_the_phone_logs_out() {
     // browser killed before that comes back to a fresh QR, so wait for it to be on disk.
     let local_storage = profile.path().join("Default/Local Storage");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !dir_contains(&local_storage, b"WANoiseInfo") {
+    while !wa_outbox::testing::dir_contains(&local_storage, b"WANoiseInfo") {
         assert!(
             Instant::now() < deadline,
             "localStorage never reached the profile"

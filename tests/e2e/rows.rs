@@ -186,6 +186,14 @@ async fn a_killed_browser_comes_back_without_a_qr_and_queued_messages_go_out_onc
         .await
         .unwrap();
 
+    // Chromium commits the page's localStorage (where the login keeps `WANoiseInfo`, as on
+    // WhatsApp Web) about 5 s after the write; a browser killed before that comes back to a QR,
+    // as the real page would. What this test proves is a crash after the login is on disk.
+    let local_storage = data_dir.join("profiles/e2e_crash/Default/Local Storage");
+    wait_for("the login's localStorage on disk", STEP, || async {
+        wa_outbox::testing::dir_contains(&local_storage, b"WANoiseInfo").then_some(())
+    })
+    .await;
     let pids = chromium_pids(&data_dir.join("profiles/e2e_crash"));
     assert!(!pids.is_empty(), "no Chromium found for the session");
     for pid in &pids {
