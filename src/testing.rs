@@ -94,3 +94,49 @@ pub fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
         }
     })
 }
+
+/// Starts `wa-outbox sim` (the binary `bin`, with `args` after `sim --listen 127.0.0.1:0`) for a
+/// whole test binary and returns its base URL. It is spawned from a thread that lives as long as
+/// the process and asks the kernel to kill the simulator when that thread ends
+/// (PR_SET_PDEATHSIG): a test binary that passes, fails or is interrupted leaves no simulator
+/// behind. (A process held in a static is never dropped, and the death signal follows the
+/// spawning thread, not the process: a tokio worker would take the simulator down with the first
+/// test that finishes.)
+pub fn sim_process(bin: &str, args: &[&str]) -> String {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["sim", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut child = cmd.spawn().expect("wa-outbox sim starts");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line)
+            .expect("the simulator prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("sim listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the simulator: {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        let _ = tx.send(url);
+        // Keep reading so the pipe never fills; this thread ends only with the process.
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+        let _ = child.wait();
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the simulator started within 30 s")
+}

@@ -1,8 +1,6 @@
 //! The Chromium driver against real Chromium and the real simulator (`wa-outbox sim`), one
 //! simulator per test binary. Every wait is bounded; nothing sleeps to synchronise.
 
-use std::io::BufRead as _;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -19,50 +17,23 @@ struct Sim {
     url: String,
 }
 
-/// One simulator for the whole binary. It is spawned from a thread that lives as long as the
-/// process, so PR_SET_PDEATHSIG takes it down when the test binary exits.
+/// One simulator for the whole binary (gone when the test binary exits: `sim_process`).
 fn sim() -> &'static Sim {
     static SIM: OnceLock<Sim> = OnceLock::new();
-    SIM.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
-            // QR refs rotate every few seconds so that rotation is exercised too, and a page
-            // goes idle (UNPAIRED_IDLE) after three of them, as WhatsApp Web does after six.
-            cmd.args(["sim", "--listen", "127.0.0.1:0"])
-                .args(["--qr-first-ms", "4000", "--qr-interval-ms", "4000"])
-                .args(["--qr-refs", "3"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                use std::os::unix::process::CommandExt as _;
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd.spawn().expect("wa-outbox sim starts");
-            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-            let mut line = String::new();
-            out.read_line(&mut line).expect("sim prints its address");
-            let url = line
-                .trim()
-                .strip_prefix("sim listening on ")
-                .unwrap_or_else(|| panic!("unexpected first line from sim: {line:?}"))
-                .to_string();
-            tx.send(url).unwrap();
-            // Keep reading so the pipe never fills; park with the child.
-            let mut sink = String::new();
-            while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-            let _ = child.wait();
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("sim started within 30 s");
-        Sim { url }
+    SIM.get_or_init(|| Sim {
+        // QR refs rotate every few seconds so that rotation is exercised too, and a page goes
+        // idle (UNPAIRED_IDLE) after three of them, as WhatsApp Web does after six.
+        url: wa_outbox::testing::sim_process(
+            env!("CARGO_BIN_EXE_wa-outbox"),
+            &[
+                "--qr-first-ms",
+                "4000",
+                "--qr-interval-ms",
+                "4000",
+                "--qr-refs",
+                "3",
+            ],
+        ),
     })
 }
 

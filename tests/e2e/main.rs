@@ -15,7 +15,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::OnceCell;
 use wa_outbox::config::Config;
 use wa_outbox::runner::{self, NoLoginStore, RunnerConfig, RunnerHandle, RunnerParts};
@@ -32,35 +31,14 @@ pub(crate) static SIM: OnceCell<Sim> = OnceCell::const_new();
 
 pub(crate) async fn sim() -> &'static Sim {
     SIM.get_or_init(|| async {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-outbox"))
-            .args([
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--ack-step-ms",
-                "100",
-                "--sync-delay-ms",
-                "200",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(false)
-            .spawn()
-            .expect("start the simulator");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let url = first
-            .strip_prefix("sim listening on ")
-            .unwrap()
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        // The simulator outlives this task: it dies with the test process (its stdout closes).
-        std::mem::forget(child);
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let url = tokio::task::spawn_blocking(|| {
+            wa_outbox::testing::sim_process(
+                env!("CARGO_BIN_EXE_wa-outbox"),
+                &["--ack-step-ms", "100", "--sync-delay-ms", "200"],
+            )
+        })
+        .await
+        .expect("start the simulator");
         Sim {
             url,
             http: reqwest::Client::builder()
