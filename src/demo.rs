@@ -13,6 +13,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 
+use crate::child::DieWithParent as _;
 use crate::config::Config;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -46,6 +47,7 @@ async fn start_sim() -> anyhow::Result<Sim> {
         .args(["sim", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
+        .die_with_parent()
         .spawn()
         .context("starting the simulator")?;
     let stdout = child.stdout.take().context("simulator stdout")?;

@@ -5,6 +5,7 @@
 //! writes QR codes, states, acks and incoming messages back.
 
 pub mod auth_store;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod db;

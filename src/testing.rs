@@ -103,19 +103,13 @@ pub fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
 /// spawning thread, not the process: a tokio worker would take the simulator down with the first
 /// test that finishes.)
 pub fn sim_process(bin: &str, args: &[&str]) -> String {
+    use crate::child::DieWithParent as _;
     use std::io::BufRead as _;
-    use std::os::unix::process::CommandExt as _;
     let mut cmd = std::process::Command::new(bin);
     cmd.args(["sim", "--listen", "127.0.0.1:0"])
         .args(args)
-        .stdout(std::process::Stdio::piped());
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+        .stdout(std::process::Stdio::piped())
+        .die_with_parent();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut child = cmd.spawn().expect("wa-outbox sim starts");

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use wa_outbox::auth_store::{
     archive_profile, restore_profile, AuthError, AuthStore, KeyRing, SaveOutcome,
 };
+use wa_outbox::child::DieWithParent as _;
 use wa_outbox::config::Config;
 use wa_outbox::error_code::ErrorCode;
 use wa_outbox::testing::{dir_contains, test_db, wait_for};
@@ -159,6 +160,7 @@ async fn open(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        .die_with_parent()
         .spawn()
         .expect("start chromium");
     let report = tokio::time::timeout(Duration::from_secs(30), site.reports.recv())

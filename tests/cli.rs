@@ -3,11 +3,14 @@
 
 use std::process::Command;
 
+use wa_outbox::child::DieWithParent as _;
 use wa_outbox::testing::test_db;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
-    c.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    c.env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .die_with_parent();
     c
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
+use wa_outbox::child::DieWithParent as _;
 use wa_outbox::http::{self, Metrics};
 use wa_outbox::testing::test_db;
 
@@ -926,7 +927,8 @@ async fn memory_of_a_real_browser_counts_all_its_processes() {
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
     // Its own process group, so the whole browser can be killed at the end.
-    .process_group(0);
+    .process_group(0)
+    .die_with_parent();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.arg("--no-sandbox");

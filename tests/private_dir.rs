@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use wa_outbox::child::DieWithParent as _;
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_wa-outbox"));
     c.env_remove("DATABASE_URL")
         .env_remove("WA_DATA_DIR")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .die_with_parent();
     c
 }
 

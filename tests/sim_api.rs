@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use wa_outbox::child::DieWithParent as _;
 
 /// A child process killed when dropped; with `group`, its whole process group (Chromium's
 /// helpers too), so no browser outlives its test.
@@ -41,6 +42,7 @@ fn start_sim(extra: &[&str]) -> Sim {
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .die_with_parent()
         .spawn()
         .expect("spawn wa-outbox sim");
     let stdout = child.stdout.take().expect("stdout");
@@ -289,6 +291,7 @@ fn chromium(url: &str, profile: &std::path::Path) -> Proc {
         .arg(url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .die_with_parent()
         .spawn()
         .expect("spawn chromium");
     Proc { child, group: true }

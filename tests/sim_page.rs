@@ -11,6 +11,7 @@ use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
 use chromiumoxide::Page;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use wa_outbox::child::DieWithParent as _;
 use wa_outbox::sim::{EARLY_2026_WA_VERSION, NEWEST_WA_VERSION};
 use wa_outbox::testing::wait_for;
 
@@ -38,6 +39,7 @@ fn start_sim(version: &str, extra: &[&str]) -> Sim {
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .die_with_parent()
         .spawn()
         .expect("spawn wa-outbox sim");
     let mut line = String::new();

@@ -693,19 +693,7 @@ impl BrowserProcess {
         // each one with it, instead of leaving an orphan that holds memory and a live WhatsApp
         // page the session's next owner would compete with. (The signal follows the thread that
         // started the browser: a runtime worker, which lives as long as the runner.)
-        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The runner died between fork and prctl: do not start an orphan.
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("the runner is gone"));
-                }
-                Ok(())
-            });
-        }
+        crate::child::DieWithParent::die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| start_failed(format!("cannot run {}: {e}", config.chromium.display())))?;

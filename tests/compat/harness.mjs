@@ -76,7 +76,9 @@ export async function startSim(version) {
   if (version) args.push('--wa-version', version);
   const child = spawn(BIN, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    // Killed by the kernel when this node process ends, however it ends (a test run leaves
+    // nothing running: WA_OUTBOX_DIE_WITH_PARENT, src/child.rs).
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', WA_OUTBOX_DIE_WITH_PARENT: '1' },
   });
   const lines = createInterface({ input: child.stdout });
   const first = await withTimeout(

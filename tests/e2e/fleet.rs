@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use wa_outbox::child::DieWithParent as _;
 use wa_outbox::testing::{test_db, wait_for, TestDb};
 
 use crate::*;
@@ -46,6 +47,7 @@ async fn runner_proc_with(
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
+        .die_with_parent()
         .spawn()
         .unwrap();
     let pid = child.id().unwrap() as i32;

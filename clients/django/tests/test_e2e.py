@@ -107,7 +107,10 @@ def stack(database_url, tmp_path):
     if not os.access(binary, os.X_OK):
         pytest.fail(f"WA_OUTBOX_BIN={binary} is not an executable", pytrace=False)
 
+    # WA_OUTBOX_DIE_WITH_PARENT: the kernel kills the simulator and the runner when pytest ends,
+    # however it ends (interrupted, killed), so a test run leaves nothing running.
     base_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    base_env["WA_OUTBOX_DIE_WITH_PARENT"] = "1"
     sim = Process("sim", [binary, "sim", "--listen", "127.0.0.1:0"], base_env, tmp_path)
     runner = None
     try:
