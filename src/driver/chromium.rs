@@ -1676,6 +1676,15 @@ impl Session for ChromiumSession {
         }
     }
 
+    async fn inbound_since(
+        &self,
+        _since: i64,
+        _limit: usize,
+    ) -> Result<Vec<IncomingMessage>, DriverError> {
+        // BACKFILL: read from the page's message store (not yet).
+        Ok(Vec::new())
+    }
+
     async fn logout(&self) -> Result<(), DriverError> {
         if let Some(dead) = self.dead_error() {
             return Err(dead);

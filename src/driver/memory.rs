@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
-    Driver, DriverError, DriverEvent, OutgoingMessage, Sent, Session, SessionSpec, StartedSession,
+    Driver, DriverError, DriverEvent, IncomingMessage, OutgoingMessage, Sent, Session, SessionSpec,
+    StartedSession,
 };
 use crate::error_code::ErrorCode;
 
@@ -57,6 +58,8 @@ struct WorldState {
     calls: Vec<(String, std::time::Instant)>,
     /// Ids WhatsApp refused (ack -1).
     refused: HashSet<String>,
+    /// Incoming messages each session's account holds (what its page would show on connect).
+    inbox: HashMap<String, Vec<IncomingMessage>>,
 }
 
 #[derive(Default)]
@@ -113,6 +116,15 @@ impl MemoryWorld {
     }
     pub fn is_active(&self, session_id: &str) -> bool {
         self.lock().active.contains_key(session_id)
+    }
+    /// A message reaches the account while no page may be watching: kept for `inbound_since`.
+    /// (A running page is also told, as `emit` does, by the caller if it wants.)
+    pub fn hold_incoming(&self, session_id: &str, msg: IncomingMessage) {
+        self.lock()
+            .inbox
+            .entry(session_id.to_string())
+            .or_default()
+            .push(msg);
     }
     /// Pushes an event into a running session as if its page produced it.
     pub async fn emit(&self, session_id: &str, event: DriverEvent) -> bool {
@@ -316,6 +328,25 @@ impl Session for MemorySession {
             .iter()
             .any(|r| r.wa_message_id == wa_message_id)
             .then_some(1))
+    }
+
+    async fn inbound_since(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<IncomingMessage>, DriverError> {
+        if self.dead() {
+            return std::future::pending().await;
+        }
+        let st = self.world.lock();
+        let mut held: Vec<IncomingMessage> = st
+            .inbox
+            .get(&self.session_id)
+            .map(|v| v.iter().filter(|m| m.timestamp >= since).cloned().collect())
+            .unwrap_or_default();
+        held.sort_by_key(|m| m.timestamp);
+        held.truncate(limit);
+        Ok(held)
     }
 
     async fn logout(&self) -> Result<(), DriverError> {

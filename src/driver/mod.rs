@@ -211,6 +211,15 @@ pub trait Session: Send + Sync + 'static {
         chat_id: &str,
         wa_message_id: &str,
     ) -> Result<Option<i32>, DriverError>;
+    /// The incoming messages the page holds with a timestamp at or after `since` (seconds since
+    /// the epoch), oldest first, at most `limit`: what arrived while no page was watching, as an
+    /// `Incoming` event would have carried it. After every (re)connect the runner backfills from
+    /// the newest message it recorded and stores each id once.
+    async fn inbound_since(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<IncomingMessage>, DriverError>;
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a
