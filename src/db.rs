@@ -39,6 +39,48 @@ pub async fn connect_as(
         .context("cannot connect to PostgreSQL")
 }
 
+/// The client-side bound on one statement of the runner's loops: a query stuck on a connection
+/// whose packets vanish (a partition, a failover) gives up after this, whatever the server does.
+pub const STATEMENT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs one statement within [`STATEMENT_DEADLINE`].
+pub async fn bounded<T>(
+    fut: impl std::future::Future<Output = sqlx::Result<T>>,
+) -> sqlx::Result<T> {
+    bounded_by(STATEMENT_DEADLINE, fut).await
+}
+
+/// Runs one statement within `deadline`; past it, an I/O error (the connection is dropped).
+pub async fn bounded_by<T>(
+    deadline: Duration,
+    fut: impl std::future::Future<Output = sqlx::Result<T>>,
+) -> sqlx::Result<T> {
+    tokio::time::timeout(deadline, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from PostgreSQL within {deadline:?}"),
+            )))
+        })
+}
+
+/// Whether an error is the database being briefly away (restarting, failing over, refusing
+/// connections for now) rather than something a retry cannot fix (a bad URL, a schema to
+/// migrate, a wrong password).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => true,
+            Some(sqlx::Error::Database(d)) => d.code().is_some_and(|c| {
+                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+                // 08xxx connection exceptions, 53300 too_many_connections.
+                c.starts_with("57P") || c.starts_with("08") || c == "53300"
+            }),
+            _ => false,
+        })
+}
+
 /// The database to use: DATABASE_URL, or the embedded cluster under WA_DATA_DIR/pg.
 pub struct Database {
     pub url: String,

@@ -15,29 +15,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::postgres::PgListener;
 use sqlx::Row;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::db::bounded;
 use crate::driver::{DriverError, Media, MessageKind, OutgoingMessage, Sent, Session};
 use crate::error_code::ErrorCode;
-use crate::runner::Shared;
+use crate::shared::{backoff, status_for_ack, Shared};
 
 /// WhatsApp refuses longer texts and captions.
 pub const MAX_BODY_CHARS: usize = 65_536;
 /// Base and cap of the retry back-off for transient send failures.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
-
-/// Exponential back-off with ±25 % jitter: `base * 2^(n-1)`, capped.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let d = exp.min(max);
-    d.mul_f64(rand::rng().random_range(0.75..1.25))
-}
 
 /// LISTEN wa_outbox: wake the dispatcher for our sessions' messages and the reconciler for
 /// session changes. Notifications are only a hint; both loops also poll.
@@ -86,7 +79,8 @@ struct Completion {
     status: &'static str,
     code: Option<ErrorCode>,
     error: Option<String>,
-    retry_at: Option<DateTime<Utc>>,
+    /// Queued again, to be tried after this long (from the database's `now()`).
+    retry_after: Option<Duration>,
     ack: Option<i16>,
     /// WhatsApp refused the send under this row's id: the next attempt gets a new one.
     new_id: bool,
@@ -179,7 +173,18 @@ pub async fn run(shared: Arc<Shared>) {
                         tokio::spawn(give_back(shared.clone(), unclaim));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming messages failed; retrying"),
+                Err(e) => {
+                    // The claim may have committed with its answer lost: its rows would sit in
+                    // `sending`. These sessions settle `sending` rows by id (the page has not
+                    // seen them: queued again) before anything new is sent.
+                    tracing::warn!(error = %e, "claiming messages failed; retrying");
+                    let mut sessions = shared.sessions();
+                    for id in &ready {
+                        if let Some(e) = sessions.get_mut(id) {
+                            e.recovered = false;
+                        }
+                    }
+                }
             }
         }
         tokio::select! {
@@ -231,9 +236,8 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
                    m.media_filename, m.options, m.attempts, m.max_attempts, m.chat_id, m.wa_message_id",
     )
     .bind(shared.id)
-    .bind(ready)
-    .fetch_all(&shared.pool)
-    .await?;
+    .bind(ready);
+    let rows = bounded(rows.fetch_all(&shared.pool)).await?;
     if let Some(m) = &shared.metrics {
         m.observe_claim_latency(t0.elapsed());
     }
@@ -471,7 +475,7 @@ async fn send_one(
         status: "sent",
         code: None,
         error: None,
-        retry_at: None,
+        retry_after: None,
         ack: None,
         new_id: false,
         sent: None,
@@ -511,12 +515,11 @@ async fn send_one(
             } else {
                 let delay = backoff(row.attempts as u32, shared.cfg.retry_base, RETRY_MAX);
                 tracing::info!(message_id = row.id, attempt = row.attempts, ?delay, %code, "transient send failure; will retry");
-                let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 Completion {
                     status: "queued",
                     code: Some(code),
                     error: Some(message),
-                    retry_at: Some(retry_at),
+                    retry_after: Some(delay),
                     new_id,
                     ..base
                 }
@@ -529,12 +532,16 @@ async fn send_one(
 /// claim undone (nothing was sent). Retried until written, like completions.
 async fn give_back(shared: Arc<Shared>, ids: Vec<i64>) {
     until_written("given-back claims", ids.len(), || async {
-        sqlx::query(
-            "update wa_message set status = 'queued', attempts = greatest(attempts - 1, 0)
-             where id = any($1) and status = 'sending'",
+        bounded(
+            sqlx::query(
+                "update wa_message m set status = 'queued', attempts = greatest(attempts - 1, 0)
+                 where id = any($1) and status = 'sending'
+                   and exists (select 1 from wa_session s where s.id = m.session_id and s.runner_id = $2)",
+            )
+            .bind(&ids)
+            .bind(shared.id)
+            .execute(&shared.pool),
         )
-        .bind(&ids)
-        .execute(&shared.pool)
         .await
         .map(|_| ())
     })
@@ -553,15 +560,6 @@ where
         tracing::warn!(error = %e, n, "writing {what} failed; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-fn status_for_ack(ack: i32) -> &'static str {
-    match ack {
-        i32::MIN..=1 => "sent",
-        2 => "delivered",
-        3 => "read",
-        _ => "played",
     }
 }
 
@@ -591,8 +589,7 @@ fn free_session(shared: &Shared, c: &Completion) {
     if let Some(e) = shared.sessions().get_mut(&c.session_id) {
         e.in_flight = false;
         e.next_send_at = now + jittered(shared.cfg.send_min_interval);
-        if let Some(at) = c.retry_at {
-            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        if let Some(wait) = c.retry_after {
             e.next_send_at = e.next_send_at.max(now + wait);
         }
     }
@@ -611,7 +608,10 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     let statuses: Vec<&str> = batch.iter().map(|c| c.status).collect();
     let codes: Vec<Option<&str>> = batch.iter().map(|c| c.code.map(|c| c.as_str())).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
-    let retry: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.retry_at).collect();
+    let retry_ms: Vec<Option<f64>> = batch
+        .iter()
+        .map(|c| c.retry_after.map(|d| d.as_secs_f64() * 1000.0))
+        .collect();
     let acks: Vec<Option<i16>> = batch.iter().map(|c| c.ack).collect();
     let new_ids: Vec<bool> = batch.iter().map(|c| c.new_id).collect();
     let keys: Vec<Option<&str>> = batch
@@ -624,11 +624,12 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
         .collect();
     // One statement (no BEGIN/COMMIT round trips): the message rows and their sessions' idle
     // clocks move together.
-    sqlx::query(
+    let q = sqlx::query(
         "with done as (
            update wa_message m set
              status = c.status, error_code = c.code, error = c.err,
-             not_before = coalesce(c.retry_at, m.not_before),
+             not_before = case when c.retry_ms is null then m.not_before
+                               else now() + make_interval(secs => c.retry_ms / 1000) end,
              ack = coalesce(c.ack, m.ack),
              sent_at = case when c.status in ('sent', 'delivered', 'read', 'played') then coalesce(m.sent_at, now()) else m.sent_at end,
              delivered_at = case when c.status in ('delivered', 'read', 'played') then coalesce(m.delivered_at, now()) else m.delivered_at end,
@@ -636,10 +637,13 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
              finished_at = case when c.status = 'queued' then null else now() end,
              wa_message_id = case when c.new_id then null else coalesce(c.key, m.wa_message_id) end,
              chat_id = coalesce(c.chat, m.chat_id)
-           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::smallint[], $7::bool[],
+           from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::smallint[], $7::bool[],
                        $8::text[], $9::text[])
-             as c(id, status, code, err, retry_at, ack, new_id, key, chat)
+             as c(id, status, code, err, retry_ms, ack, new_id, key, chat)
+           -- Fenced: a runner that lost the session writes nothing (its next owner settles the
+           -- row by id, from the page).
            where m.id = c.id and m.status = 'sending'
+             and exists (select 1 from wa_session s where s.id = m.session_id and s.runner_id = $10)
            returning m.session_id, c.status)
          update wa_session s set last_active_at = now()
          where s.id in (select session_id from done where status in ('sent', 'delivered', 'read', 'played'))",
@@ -648,129 +652,172 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
     .bind(&statuses)
     .bind(&codes)
     .bind(&errors)
-    .bind(&retry)
+    .bind(&retry_ms)
     .bind(&acks)
     .bind(&new_ids)
     .bind(&keys)
     .bind(&chats)
-    .execute(&shared.pool)
-    .await?;
+    .bind(shared.id)
+    .execute(&shared.pool);
+    bounded(q).await?;
     Ok(())
 }
 
+/// A row the page could not be asked about is retried this many times (one recovery pass each,
+/// backing off); then it fails as `send_failed` rather than block its session: it may or may not
+/// have gone out, and at most once means it is never sent again.
+pub const RECOVERY_TRIES: u32 = 5;
+
 /// Settles the `sending` rows an earlier owner (or an earlier browser) of this session left:
-/// sent if the page knows the id, queued again if not. Never sends anything itself.
+/// sent if the page knows the id, queued again if not. Never sends anything itself. Each row is
+/// settled on its own: one that fails does not hold up the others. Every write is fenced on this
+/// runner still owning the session.
 async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<dyn Session>) {
-    let result: anyhow::Result<()> = async {
-        let rows = sqlx::query("select id, chat_id, wa_message_id, attempts, max_attempts from wa_message where session_id = $1 and status = 'sending' order by id")
+    let rows = bounded(
+        sqlx::query("select id, chat_id, wa_message_id, attempts, max_attempts from wa_message where session_id = $1 and status = 'sending' order by id")
             .bind(&session_id)
-            .fetch_all(&shared.pool)
-            .await?;
-        for r in rows {
-            let id: i64 = r.get("id");
-            let chat: Option<String> = r.get("chat_id");
-            let wa_id: Option<String> = r.get("wa_message_id");
-            let attempts: i32 = r.get("attempts");
-            let max_attempts: i32 = r.get("max_attempts");
-            let found = match (&chat, &wa_id) {
-                (Some(c), Some(w)) => tokio::time::timeout(shared.cfg.send_timeout, session.find_message(c, w)).await??,
-                _ => None,
-            };
-            // A message the page holds with ack -1 was refused: not sent, and its id is spent.
-            let refused = found.is_some_and(|a| a < 0);
-            let found = found.filter(|a| *a >= 0);
-            match found {
-                Some(ack) => {
-                    tracing::info!(message_id = id, "recovered: the page has it; marking sent");
-                    sqlx::query(
-                        "update wa_message set status = $2, ack = $3, sent_at = coalesce(sent_at, now()), finished_at = now(),
-                           delivered_at = case when $3 >= 2 then coalesce(delivered_at, now()) else delivered_at end,
-                           read_at = case when $3 >= 3 then coalesce(read_at, now()) else read_at end
-                         where id = $1 and status = 'sending'",
-                    )
-                    .bind(id)
-                    .bind(status_for_ack(ack))
-                    .bind(ack as i16)
-                    .execute(&shared.pool)
-                    .await?;
-                }
-                None if attempts >= max_attempts => {
-                    sqlx::query("update wa_message set status = 'failed', error_code = 'attempts_exhausted', error = 'interrupted on its last attempt and not found in the chat', finished_at = now() where id = $1 and status = 'sending'")
-                        .bind(id)
-                        .execute(&shared.pool)
-                        .await?;
-                }
-                None => {
-                    tracing::info!(message_id = id, "recovered: not in the chat; queued again");
-                    sqlx::query("update wa_message set status = 'queued', wa_message_id = case when $2 then null else wa_message_id end where id = $1 and status = 'sending'")
-                        .bind(id)
-                        .bind(refused)
-                        .execute(&shared.pool)
-                        .await?;
+            .fetch_all(&shared.pool),
+    )
+    .await;
+    let tries = shared
+        .sessions()
+        .get(&session_id)
+        .map_or(0, |e| e.recovery_failures);
+    let mut failed = 0usize;
+    match rows {
+        Err(e) => {
+            tracing::warn!(session = %session_id, error = %e, "reading in-flight messages failed; will retry");
+            failed += 1;
+        }
+        Ok(rows) => {
+            for r in rows {
+                let id: i64 = r.get("id");
+                if let Err(e) = recover_row(&shared, &session_id, &*session, &r, tries).await {
+                    tracing::warn!(session = %session_id, message_id = id, error = %e, "settling an in-flight message failed; will retry");
+                    failed += 1;
                 }
             }
         }
-        Ok(())
-    }
-    .await;
-    let ok = result.is_ok();
-    if let Err(e) = result {
-        tracing::warn!(session = %session_id, error = %e, "recovering in-flight messages failed; will retry");
     }
     if let Some(e) = shared.sessions().get_mut(&session_id) {
         e.recovering = false;
-        e.recovered = ok;
-        if !ok {
-            e.next_send_at = Instant::now() + Duration::from_secs(1);
+        e.recovered = failed == 0;
+        if failed == 0 {
+            e.recovery_failures = 0;
+        } else {
+            e.recovery_failures += 1;
+            e.next_send_at = Instant::now()
+                + backoff(
+                    e.recovery_failures,
+                    Duration::from_millis(500),
+                    Duration::from_secs(30),
+                );
         }
     }
     shared.dispatch_wake.notify_one();
 }
 
-/// The id part of a serialized message key (`<fromMe>_<chat>_<id>[_<participant>]`). Acks are
-/// matched on it with the session: today's page may key a message under the chat's LID, its
-/// phone number, or with our own JID appended for a group, but the id is the one we chose.
-pub fn bare_id(key: &str) -> &str {
-    key.split('_').nth(2).unwrap_or(key)
-}
-
-/// An ack from the page: move the row forward (never back) and record an ack event. An error ack
-/// (-1) fails only a row already `sent`: during a send the refusal comes back through the send
-/// itself, which retries it under a new id.
-pub async fn apply_ack(
+async fn recover_row(
     shared: &Shared,
     session_id: &str,
-    wa_message_id: &str,
-    ack: i32,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "with upd as (
-           update wa_message set
-             ack = $2,
-             status = case when $2 < 0 then 'failed' when $2 >= 4 then 'played' when $2 = 3 then 'read'
-                           when $2 = 2 then 'delivered' else 'sent' end,
-             error_code = case when $2 < 0 then 'send_failed' end,
-             error = case when $2 < 0 then 'WhatsApp reported an error for this message' end,
-             sent_at = case when $2 >= 0 then coalesce(sent_at, now()) else sent_at end,
-             delivered_at = case when $2 >= 2 then coalesce(delivered_at, now()) else delivered_at end,
-             read_at = case when $2 >= 3 then coalesce(read_at, now()) else read_at end,
-             played_at = case when $2 >= 4 then coalesce(played_at, now()) else played_at end,
-             finished_at = coalesce(finished_at, now())
-           where session_id = $3 and split_part(wa_message_id, '_', 3) = $4
-             and (($2 < 0 and status = 'sent' and coalesce(ack, 0) <= 0)
-                  or ($2 >= 0 and status in ('sending', 'sent', 'delivered', 'read') and coalesce(ack, -2) < $2))
-           returning id, session_id, status)
-         insert into wa_event (session_id, kind, message_id, wa_message_id, payload)
-         select session_id, 'ack', id, $1, jsonb_build_object('ack', $2, 'status', status) from upd",
+    session: &dyn Session,
+    r: &sqlx::postgres::PgRow,
+    tries: u32,
+) -> anyhow::Result<()> {
+    let id: i64 = r.get("id");
+    let chat: Option<String> = r.get("chat_id");
+    let wa_id: Option<String> = r.get("wa_message_id");
+    let attempts: i32 = r.get("attempts");
+    let max_attempts: i32 = r.get("max_attempts");
+    let found = match (&chat, &wa_id) {
+        (Some(c), Some(w)) => {
+            match tokio::time::timeout(shared.cfg.send_timeout, session.find_message(c, w)).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) if tries + 1 < RECOVERY_TRIES => return Err(e.into()),
+                Err(_) if tries + 1 < RECOVERY_TRIES => anyhow::bail!("the page did not answer in time"),
+                Ok(Err(e)) => return settle(shared, session_id, id, "failed", Some("send_failed"),
+                    Some(&format!("interrupted mid-send and the page could not be asked about it ({e}); it may or may not have been sent, and is not sent again")), None, false).await,
+                Err(_) => return settle(shared, session_id, id, "failed", Some("send_failed"),
+                    Some("interrupted mid-send and the page did not answer about it; it may or may not have been sent, and is not sent again"), None, false).await,
+            }
+        }
+        _ => None,
+    };
+    // A message the page holds with ack -1 was refused: not sent, and its id is spent.
+    let refused = found.is_some_and(|a| a < 0);
+    match found.filter(|a| *a >= 0) {
+        Some(ack) => {
+            tracing::info!(message_id = id, "recovered: the page has it; marking sent");
+            settle(
+                shared,
+                session_id,
+                id,
+                status_for_ack(ack),
+                None,
+                None,
+                Some(ack as i16),
+                false,
+            )
+            .await
+        }
+        None if attempts >= max_attempts => {
+            settle(
+                shared,
+                session_id,
+                id,
+                "failed",
+                Some("attempts_exhausted"),
+                Some("interrupted on its last attempt and not found in the chat"),
+                None,
+                false,
+            )
+            .await
+        }
+        None => {
+            tracing::info!(message_id = id, "recovered: not in the chat; queued again");
+            settle(shared, session_id, id, "queued", None, None, None, refused).await
+        }
+    }
+}
+
+/// One recovery write, fenced on the session still being ours and the row still `sending`.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    shared: &Shared,
+    session_id: &str,
+    id: i64,
+    status: &str,
+    code: Option<&str>,
+    error: Option<&str>,
+    ack: Option<i16>,
+    new_id: bool,
+) -> anyhow::Result<()> {
+    bounded(
+        sqlx::query(
+            "update wa_message m set status = $2, error_code = $3, error = $4, ack = coalesce($5, m.ack),
+               sent_at = case when $5 >= 0 then coalesce(m.sent_at, now()) else m.sent_at end,
+               delivered_at = case when $5 >= 2 then coalesce(m.delivered_at, now()) else m.delivered_at end,
+               read_at = case when $5 >= 3 then coalesce(m.read_at, now()) else m.read_at end,
+               finished_at = case when $2 = 'queued' then null else now() end,
+               wa_message_id = case when $6 then null else m.wa_message_id end
+             where m.id = $1 and m.status = 'sending'
+               and exists (select 1 from wa_session s where s.id = $7 and s.runner_id = $8 and m.session_id = s.id)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(code)
+        .bind(error)
+        .bind(ack)
+        .bind(new_id)
+        .bind(session_id)
+        .bind(shared.id)
+        .execute(&shared.pool),
     )
-    .bind(wa_message_id)
-    .bind(ack as i16)
-    .bind(session_id)
-    .bind(bare_id(wa_message_id))
-    .execute(&shared.pool)
     .await?;
     Ok(())
 }
+
+pub use crate::driver::bare_id;
 
 #[cfg(test)]
 mod tests {

@@ -95,6 +95,9 @@ struct Inner {
     claim_latency: Histogram,
     send_latency: Histogram,
     browser_restarts: Counter,
+    page_events_dropped: Counter,
+    page_write_retries: Counter,
+    fences: Counter,
     live_browsers: Gauge,
     session_memory: Family<SessionLabel, Gauge<u64, AtomicU64>>,
     sessions: Family<StatusLabel, Gauge>,
@@ -127,6 +130,9 @@ impl Metrics {
         // WA_SEND_TIMEOUT (10 s by default).
         let send_latency = Histogram::new(exponential_buckets(0.025, 2.0, 12));
         let browser_restarts = Counter::default();
+        let page_events_dropped = Counter::default();
+        let page_write_retries = Counter::default();
+        let fences = Counter::default();
         let live_browsers = Gauge::default();
         let session_memory = Family::<SessionLabel, Gauge<u64, AtomicU64>>::default();
         let sessions = Family::<StatusLabel, Gauge>::default();
@@ -150,6 +156,21 @@ impl Metrics {
             "browser_restarts",
             "Browsers restarted after a crash or hang",
             browser_restarts.clone(),
+        );
+        registry.register(
+            "page_events_dropped",
+            "Page events (acks, incoming messages, status) dropped because a session's write buffer was full while PostgreSQL was unreachable",
+            page_events_dropped.clone(),
+        );
+        registry.register(
+            "page_write_retries",
+            "Failed writes of page events, each retried",
+            page_write_retries.clone(),
+        );
+        registry.register(
+            "fences",
+            "Times this runner closed its browsers because it could not prove its leases in time",
+            fences.clone(),
         );
         registry.register(
             "live_browsers",
@@ -189,6 +210,9 @@ impl Metrics {
                 claim_latency,
                 send_latency,
                 browser_restarts,
+                page_events_dropped,
+                page_write_retries,
+                fences,
                 live_browsers,
                 session_memory,
                 sessions,
@@ -210,6 +234,18 @@ impl Metrics {
 
     pub fn inc_browser_restarts(&self) {
         self.inner.browser_restarts.inc();
+    }
+
+    pub fn inc_page_events_dropped(&self) {
+        self.inner.page_events_dropped.inc();
+    }
+
+    pub fn inc_page_write_retries(&self) {
+        self.inner.page_write_retries.inc();
+    }
+
+    pub fn inc_fences(&self) {
+        self.inner.fences.inc();
     }
 
     pub fn set_live_browsers(&self, n: i64) {

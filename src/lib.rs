@@ -21,6 +21,8 @@ pub mod qr;
 pub mod recipient;
 pub mod reconciler;
 pub mod runner;
+pub mod session;
+pub mod shared;
 pub mod sim;
 pub mod status;
 #[doc(hidden)]

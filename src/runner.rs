@@ -6,20 +6,21 @@
 //! another runner takes the sessions at once, delete the runner row, exit 0.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, LogFormat};
-use crate::driver::{Driver, Session};
+use crate::driver::Driver;
+pub use crate::shared::{
+    LoginStore, NoLoginStore, RestoreError, RunnerConfig, SessionCmd, SessionEntry, Shared,
+    DEFAULT_COMPLETION_BATCH, DEFAULT_MAX_RESTARTS, DEFAULT_POLL_INTERVAL,
+};
 
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
@@ -32,194 +33,6 @@ pub fn init_tracing(config: &Config) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
-}
-
-/// What the loops need from the configuration, validated once.
-#[derive(Debug, Clone)]
-pub struct RunnerConfig {
-    pub capacity: u32,
-    pub lease_ttl: Duration,
-    pub send_min_interval: Duration,
-    pub send_timeout: Duration,
-    pub start_timeout: Duration,
-    pub reconnect_timeout: Duration,
-    pub idle_after: Duration,
-    pub qr_max_rotations: u32,
-    pub data_dir: PathBuf,
-    /// Fallback poll when no NOTIFY arrives (lost notification, listener reconnecting).
-    pub poll_interval: Duration,
-    /// How long a drain waits for in-flight sends.
-    pub drain_timeout: Duration,
-    /// Browser restarts in a row before the session fails with browser_crashed.
-    pub max_restarts: i32,
-    /// Completions written per statement.
-    pub completion_batch: usize,
-    /// First retry delay after a transient send failure (doubles each attempt).
-    pub retry_base: Duration,
-}
-
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
-pub const DEFAULT_MAX_RESTARTS: i32 = 5;
-pub const DEFAULT_COMPLETION_BATCH: usize = 512;
-
-impl RunnerConfig {
-    pub fn from_config(c: &Config) -> Self {
-        Self {
-            capacity: c.runner_capacity,
-            lease_ttl: c.lease_ttl,
-            send_min_interval: c.send_min_interval,
-            send_timeout: c.send_timeout,
-            start_timeout: c.start_timeout,
-            reconnect_timeout: c.reconnect_timeout,
-            idle_after: c.idle_after,
-            qr_max_rotations: c.qr_max_rotations,
-            data_dir: c.data_dir.clone(),
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            drain_timeout: c.send_timeout + Duration::from_secs(5),
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            completion_batch: DEFAULT_COMPLETION_BATCH,
-            retry_base: crate::dispatcher::RETRY_BASE,
-        }
-    }
-}
-
-/// Where a session's login is kept between browsers (the encrypted archive store in
-/// production; nothing in the loops' unit tests).
-#[async_trait]
-pub trait LoginStore: Send + Sync + 'static {
-    /// Restores the stored login into `profile_dir`; Ok(false) if there is none.
-    async fn restore(
-        &self,
-        session_id: &str,
-        profile_dir: &std::path::Path,
-    ) -> Result<bool, RestoreError>;
-    /// Stores the login, fenced on `runner_id` still holding the session's lease.
-    async fn save(
-        &self,
-        session_id: &str,
-        runner_id: Uuid,
-        profile_dir: &std::path::Path,
-    ) -> Result<(), String>;
-    async fn delete(&self, session_id: &str) -> Result<(), String>;
-    async fn has_login(&self, session_id: &str) -> Result<bool, String>;
-}
-
-/// Why a stored login could not be put back. A transient cause (database, disk) is retried;
-/// anything else fails the session with auth_restore_failed rather than silently showing a QR.
-#[derive(Debug)]
-pub struct RestoreError {
-    pub transient: bool,
-    pub message: String,
-}
-
-/// No stored logins: every new browser starts from its local profile folder only.
-pub struct NoLoginStore;
-
-#[async_trait]
-impl LoginStore for NoLoginStore {
-    async fn restore(&self, _: &str, _: &std::path::Path) -> Result<bool, RestoreError> {
-        Ok(false)
-    }
-    async fn save(&self, _: &str, _: Uuid, _: &std::path::Path) -> Result<(), String> {
-        Ok(())
-    }
-    async fn delete(&self, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    async fn has_login(&self, _: &str) -> Result<bool, String> {
-        Ok(false)
-    }
-}
-
-/// The production store: encrypted archives in wa_session_auth.
-#[async_trait]
-impl LoginStore for crate::auth_store::AuthStore {
-    async fn restore(
-        &self,
-        session_id: &str,
-        profile_dir: &std::path::Path,
-    ) -> Result<bool, RestoreError> {
-        crate::auth_store::AuthStore::restore(self, session_id, profile_dir)
-            .await
-            .map_err(|e| RestoreError {
-                transient: e.is_transient(),
-                message: e.to_string(),
-            })
-    }
-    async fn save(
-        &self,
-        session_id: &str,
-        runner_id: Uuid,
-        profile_dir: &std::path::Path,
-    ) -> Result<(), String> {
-        self.save_owned(session_id, runner_id, profile_dir)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-    async fn delete(&self, session_id: &str) -> Result<(), String> {
-        crate::auth_store::AuthStore::delete(self, session_id)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-    async fn has_login(&self, session_id: &str) -> Result<bool, String> {
-        crate::auth_store::AuthStore::has_login(self, session_id)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// What the reconciler tells a session's actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionCmd {
-    /// desired_state = stopped: close the browser, keep the login.
-    Stop,
-    /// desired_state = logged_out: unlink the device, delete the login.
-    Logout,
-    /// Idle: save the login, close the browser, release the lease.
-    Hibernate,
-    /// Runner draining: save the login, close the browser, release the lease for another runner.
-    Release,
-    /// The lease is no longer ours: close at once, write nothing.
-    Lost,
-}
-
-/// One owned session, as the dispatcher and reconciler see it.
-pub struct SessionEntry {
-    pub cmd_tx: mpsc::Sender<SessionCmd>,
-    /// Set while the page is connected.
-    pub handle: Option<Arc<dyn Session>>,
-    /// `sending` rows left by an earlier owner have been settled.
-    pub recovered: bool,
-    pub recovering: bool,
-    pub in_flight: bool,
-    pub next_send_at: Instant,
-    pub task: Option<JoinHandle<()>>,
-}
-
-pub struct Shared {
-    pub id: Uuid,
-    pub pool: PgPool,
-    pub driver: Arc<dyn Driver>,
-    pub logins: Arc<dyn LoginStore>,
-    pub media: Option<Arc<crate::media::MediaFetcher>>,
-    pub cfg: RunnerConfig,
-    pub sessions: Mutex<HashMap<String, SessionEntry>>,
-    pub dispatch_wake: Notify,
-    pub reconcile_wake: Notify,
-    /// Cancelled when the runner starts draining: stop claiming.
-    pub draining: CancellationToken,
-    pub metrics: Option<crate::http::Metrics>,
-}
-
-impl Shared {
-    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    pub fn profile_dir(&self, session_id: &str) -> PathBuf {
-        self.cfg.data_dir.join("profiles").join(session_id)
-    }
 }
 
 pub struct RunnerParts {
@@ -250,6 +63,8 @@ impl RunnerHandle {
     /// Sudden death, as on SIGKILL: nothing is written, leases stay until they expire.
     pub async fn kill(self) {
         self.task.abort();
+        // Its lease loop dies with it (a dead runner renews nothing).
+        self.shared.leases_done.cancel();
         let _ = self.task.await;
         let tasks: Vec<_> = self
             .shared
@@ -293,6 +108,8 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
         dispatch_wake: Notify::new(),
         reconcile_wake: Notify::new(),
         draining: CancellationToken::new(),
+        leases_done: CancellationToken::new(),
+        leases_proved_at: Mutex::new(tokio::time::Instant::now()),
         metrics: parts.metrics,
     });
     let shutdown = CancellationToken::new();
@@ -331,9 +148,10 @@ async fn run_loops(
         .execute(&shared.pool)
         .await;
 
-    // The dispatcher returns once its in-flight sends are settled (or the bound passes).
+    // The dispatcher returns once its in-flight sends are settled (or the bound passes). The
+    // reconciler keeps renewing the leases (claiming nothing) until every one is released: a
+    // drain longer than the TTL must not let a lease lapse under a browser that is still open.
     let _ = dispatcher.await;
-    let _ = reconciler.await;
     listener.abort();
     if let Some(a) = accounting {
         a.abort();
@@ -342,10 +160,14 @@ async fn run_loops(
         let _ = tokio::time::timeout(Duration::from_secs(10), m).await;
     }
     crate::reconciler::release_all(&shared).await;
-    sqlx::query("delete from wa_runner where id = $1")
-        .bind(shared.id)
-        .execute(&shared.pool)
-        .await?;
+    shared.leases_done.cancel();
+    let _ = reconciler.await;
+    crate::db::bounded(
+        sqlx::query("delete from wa_runner where id = $1")
+            .bind(shared.id)
+            .execute(&shared.pool),
+    )
+    .await?;
     tracing::info!(runner = %shared.id, "drained");
     Ok(())
 }
@@ -362,26 +184,55 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// How long a starting runner waits for a database that is briefly away (a restart, a
+/// failover) before it gives up: in Kubernetes, waiting beats a crash loop with growing back-off.
+pub const STARTUP_DB_WAIT: Duration = Duration::from_secs(300);
+
 pub async fn run_command(config: Config) -> anyhow::Result<()> {
     let db = crate::db::resolve(&config).await?;
-    let pool = crate::db::connect(&db.url, 20).await?;
-    if db.embedded.is_some() {
-        // The local default has no separate deploy step: bring the schema up to date here.
-        crate::db::migrate(&pool).await?;
-    }
     let metrics = crate::http::Metrics::new();
     // Bind before anything starts, so a taken port fails start-up rather than hiding later.
     let http = match config.http_listen {
         Some(addr) => Some(crate::http::bind(addr).await?),
         None => None,
     };
-    let handle = spawn_production(
-        &config,
-        pool.clone(),
-        db.embedded.is_some(),
-        Some(metrics.clone()),
-    )
-    .await?;
+    let began = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    let (pool, handle) = loop {
+        let tried = async {
+            let pool = crate::db::connect(&db.url, 20).await?;
+            if db.embedded.is_some() {
+                // The local default has no separate deploy step: bring the schema up to date.
+                crate::db::migrate(&pool).await?;
+            }
+            let handle = spawn_production(
+                &config,
+                pool.clone(),
+                db.embedded.is_some(),
+                Some(metrics.clone()),
+            )
+            .await?;
+            anyhow::Ok((pool, handle))
+        }
+        .await;
+        match tried {
+            Ok(v) => break v,
+            Err(e) if crate::db::is_transient(&e) && began.elapsed() < STARTUP_DB_WAIT => {
+                attempt += 1;
+                let wait = crate::shared::backoff(
+                    attempt,
+                    Duration::from_millis(250),
+                    Duration::from_secs(5),
+                );
+                tracing::warn!(error = %format!("{e:#}"), ?wait, "PostgreSQL is not available yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wait_for_signal() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let server = http.map(|listener| {

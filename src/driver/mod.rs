@@ -184,6 +184,13 @@ impl DriverError {
     }
 }
 
+/// The id part of a serialized message key (`<fromMe>_<chat>_<id>[_<participant>]`). Acks are
+/// matched on it with the session: today's page may key a message under the chat's LID, its
+/// phone number, or with our own JID appended for a group, but the id is the one we chose.
+pub fn bare_id(key: &str) -> &str {
+    key.split('_').nth(2).unwrap_or(key)
+}
+
 /// Starts sessions. One per runner; shared by all its sessions.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
