@@ -604,4 +604,26 @@ async fn version_control_calls_validate_their_input() {
         .await;
     assert_eq!(v["received"][0]["ciphertext_ms"], 500);
     assert_eq!(v["received"][0]["from"], "15550002222");
+    // The time the sender sent it: given (an offline-queue message keeps it), never in the future.
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550002222", "body": "x", "t": 4_000_000_000i64}),
+        )
+        .await;
+    assert_json_error(s, &v, 400);
+    let (s, v) = sim
+        .post(
+            "/_sim/incoming",
+            json!({"to": "15550001111", "from": "15550002222", "body": "held", "t": 1_700_000_000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["t"], 1_700_000_000);
+    assert_eq!(v["delivered_to"], 0);
+    let (_, v) = sim
+        .call("GET", "/_sim/messages?phone=15550001111", None)
+        .await;
+    assert_eq!(v["received"][1]["body"], "held");
+    assert_eq!(v["received"][1]["time"], "2023-11-14T22:13:20Z");
 }

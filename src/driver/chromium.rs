@@ -65,6 +65,7 @@ const JS_INSTALL: &str = include_str!("chromium/install.js");
 const JS_SEND: &str = include_str!("chromium/send.js");
 const JS_NUMBER_EXISTS: &str = include_str!("chromium/number_exists.js");
 const JS_FIND_MESSAGE: &str = include_str!("chromium/find_message.js");
+const JS_INBOUND_SINCE: &str = include_str!("chromium/inbound_since.js");
 const JS_LOGOUT: &str = include_str!("chromium/logout.js");
 const JS_LIVENESS: &str = include_str!("chromium/liveness.js");
 const JS_EXPORT_STORAGE: &str = include_str!("chromium/export_storage.js");
@@ -88,6 +89,7 @@ static FN_INSTALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_INSTALL));
 static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND));
 static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
 static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
+static FN_INBOUND_SINCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_SINCE));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -474,17 +476,7 @@ enum PagePush {
         id: String,
         ack: i32,
     },
-    Incoming {
-        id: String,
-        from: Option<String>,
-        #[serde(rename = "chatId")]
-        chat_id: Option<String>,
-        kind: Option<String>,
-        body: Option<String>,
-        t: Option<f64>,
-        #[serde(default)]
-        extra: serde_json::Value,
-    },
+    Incoming(PageIncoming),
     /// A state the page never leaves by itself.
     Terminal {
         state: String,
@@ -494,6 +486,36 @@ enum PagePush {
         at: Option<String>,
         message: Option<String>,
     },
+}
+
+/// An incoming message as the page describes it (lib.js `incomingOf`): pushed live, and returned
+/// by inbound_since.js.
+#[derive(Debug, Deserialize)]
+struct PageIncoming {
+    id: String,
+    from: Option<String>,
+    #[serde(rename = "chatId")]
+    chat_id: Option<String>,
+    kind: Option<String>,
+    body: Option<String>,
+    t: Option<f64>,
+    #[serde(default)]
+    extra: serde_json::Value,
+}
+
+impl From<PageIncoming> for IncomingMessage {
+    fn from(m: PageIncoming) -> Self {
+        let chat_id = m.chat_id.unwrap_or_default();
+        IncomingMessage {
+            wa_message_id: m.id,
+            from: m.from.unwrap_or_else(|| chat_id.clone()),
+            chat_id,
+            kind: m.kind.unwrap_or_else(|| "chat".into()),
+            body: m.body,
+            timestamp: m.t.unwrap_or(0.0) as i64,
+            extra: m.extra,
+        }
+    }
 }
 
 /// The error code a terminal page state ends the session with.
@@ -529,26 +551,7 @@ impl PagePush {
                 wa_message_id: id,
                 ack,
             },
-            PagePush::Incoming {
-                id,
-                from,
-                chat_id,
-                kind,
-                body,
-                t,
-                extra,
-            } => {
-                let chat_id = chat_id.unwrap_or_default();
-                DriverEvent::Incoming(IncomingMessage {
-                    wa_message_id: id,
-                    from: from.unwrap_or_else(|| chat_id.clone()),
-                    chat_id,
-                    kind: kind.unwrap_or_else(|| "chat".into()),
-                    body,
-                    timestamp: t.unwrap_or(0.0) as i64,
-                    extra,
-                })
-            }
+            PagePush::Incoming(m) => DriverEvent::Incoming(m.into()),
             PagePush::Terminal { state } => DriverEvent::Failed {
                 code: terminal_state_code(&state),
                 reason: format!(
@@ -1678,11 +1681,47 @@ impl Session for ChromiumSession {
 
     async fn inbound_since(
         &self,
-        _since: i64,
-        _limit: usize,
+        since: i64,
+        limit: usize,
     ) -> Result<Vec<IncomingMessage>, DriverError> {
-        // BACKFILL: read from the page's message store (not yet).
-        Ok(Vec::new())
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        // The page waits for its offline delivery to end within half the call's own bound, so
+        // that it answers (or says it could not) before the call times out.
+        let wait_ms = (self.config.cdp_timeout / 2).as_millis() as u64;
+        let v = match self
+            .call(
+                &FN_INBOUND_SINCE,
+                vec![
+                    serde_json::json!(since),
+                    serde_json::json!(limit),
+                    serde_json::json!(wait_ms),
+                ],
+                self.config.cdp_timeout,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(
+                        e,
+                        ErrorCode::BrowserCrashed,
+                        "reading the incoming messages",
+                    )
+                    .await)
+            }
+        };
+        let page: Vec<PageIncoming> = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("reading the incoming messages: unexpected answer: {e}"),
+            )
+        })?;
+        let mut out: Vec<IncomingMessage> = page.into_iter().map(Into::into).collect();
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn logout(&self) -> Result<(), DriverError> {
@@ -1851,6 +1890,7 @@ mod tests {
             JS_SEND,
             JS_NUMBER_EXISTS,
             JS_FIND_MESSAGE,
+            JS_INBOUND_SINCE,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -444,7 +444,9 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
     );
 }
 
-/// After the history sync delay: `hasSynced`, then messages that arrived while offline.
+/// After the sync delay: the messages that reached the account while no page of it was connected
+/// (WhatsApp's offline queue, delivered as one batch that ends the offline resume), then
+/// `hasSynced`. See docs/sim-surface.md "Offline messages" for how the page surfaces them.
 fn spawn_sync(st: SimState, conn: ConnId, dev: String) {
     let delay = st.world().config.sync_delay;
     tokio::spawn(async move {
@@ -453,19 +455,31 @@ fn spawn_sync(st: SimState, conn: ConnId, dev: String) {
         if w.devices.get(&dev).and_then(|d| d.conn) != Some(conn) {
             return;
         }
+        deliver_offline(&mut w, &dev);
         w.send_to(conn, json!({"t": "synced"}));
-        deliver_incoming(&mut w, &dev);
     });
 }
 
-fn deliver_incoming(w: &mut World, dev: &str) {
-    let me = w
-        .devices
+fn phone_of(w: &World, dev: &str) -> Option<String> {
+    w.devices
         .get(dev)
-        .and_then(|d| d.phone().map(str::to_string));
+        .and_then(|d| d.phone().map(str::to_string))
+}
+
+/// Live delivery to a connected page: each message announced as new.
+fn deliver_incoming(w: &mut World, dev: &str) {
+    let me = phone_of(w, dev);
     for m in w.take_undelivered(dev) {
         w.send_to_device(dev, json!({"t": "incoming", "msg": m, "to": me}));
     }
+}
+
+/// The offline queue at (re)connect: always sent (possibly empty), since it also tells the page
+/// that the offline delivery is complete.
+fn deliver_offline(w: &mut World, dev: &str) {
+    let me = phone_of(w, dev);
+    let msgs = w.take_undelivered(dev);
+    w.send_to_device(dev, json!({"t": "offline", "msgs": msgs, "to": me}));
 }
 
 fn linked_phone(w: &World, conn: ConnId) -> Option<String> {
@@ -737,6 +751,9 @@ struct IncomingReq {
     body: String,
     /// Deliver it first as an undecrypted `ciphertext` placeholder, decrypted this much later.
     ciphertext_ms: Option<u64>,
+    /// When the sender sent it (seconds since the epoch, not in the future); default now. A
+    /// message held in the offline queue keeps the time it was sent.
+    t: Option<i64>,
 }
 
 async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
@@ -749,8 +766,20 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
     if r.ciphertext_ms.is_some_and(|ms| ms > 600_000) {
         return Err(bad("ciphertext_ms: at most 600000"));
     }
+    let time = match r.t {
+        None => chrono::Utc::now(),
+        Some(t) => chrono::DateTime::from_timestamp(t, 0)
+            .filter(|d| t > 0 && *d <= chrono::Utc::now())
+            .ok_or_else(|| bad("t: seconds since the epoch, not in the future"))?,
+    };
     let mut w = st.world();
-    let m = w.add_incoming(&to, &from, r.body, r.ciphertext_ms.filter(|ms| *ms > 0));
+    let m = w.add_incoming(
+        &to,
+        &from,
+        r.body,
+        r.ciphertext_ms.filter(|ms| *ms > 0),
+        time,
+    );
     let devs: Vec<String> = w
         .devices
         .values()
@@ -769,6 +798,7 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
             None => format!("false_{from}@c.us_{}", m.id),
         },
         "delivered_to": devs.len(),
+        "t": m.time.timestamp(),
     })))
 }
 

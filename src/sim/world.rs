@@ -582,6 +582,7 @@ impl World {
         from: &str,
         body: String,
         ciphertext_ms: Option<u64>,
+        time: chrono::DateTime<chrono::Utc>,
     ) -> InMsg {
         let from_lid = self.lid_of(from);
         let p = self.phones.entry(to.to_string()).or_default();
@@ -593,7 +594,7 @@ impl World {
             from_lid,
             body,
             ciphertext_ms,
-            time: chrono::Utc::now(),
+            time,
         };
         p.inbox.push(msg.clone());
         msg

@@ -176,35 +176,10 @@ async function (lib, bindingName, pairPhone, probeMs) {
         const id = msg && msg.id && msg.id.fromMe ? lib.keyStr(msg.id) : null;
         if (id) push('ack', { id: id, ack: Number(ack) });
     });
-    // Phone numbers where the page knows them (a LID chat's contact), the LID kept beside.
-    const pn = (wid) => {
-        if (wid && typeof wid.isLid === 'function' && wid.isLid()) return lib.sibling(wid) || wid;
-        return wid;
-    };
-    const lidOf = (wid) => (wid && typeof wid.isLid === 'function' && wid.isLid() ? widStr(wid) : null);
     const pushIncoming = (msg) => {
-        const id = lib.keyStr(msg.id);
-        if (!id) return fail('incoming', 'a message without a readable key');
-        push('incoming', {
-            id: id,
-            from: widStr(pn(msg.from)),
-            chatId: widStr(pn(msg.id.remote)),
-            kind: String(msg.type || 'chat'),
-            body: msg.mediaObject || msg.type !== 'chat' ? (msg.caption != null ? String(msg.caption) : null) : msg.body != null ? String(msg.body) : null,
-            t: Number(msg.t || 0),
-            extra: {
-                author: widStr(pn(msg.author)),
-                fromLid: lidOf(msg.from),
-                chatLid: lidOf(msg.id.remote),
-                authorLid: lidOf(msg.author),
-                notifyName: msg.notifyName || null,
-                mimetype: msg.mimetype || null,
-                filename: msg.filename || null,
-                size: msg.size || null,
-                hasMedia: !!(msg.mediaObject || msg.directPath),
-                quotedMsgId: msg.quotedStanzaID || null,
-            },
-        });
+        const m = lib.incomingOf(msg);
+        if (!m) return fail('incoming', 'a message without a readable key');
+        push('incoming', m);
     };
     Msg.on('add', (msg) => {
         if (!msg || !msg.isNewMsg || !msg.id || msg.id.fromMe) return;

@@ -126,5 +126,38 @@ function () {
             }
         }
     };
-    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, dropStale };
+    // An incoming message as the runner takes it (DriverEvent::Incoming), for the live `add`
+    // hook (install.js) and the backfill (inbound_since.js) alike. From and chat are phone numbers
+    // where the page knows them (a LID chat's contact), the LIDs kept beside in `extra`. Null for a
+    // message whose key cannot be read.
+    const pn = (wid) => {
+        if (wid && typeof wid.isLid === 'function' && wid.isLid()) return sibling(wid) || wid;
+        return wid;
+    };
+    const lidOf = (wid) => (wid && typeof wid.isLid === 'function' && wid.isLid() ? keyStr(wid) : null);
+    const incomingOf = (msg) => {
+        const id = keyStr(msg.id);
+        if (!id) return null;
+        return {
+            id: id,
+            from: keyStr(pn(msg.from)),
+            chatId: keyStr(pn(msg.id.remote)),
+            kind: String(msg.type || 'chat'),
+            body: msg.mediaObject || msg.type !== 'chat' ? (msg.caption != null ? String(msg.caption) : null) : msg.body != null ? String(msg.body) : null,
+            t: Number(msg.t || 0),
+            extra: {
+                author: keyStr(pn(msg.author)),
+                fromLid: lidOf(msg.from),
+                chatLid: lidOf(msg.id.remote),
+                authorLid: lidOf(msg.author),
+                notifyName: msg.notifyName || null,
+                mimetype: msg.mimetype || null,
+                filename: msg.filename || null,
+                size: msg.size || null,
+                hasMedia: !!(msg.mediaObject || msg.directPath),
+                quotedMsgId: msg.quotedStanzaID || null,
+            },
+        };
+    };
+    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, dropStale, incomingOf };
 }
