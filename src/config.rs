@@ -16,7 +16,7 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("WA_BROWSER_MODE", "per-session", "`per-session` (a Chromium and profile per session) or `shared` (one Chromium, an isolated context per session)"),
     ("WA_DATA_DIR", ".wa-data", "browser profiles, embedded PostgreSQL, generated local key"),
     ("WA_RUNNER_CAPACITY", "10", "sessions one runner drives at once"),
-    ("WA_LEASE_TTL", "30s", "session lease; renewed every third of it, taken over after it"),
+    ("WA_LEASE_TTL", "30s", "session lease; renewed every quarter of it until released; a runner that cannot renew for half of it closes its browsers; taken over after it"),
     ("WA_AUTH_KEY", "", "login encryption keys `id:base64key[,id:base64key…]`, first encrypts; required unless embedded"),
     ("WA_MEDIA_ALLOWED_HOSTS", "", "comma-separated hosts media_url may use; empty: any public host. Private/loopback only if listed"),
     ("WA_MEDIA_MAX_BYTES", "16777216", "media size cap, enforced while streaming"),

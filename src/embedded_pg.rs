@@ -354,6 +354,28 @@ impl EmbeddedPg {
         Ok(())
     }
 
+    /// Restarts the server on the same port with a fast shutdown: open connections are cut
+    /// (`terminating connection due to administrator command`), new ones refused until it is
+    /// back, as in a failover. For fault tests and operators.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let mut cmd = self.command("pg_ctl")?;
+        // The same log as `start` (postmaster.opts keeps the port and settings): the new server
+        // must not hold this call's output pipes open.
+        cmd.arg("-D")
+            .arg(&self.cluster_dir)
+            .arg("-l")
+            .arg(self.cluster_dir.join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl restart failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the cluster in `data_dir` if it runs and removes it: its files (also where a root
     /// run keeps them) and `data_dir` itself. For throwaway clusters (tests, `dev-pg destroy`).
     pub async fn destroy(data_dir: &Path) -> anyhow::Result<()> {

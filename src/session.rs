@@ -37,6 +37,10 @@ pub const BACKLOG_CAP: usize = 10_000;
 /// Incoming messages asked from the page per backfill call.
 const BACKFILL_BATCH: usize = 500;
 
+/// How much earlier than the newest recorded message a backfill starts (clock skew between the
+/// database and WhatsApp's timestamps).
+const BACKFILL_SKEW_SECS: i64 = 5;
+
 /// Bound on closing a page (the driver kills the browser if it does not quit in time).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -503,9 +507,12 @@ impl Page<'_> {
     async fn backfill(&mut self) {
         let since: sqlx::Result<Option<i64>> = bounded(
             sqlx::query_scalar(
-                "select extract(epoch from last_inbound_at)::bigint from wa_session where id = $1",
+                // Whole seconds, rounded down (the page's timestamps are whole seconds), and a
+                // little earlier to absorb clock skew: what comes back twice is stored once.
+                "select floor(extract(epoch from last_inbound_at))::bigint - $2 from wa_session where id = $1",
             )
             .bind(self.id)
+            .bind(BACKFILL_SKEW_SECS)
             .fetch_one(&self.shared.pool),
         )
         .await;

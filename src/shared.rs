@@ -155,10 +155,14 @@ impl LoginStore for crate::auth_store::AuthStore {
         runner_id: Uuid,
         profile_dir: &std::path::Path,
     ) -> Result<(), String> {
-        self.save_owned(session_id, runner_id, profile_dir)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        match self.save_owned(session_id, runner_id, profile_dir).await {
+            // Refused, not saved: said, so a lease that lapsed under a live browser shows.
+            Ok(crate::auth_store::SaveOutcome::NotOwner) => {
+                Err("this runner no longer holds the session's lease; not saved".into())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
     async fn delete(&self, session_id: &str) -> Result<(), String> {
         crate::auth_store::AuthStore::delete(self, session_id)

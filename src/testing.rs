@@ -134,3 +134,143 @@ pub fn sim_process(bin: &str, args: &[&str]) -> String {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the simulator started within 30 s")
 }
+
+/// What a [`TcpProxy`] does with the traffic between a runner and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Pass everything.
+    Pass,
+    /// Pass everything, each chunk late by this much.
+    Delay(Duration),
+    /// A partition: nothing gets through in either direction (held, as TCP would retransmit it
+    /// once the network heals); new connections are accepted and then hear nothing.
+    BlackHole,
+    /// The server is down: open connections are cut and nothing listens (connects are refused).
+    Refuse,
+}
+
+/// A TCP proxy between the code under test and PostgreSQL, to pass, delay or black-hole its
+/// traffic (the faults production sees: a partition, a failover, a slow network).
+pub struct TcpProxy {
+    /// The database URL with the proxy in place of the server.
+    pub url: String,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    refusals: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// A proxy in front of the server that `url` names; `url` with the proxy's port instead.
+    pub async fn start(url: &str) -> TcpProxy {
+        use std::str::FromStr as _;
+        let opts = sqlx::postgres::PgConnectOptions::from_str(url).expect("a PostgreSQL URL");
+        let target = format!("{}:{}", opts.get_host(), opts.get_port());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let needle = format!(":{}/", opts.get_port());
+        assert!(url.contains(&needle), "the URL names its port: {url}");
+        let proxied = url.replacen(&needle, &format!(":{port}/"), 1);
+        let (mode, rx) = tokio::sync::watch::channel(ProxyMode::Pass);
+        let refusals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = refusals.clone();
+        let task = tokio::spawn(async move {
+            let mut listener = Some(listener);
+            let mut modes = rx.clone();
+            loop {
+                // Down: nothing listens on the port, so a connect is refused (ECONNREFUSED), as
+                // when the server is stopped; it listens again when the proxy passes again.
+                if *modes.borrow_and_update() == ProxyMode::Refuse {
+                    listener = None;
+                    if modes.wait_for(|m| *m != ProxyMode::Refuse).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let l = match &listener {
+                    Some(l) => l,
+                    None => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => listener.insert(l),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    },
+                };
+                let client = tokio::select! {
+                    c = l.accept() => match c {
+                        Ok((c, _)) => c,
+                        Err(_) => continue,
+                    },
+                    _ = modes.changed() => continue,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let rx = rx.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::select! {
+                        _ = pump(cr, sw, rx.clone()) => {}
+                        _ = pump(sr, cw, rx.clone()) => {}
+                        _ = refused(rx) => {}
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            url: proxied,
+            mode,
+            refusals,
+            task,
+        }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.refusals.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Resolves when the proxy starts refusing: the connection is then cut.
+async fn refused(mut rx: tokio::sync::watch::Receiver<ProxyMode>) {
+    let _ = rx.wait_for(|m| *m == ProxyMode::Refuse).await;
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: tokio::sync::watch::Receiver<ProxyMode>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Held while black-holed, delivered once the network heals.
+        let mode = match rx.wait_for(|m| *m != ProxyMode::BlackHole).await {
+            Ok(m) => *m,
+            Err(_) => return,
+        };
+        if let ProxyMode::Delay(d) = mode {
+            tokio::time::sleep(d).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

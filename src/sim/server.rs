@@ -406,6 +406,12 @@ fn hello(st: &SimState, conn: ConnId, v: &Value) {
             // One page per login, as on WhatsApp: the older page is told it was replaced.
             let old = w.devices.get(&dev).and_then(|d| d.conn);
             if let Some(old) = old.filter(|o| *o != conn) {
+                let phone = w
+                    .devices
+                    .get(&dev)
+                    .and_then(|d| d.phone())
+                    .map(str::to_string);
+                *w.takeovers.entry(phone.unwrap_or_default()).or_default() += 1;
                 w.send_to(old, json!({"t": "replaced"}));
                 if let Some(c) = w.conns.get_mut(&old) {
                     c.device = None;
@@ -889,7 +895,8 @@ struct FaultsReq {
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
-    Ok(Json(json!({"faults": st.world().faults})))
+    let w = st.world();
+    Ok(Json(json!({"faults": w.faults, "takeovers": w.takeovers})))
 }
 
 async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {

@@ -247,6 +247,9 @@ pub struct World {
     pub unregistered: HashSet<String>,
     pub uploads: HashMap<String, Upload>,
     pub faults: Faults,
+    /// Per phone: how often a page resumed a login while another page still held it live (the
+    /// older one is told it was replaced). Two runners driving one device shows here.
+    pub takeovers: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn random_token(bytes: usize) -> String {
@@ -294,6 +297,7 @@ impl World {
             phones: HashMap::new(),
             unregistered: HashSet::new(),
             uploads: HashMap::new(),
+            takeovers: Default::default(),
             faults: Faults {
                 send_delay_ms: 0,
                 fail_sends: 0,

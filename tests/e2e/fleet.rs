@@ -14,17 +14,29 @@ use crate::*;
 /// A test key (base64 of 32 bytes); never a real deployment's.
 const AUTH_KEY: &str = "test:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-struct RunnerProc {
-    child: tokio::process::Child,
-    pid: i32,
-    log: PathBuf,
+pub(crate) struct RunnerProc {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) pid: i32,
+    pub(crate) log: PathBuf,
 }
 
-async fn runner_proc(db: &TestDb, capacity: u32, ttl: &str) -> RunnerProc {
+pub(crate) async fn runner_proc(db: &TestDb, capacity: u32, ttl: &str) -> RunnerProc {
     runner_proc_with(db, capacity, ttl, &[]).await
 }
 
-async fn runner_proc_with(
+pub(crate) async fn runner_proc_with(
+    db: &TestDb,
+    capacity: u32,
+    ttl: &str,
+    extra: &[(&str, &str)],
+) -> RunnerProc {
+    let r = spawn_runner_proc(db, capacity, ttl, extra).await;
+    r.registered(&db.pool).await;
+    r
+}
+
+/// A `wa-outbox run` process, not yet waited for.
+pub(crate) async fn spawn_runner_proc(
     db: &TestDb,
     capacity: u32,
     ttl: &str,
@@ -35,7 +47,6 @@ async fn runner_proc_with(
     let log = dir.join("runner.log");
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wa-outbox"))
         .arg("run")
-        .envs(extra.iter().copied())
         .env("DATABASE_URL", &db.url)
         .env("WA_WEB_URL", format!("{}/", sim().await.url))
         .env("WA_DATA_DIR", &dir)
@@ -44,6 +55,8 @@ async fn runner_proc_with(
         .env("WA_LEASE_TTL", ttl)
         .env("WA_SEND_MIN_INTERVAL", "0")
         .env("RUST_LOG", "info")
+        // Last, so a test can point a runner elsewhere (a proxy, its own simulator).
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
@@ -51,35 +64,38 @@ async fn runner_proc_with(
         .spawn()
         .unwrap();
     let pid = child.id().unwrap() as i32;
-    let pool = &db.pool;
-    wait_for("the runner row", STEP, || async {
-        let n: i64 = sqlx::query_scalar("select count(*) from wa_runner where pid = $1")
-            .bind(pid)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        (n == 1).then_some(())
-    })
-    .await;
     RunnerProc { child, pid, log }
 }
 
 impl RunnerProc {
-    async fn id(&self, pool: &PgPool) -> uuid::Uuid {
+    /// Waits for the runner's row: it is up and serving.
+    pub(crate) async fn registered(&self, pool: &PgPool) {
+        wait_for("the runner row", STEP, || async {
+            let n: i64 = sqlx::query_scalar("select count(*) from wa_runner where pid = $1")
+                .bind(self.pid)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            (n == 1).then_some(())
+        })
+        .await;
+    }
+
+    pub(crate) async fn id(&self, pool: &PgPool) -> uuid::Uuid {
         sqlx::query_scalar("select id from wa_runner where pid = $1")
             .bind(self.pid)
             .fetch_one(pool)
             .await
             .unwrap()
     }
-    fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(self.pid, sig) };
     }
 
     /// SIGTERM, then the exit within `within`, which must be a success. Returns when the signal
     /// was sent.
-    async fn drain(self, within: Duration) -> Instant {
+    pub(crate) async fn drain(self, within: Duration) -> Instant {
         self.signal(libc::SIGTERM);
         let signalled = Instant::now();
         let mut child = self.child;
@@ -148,7 +164,7 @@ async fn kill_and_recover(
     recovery
 }
 
-fn log_tail(log: &std::path::Path) -> String {
+pub(crate) fn log_tail(log: &std::path::Path) -> String {
     let s = std::fs::read_to_string(log).unwrap_or_default();
     s.lines()
         .rev()
@@ -160,7 +176,7 @@ fn log_tail(log: &std::path::Path) -> String {
         .join("\n")
 }
 
-async fn owned(pool: &PgPool, runner: uuid::Uuid) -> i64 {
+pub(crate) async fn owned(pool: &PgPool, runner: uuid::Uuid) -> i64 {
     sqlx::query_scalar(
         "select count(*) from wa_session where runner_id = $1 and lease_until > now()",
     )
@@ -170,7 +186,7 @@ async fn owned(pool: &PgPool, runner: uuid::Uuid) -> i64 {
     .unwrap()
 }
 
-async fn done_count(pool: &PgPool) -> i64 {
+pub(crate) async fn done_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "select count(*) from wa_message where status in ('sent', 'delivered', 'read', 'played')",
     )
@@ -179,7 +195,7 @@ async fn done_count(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-async fn link_all(pool: &PgPool, sessions: &[(String, String)]) {
+pub(crate) async fn link_all(pool: &PgPool, sessions: &[(String, String)]) {
     for (id, phone) in sessions {
         link(pool, id, phone).await;
     }
@@ -193,7 +209,7 @@ async fn link_all(pool: &PgPool, sessions: &[(String, String)]) {
     .await;
 }
 
-async fn assert_each_once_and_no_relink(
+pub(crate) async fn assert_each_once_and_no_relink(
     pool: &PgPool,
     sessions: &[(String, String)],
     per_session: usize,

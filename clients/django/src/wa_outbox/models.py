@@ -168,7 +168,7 @@ class Session(RunnerTableModel):
         "lease_until",
         "last_active_at",
         "restart_count",
-        "next_start_at",
+        "last_inbound_at",
         "created_at",
         "updated_at",
     )
@@ -205,7 +205,11 @@ class Session(RunnerTableModel):
     lease_until = models.DateTimeField(null=True, blank=True)
     last_active_at = models.DateTimeField(db_default=Now(), blank=True)
     restart_count = models.IntegerField(db_default=0, blank=True)
-    next_start_at = models.DateTimeField(null=True, blank=True)
+    last_inbound_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The newest incoming message recorded; backfill after a reconnect starts here.",
+    )
     created_at = models.DateTimeField(db_default=Now(), blank=True)
     updated_at = models.DateTimeField(db_default=Now(), blank=True)
 
