@@ -29,6 +29,7 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::error_code::ErrorCode;
+pub use crate::keyring::KeyRing;
 
 /// The profile folders (relative to the profile dir) that hold a WhatsApp Web login: Chromium's
 /// own stores (one browser per session), or the export of a browser context's storage (shared
@@ -63,21 +64,6 @@ pub const LIVE_SAVE_SETTLE: std::time::Duration = std::time::Duration::from_secs
 
 /// The file an embedded (local/demo) runner generates when WA_AUTH_KEY is unset.
 pub const LOCAL_KEY_FILE: &str = "auth.key";
-
-/// The keys a runner knows: the first encrypts, all decrypt (so keys can rotate).
-#[derive(Clone)]
-pub struct KeyRing {
-    keys: Vec<(String, [u8; 32])>,
-}
-
-impl std::fmt::Debug for KeyRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print key material.
-        f.debug_struct("KeyRing")
-            .field("key_ids", &self.key_ids())
-            .finish()
-    }
-}
 
 /// One sealed archive, as stored in wa_session_auth.
 #[derive(Clone, PartialEq, Eq)]
@@ -129,57 +115,6 @@ impl AuthError {
 }
 
 impl KeyRing {
-    /// Parses `id:base64key[,id:base64key…]`; each key is 32 bytes of standard base64.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        use base64::Engine;
-        let mut keys = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (id, b64) = part
-                .split_once(':')
-                .ok_or_else(|| "expected `id:base64key[,id:base64key…]`".to_string())?;
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                return Err(format!("key id `{id}` must be letters, digits, _ or -"));
-            }
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| format!("key `{id}` is not valid base64"))?;
-            let key: [u8; 32] = raw.try_into().map_err(|v: Vec<u8>| {
-                format!("key `{id}` is {} bytes; AES-256 needs 32", v.len())
-            })?;
-            if keys.iter().any(|(k, _)| k == id) {
-                return Err(format!("key id `{id}` appears twice"));
-            }
-            keys.push((id.to_string(), key));
-        }
-        if keys.is_empty() {
-            return Err("no key given".into());
-        }
-        Ok(Self { keys })
-    }
-
-    pub fn key_ids(&self) -> Vec<&str> {
-        self.keys.iter().map(|(id, _)| id.as_str()).collect()
-    }
-
-    /// The id new archives are sealed under.
-    pub fn current_key_id(&self) -> &str {
-        &self.keys[0].0
-    }
-
-    /// A fresh random key in WA_AUTH_KEY format, `id:base64`.
-    pub fn generate_spec(id: &str) -> String {
-        use base64::Engine;
-        let key: [u8; 32] = rand::random();
-        format!(
-            "{id}:{}",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        )
-    }
-
     /// The ring a runner uses: WA_AUTH_KEY when set. Unset, a production runner refuses to
     /// start (a login must never be stored under a key nobody chose); the embedded local/demo
     /// setup generates `WA_DATA_DIR/auth.key` once (mode 0600) and reuses it.
@@ -757,11 +692,6 @@ impl AuthStore {
             .bind(session_id)
             .fetch_one(&self.pool)
             .await
-    }
-
-    /// Forgets what this runner remembers about a session (it moved away).
-    pub fn forget_cached(&self, session_id: &str) {
-        self.last.lock().expect("not poisoned").remove(session_id);
     }
 }
 

@@ -170,7 +170,7 @@ impl Config {
         })?;
         let auth_key = opt("WA_AUTH_KEY");
         if let Some(k) = &auth_key {
-            crate::auth_store::KeyRing::parse(k).map_err(|message| ConfigError {
+            crate::keyring::KeyRing::parse(k).map_err(|message| ConfigError {
                 var: "WA_AUTH_KEY",
                 message,
             })?;

@@ -26,17 +26,14 @@ use crate::driver::{DriverError, Media, MessageKind, OutgoingMessage, Sent, Sess
 use crate::error_code::ErrorCode;
 use crate::shared::{backoff, status_for_ack, Shared};
 
-/// WhatsApp refuses longer texts and captions.
-pub const MAX_BODY_CHARS: usize = 65_536;
-/// Base and cap of the retry back-off for transient send failures.
-pub const RETRY_BASE: Duration = Duration::from_secs(1);
-pub const RETRY_MAX: Duration = Duration::from_secs(300);
+pub use crate::driver::MAX_BODY_CHARS;
+pub use crate::shared::{RETRY_BASE, RETRY_MAX};
 
 /// LISTEN wa_outbox: wake the dispatcher for our sessions' messages and the reconciler for
 /// session changes. Notifications are only a hint; both loops also poll.
 pub async fn listen(shared: Arc<Shared>) {
     loop {
-        let mut listener = match PgListener::connect_with(&shared.pool).await {
+        let mut listener = match bounded(PgListener::connect_with(&shared.pool)).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "LISTEN connection failed; retrying");
@@ -44,7 +41,7 @@ pub async fn listen(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen("wa_outbox").await {
+        if let Err(e) = bounded(listener.listen("wa_outbox")).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

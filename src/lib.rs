@@ -15,6 +15,7 @@ pub mod driver;
 pub mod embedded_pg;
 pub mod error_code;
 pub mod http;
+pub mod keyring;
 pub mod maintenance;
 pub mod media;
 pub mod qr;

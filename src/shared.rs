@@ -61,6 +61,10 @@ pub fn status_for_ack(ack: i32) -> &'static str {
     }
 }
 
+/// Base and cap of the retry back-off for transient send failures.
+pub const RETRY_BASE: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_RESTARTS: i32 = 5;
 pub const DEFAULT_COMPLETION_BATCH: usize = 512;
@@ -81,7 +85,7 @@ impl RunnerConfig {
             drain_timeout: c.send_timeout + Duration::from_secs(5),
             max_restarts: DEFAULT_MAX_RESTARTS,
             completion_batch: DEFAULT_COMPLETION_BATCH,
-            retry_base: crate::dispatcher::RETRY_BASE,
+            retry_base: RETRY_BASE,
         }
     }
 }

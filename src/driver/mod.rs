@@ -191,6 +191,11 @@ pub fn bare_id(key: &str) -> &str {
     key.split('_').nth(2).unwrap_or(key)
 }
 
+/// WhatsApp refuses longer texts and captions (characters). The one definition: the dispatcher
+/// checks rows against it, the driver checks again before the page, the simulator refuses beyond
+/// it as WhatsApp does.
+pub const MAX_BODY_CHARS: usize = 65_536;
+
 /// Starts sessions. One per runner; shared by all its sessions.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {

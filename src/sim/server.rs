@@ -23,11 +23,11 @@ use super::world::{
     new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
     Keys, Media, Out, SentMsg, SimConfig, Upload, World,
 };
+use crate::driver::MAX_BODY_CHARS;
 
 const APP_HTML: &str = include_str!("app.html");
 /// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
 const MAX_WS_MESSAGE: usize = 160 << 20;
-const MAX_BODY_CHARS: usize = 65_536;
 
 #[derive(Clone)]
 pub struct SimState {
