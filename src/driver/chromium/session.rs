@@ -27,12 +27,9 @@ use super::scripts::{
 use super::storage::{self, restore_storage};
 use crate::driver::{
     bare_id, DriverError, DriverEvent, IncomingMessage, MessageKind, OutgoingMessage, Sent,
-    Session, SessionSpec,
+    Session, SessionSpec, MAX_BODY_CHARS,
 };
 use crate::error_code::ErrorCode;
-
-/// WhatsApp's limit on a text body or caption (characters).
-const MAX_BODY_CHARS: usize = 65_536;
 
 /// One session's WhatsApp Web page.
 pub struct ChromiumSession {
