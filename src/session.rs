@@ -278,57 +278,22 @@ async fn drive(
     let mut save_at: Option<Instant> = None;
 
     loop {
-        let deadline = phase.deadline();
-        tokio::select! {
+        // The page's turn (a timer, an event or a command, and the writes it causes) races the
+        // loss of the lease: a write stuck on a database that does not answer, or a slow
+        // backfill, never holds the browser open past the fence.
+        let step = tokio::select! {
             biased;
-            _ = lost.cancelled() => {
+            _ = lost.cancelled() => None,
+            step = page.turn(&mut events, cmds, &mut phase, &mut save_at) => Some(step),
+        };
+        match step {
+            None => {
                 // Not ours any more (taken over, or the fence): close at once, write nothing.
                 page.close().await;
                 return Exit::Quiet;
             }
-            _ = tokio::time::sleep_until(page.backlog.retry_at.unwrap_or_else(Instant::now)), if page.backlog.retry_at.is_some() => {
-                if let Some(exit) = page.flush().await {
-                    return exit;
-                }
-            }
-            _ = tokio::time::sleep_until(save_at.unwrap_or_else(Instant::now)), if save_at.is_some() => {
-                page.save_live().await;
-                save_at = Some(Instant::now() + LIVE_SAVE_EVERY);
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                match phase {
-                    Phase::LoggingOut { .. } => {
-                        tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
-                        page.close().await;
-                        forget(shared, id, None).await;
-                        return Exit::Quiet;
-                    }
-                    _ => {
-                        // A page stuck reconnecting (UNLAUNCHED, wppconnect#2813) is restarted.
-                        page.close().await;
-                        return Exit::Restart(format!(
-                            "the page did not reconnect within {:?}",
-                            shared.cfg.reconnect_timeout
-                        ));
-                    }
-                }
-            }
-            ev = events.recv() => {
-                let Some(ev) = ev else {
-                    page.close().await;
-                    return Exit::Restart("event stream ended".into());
-                };
-                match page.on_event(ev, &mut phase, &mut save_at).await {
-                    Step::Go => {}
-                    Step::End(exit) => return exit,
-                }
-            }
-            cmd = cmds.recv() => {
-                match page.on_cmd(cmd, &mut phase).await {
-                    Step::Go => {}
-                    Step::End(exit) => return exit,
-                }
-            }
+            Some(Step::Go) => {}
+            Some(Step::End(exit)) => return exit,
         }
     }
 }
@@ -348,6 +313,53 @@ struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// Waits for the next thing to happen to this page and handles it.
+    async fn turn(
+        &mut self,
+        events: &mut mpsc::Receiver<DriverEvent>,
+        cmds: &mut mpsc::Receiver<SessionCmd>,
+        phase: &mut Phase,
+        save_at: &mut Option<Instant>,
+    ) -> Step {
+        let (shared, id) = (self.shared, self.id);
+        let deadline = phase.deadline();
+        let retry_at = self.backlog.retry_at;
+        tokio::select! {
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                match self.flush().await {
+                    Some(exit) => Step::End(exit),
+                    None => Step::Go,
+                }
+            }
+            _ = tokio::time::sleep_until(save_at.unwrap_or_else(Instant::now)), if save_at.is_some() => {
+                self.save_live().await;
+                *save_at = Some(Instant::now() + LIVE_SAVE_EVERY);
+                Step::Go
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                self.close().await;
+                if let Phase::LoggingOut { .. } = phase {
+                    tracing::warn!(session = %id, "the page did not confirm the logout in time; forgetting the login anyway");
+                    forget(shared, id, None).await;
+                    return Step::End(Exit::Quiet);
+                }
+                // A page stuck reconnecting (UNLAUNCHED, wppconnect#2813) is restarted.
+                Step::End(Exit::Restart(format!(
+                    "the page did not reconnect within {:?}",
+                    shared.cfg.reconnect_timeout
+                )))
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => self.on_event(ev, phase, save_at).await,
+                None => {
+                    self.close().await;
+                    Step::End(Exit::Restart("event stream ended".into()))
+                }
+            },
+            cmd = cmds.recv() => self.on_cmd(cmd, phase).await,
+        }
+    }
+
     /// Writes the backlog; then, if one is due and nothing waits, the backfill.
     async fn flush(&mut self) -> Option<Exit> {
         loop {
