@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::db::bounded;
 use crate::error_code::ErrorCode;
 pub use crate::keyring::KeyRing;
 
@@ -592,11 +593,12 @@ impl AuthStore {
         if let Some(prev) = cached {
             if prev.archive_sha == archive_sha && prev.key_id == self.keys.current_key_id() {
                 // Unchanged on our side; make sure nobody else replaced the row meanwhile.
-                let stored: Option<String> =
+                let stored: Option<String> = bounded(
                     sqlx::query_scalar("select sha256 from wa_session_auth where session_id = $1")
                         .bind(session_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                        .fetch_optional(&self.pool),
+                )
+                .await?;
                 if stored.as_deref() == Some(prev.row_sha256.as_str()) {
                     return Ok(SaveOutcome::Unchanged);
                 }
@@ -608,7 +610,7 @@ impl AuthStore {
         let size = sealed.ciphertext.len();
         let size_i32 = i32::try_from(size)
             .map_err(|_| AuthError::BadArchive(format!("archive of {size} bytes is too large")))?;
-        let written = sqlx::query(
+        let written = bounded(sqlx::query(
             "insert into wa_session_auth (session_id, key_id, nonce, ciphertext, size_bytes, sha256)
              select $1, $2, $3, $4, $5, $6
              where $7::uuid is null or exists (
@@ -625,7 +627,7 @@ impl AuthStore {
         .bind(size_i32)
         .bind(&row_sha256)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.pool))
         .await?
         .rows_affected();
         if written == 0 {
@@ -647,11 +649,13 @@ impl AuthStore {
     /// `Ok(false)`: there is no stored login (a new link is expected). An error means the
     /// stored login exists but cannot be used: never fall back to a fresh profile silently.
     pub async fn restore(&self, session_id: &str, profile_dir: &Path) -> Result<bool, AuthError> {
-        let row: Option<(String, Vec<u8>, Vec<u8>, String)> = sqlx::query_as(
-            "select key_id, nonce, ciphertext, sha256 from wa_session_auth where session_id = $1",
+        let row: Option<(String, Vec<u8>, Vec<u8>, String)> = bounded(
+            sqlx::query_as(
+                "select key_id, nonce, ciphertext, sha256 from wa_session_auth where session_id = $1",
+            )
+            .bind(session_id)
+            .fetch_optional(&self.pool),
         )
-        .bind(session_id)
-        .fetch_optional(&self.pool)
         .await?;
         let Some((key_id, nonce, ciphertext, row_sha256)) = row else {
             return Ok(false);
@@ -679,19 +683,25 @@ impl AuthStore {
     /// Deletes the stored login (after a logout). True when there was one.
     pub async fn delete(&self, session_id: &str) -> Result<bool, sqlx::Error> {
         self.last.lock().expect("not poisoned").remove(session_id);
-        let n = sqlx::query("delete from wa_session_auth where session_id = $1")
-            .bind(session_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = bounded(
+            sqlx::query("delete from wa_session_auth where session_id = $1")
+                .bind(session_id)
+                .execute(&self.pool),
+        )
+        .await?
+        .rows_affected();
         Ok(n > 0)
     }
 
     pub async fn has_login(&self, session_id: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("select exists (select 1 from wa_session_auth where session_id = $1)")
+        bounded(
+            sqlx::query_scalar(
+                "select exists (select 1 from wa_session_auth where session_id = $1)",
+            )
             .bind(session_id)
-            .fetch_one(&self.pool)
-            .await
+            .fetch_one(&self.pool),
+        )
+        .await
     }
 }
 
