@@ -41,7 +41,12 @@ def start(client, **data):
 def test_anonymous_is_sent_to_login(client):
     r = client.get(reverse("wa_outbox_link:link"))
     assert r.status_code == 302 and "/accounts/login/" in r["Location"]
-    assert client.get(reverse("wa_outbox_link:link-state"), headers={"Accept": "application/json"}).status_code == 403
+    assert (
+        client.get(
+            reverse("wa_outbox_link:link-state"), headers={"Accept": "application/json"}
+        ).status_code
+        == 403
+    )
     assert client.post(reverse("wa_outbox_link:link-start")).status_code == 403
     assert not Session.objects.exists()
 

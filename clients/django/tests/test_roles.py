@@ -153,7 +153,9 @@ def test_tenant_role_sees_only_its_users_rows(tenant_role):
         c.execute("update wa_message set status = 'cancelled' where session_id = 't_none'")
         assert c.rowcount == 0
         with pytest.raises(ProgrammingError, match="permission denied"):
-            c.execute("insert into wa_tenant_user (tenant, user_id) values (current_user::regrole, 3)")
+            c.execute(
+                "insert into wa_tenant_user (tenant, user_id) values (current_user::regrole, 3)"
+            )
     with pytest.raises(ProgrammingError, match="permission denied"):
         with connection.cursor() as c:
             c.execute("select * from wa_session_overview")

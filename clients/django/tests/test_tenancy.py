@@ -101,9 +101,7 @@ def test_own_session_and_staff(people):
 
 
 def test_host_predicate_replaces_staff(people):
-    with override_settings(
-        WA_OUTBOX_ACT_FOR_OTHERS=lambda request: request.user.username == "ann"
-    ):
+    with override_settings(WA_OUTBOX_ACT_FOR_OTHERS=lambda request: request.user.username == "ann"):
         assert call(people["ann"], "status", "bob_s")[0] == 200
         assert call(people["boss"], "status", "bob_s")[0] == 404
 
@@ -137,7 +135,9 @@ def test_session_init_owner_is_the_logged_in_user(people, settings):
     # Own id (given or not): created for ann (504: no runner answers in this test).
     assert init(ann, {"sessionId": "ann_new"}).status_code == 504
     assert Session.objects.get(pk="ann_new").user_id == people["users"]["ann"].pk
-    assert init(ann, {"sessionId": "ann_new2", "userId": people["users"]["ann"].pk}).status_code == 504
+    assert (
+        init(ann, {"sessionId": "ann_new2", "userId": people["users"]["ann"].pk}).status_code == 504
+    )
     # Bob's session id: taken, and bob's row is left alone.
     r = init(ann, {"sessionId": "bob_s"})
     assert r.status_code == 409 and r.json()["code"] == "session_conflict"
@@ -145,7 +145,12 @@ def test_session_init_owner_is_the_logged_in_user(people, settings):
     bob_s = Session.objects.get(pk="bob_s")
     assert (bob_s.user_id, bob_s.desired_state) == (people["users"]["bob"].pk, "running")
     # Staff may create a session for another user.
-    assert init(people["boss"], {"sessionId": "for_bob", "userId": people["users"]["bob"].pk}).status_code == 504
+    assert (
+        init(
+            people["boss"], {"sessionId": "for_bob", "userId": people["users"]["bob"].pk}
+        ).status_code
+        == 504
+    )
     assert Session.objects.get(pk="for_bob").user_id == people["users"]["bob"].pk
 
 
@@ -178,9 +183,7 @@ def test_api_key_reaches_only_what_it_is_mapped_to(people, api_keys):
     foreign = call(worker, "status", "bob_s", **key)
     assert foreign == (404, call(worker, "status", "nobody", **key)[1].replace("nobody", "bob_s"))
     assert call(worker, "send-text", "bob_s", **key)[0] == 404
-    r = worker.get(
-        reverse("wa_outbox:message-status", args=[people["bob_msg"]]), headers=key
-    )
+    r = worker.get(reverse("wa_outbox:message-status", args=[people["bob_msg"]]), headers=key)
     assert r.status_code == 404
 
     def init(body, headers):

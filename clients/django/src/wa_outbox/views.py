@@ -2,7 +2,8 @@
 
 Bodies and answers use the seed's camelCase names (sessionId, userId, mediaUrl, …). Errors are
 {"success": false, "error": "...", "code": "..."} with a fitting HTTP status (400 bad input and
-`field`, 401 bad API key, 403 forbidden, 404 unknown or not yours, 409 conflict, 502 session failed, 504 timeout).
+`field`, 401 bad API key, 403 forbidden, 404 unknown or not the caller's, 409 conflict, 502
+session failed, 504 timeout).
 """
 
 from __future__ import annotations
