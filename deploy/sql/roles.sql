@@ -25,6 +25,20 @@
 --              lets PUBLIC create in schema public; on older servers run
 --              `revoke create on schema public from public` once).
 --   wa_keda    KEDA's scaler. Reads only the columns its session count uses.
+--   wa_tenant  Optional row-level security, for several apps (tenants) sharing one outbox: a
+--              member role sees and writes only the rows of its own users. Per tenant app:
+--
+--                create role tenant_shop nologin in role wa_tenant;   -- the tenant
+--                create role shop_app login password '…' in role tenant_shop;
+--                insert into wa_tenant_user (tenant, user_id) values ('tenant_shop', 7), …;
+--
+--              It has wa_django's rights, on its rows only: a session is its when
+--              wa_session.user_id is listed for it in wa_tenant_user, a message or an event
+--              when its session is. It sees only its own wa_tenant_user rows, and not the
+--              views (they run with their owner's rights, so they would show every row).
+--              Nothing changes for the other roles: row-level security is on for these tables,
+--              with a policy that lets wa_django, wa_runner and wa_keda see every row. Another
+--              role you grant rights on them yourself sees no rows until you add a policy.
 --
 -- Creating the roles needs CREATEROLE; once they exist, a re-run needs only ownership of the
 -- tables. Everything happens in one transaction, so nobody sees the rights half changed.
@@ -35,7 +49,7 @@ do $$
 declare
   r text;
 begin
-  foreach r in array array['wa_django', 'wa_runner', 'wa_keda'] loop
+  foreach r in array array['wa_django', 'wa_runner', 'wa_keda', 'wa_tenant'] loop
     if not exists (select 1 from pg_roles where rolname = r) then
       begin
         execute format('create role %I nologin', r);
@@ -44,13 +58,22 @@ begin
       end;
     end if;
   end loop;
-  execute format('grant usage on schema %I to wa_django, wa_runner, wa_keda', current_schema());
+  execute format('grant usage on schema %I to wa_django, wa_runner, wa_keda, wa_tenant',
+                 current_schema());
 end $$;
+
+-- Which users' rows each tenant role may reach (see wa_tenant above). Owned by whoever runs this
+-- file, so a tenant cannot add users to itself.
+create table if not exists wa_tenant_user (
+  tenant  regrole not null,
+  user_id bigint not null,
+  primary key (tenant, user_id)
+);
 
 -- Start from nothing, so a re-run also takes back rights an older version of this file gave.
 revoke all on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader,
-              wa_outbox_stats, wa_session_overview, wa_runner_overview
-  from wa_django, wa_runner, wa_keda;
+              wa_outbox_stats, wa_session_overview, wa_runner_overview, wa_tenant_user
+  from wa_django, wa_runner, wa_keda, wa_tenant;
 
 -- Django ---------------------------------------------------------------------------------------
 grant select, insert on wa_session to wa_django;
@@ -88,6 +111,44 @@ end $$;
 -- Exactly the columns of the ScaledObject's query (deploy/k8s/scaledobject.yaml).
 grant select (id, desired_state, status) on wa_session to wa_keda;
 grant select (session_id, status, not_before) on wa_message to wa_keda;
+
+-- Tenants (row-level security) ------------------------------------------------------------------
+grant select, insert on wa_session to wa_tenant;
+grant update (desired_state, pair_phone, user_id) on wa_session to wa_tenant;
+grant select, insert on wa_message to wa_tenant;
+grant update (status) on wa_message to wa_tenant;
+grant select on wa_event to wa_tenant;
+grant select on wa_tenant_user to wa_tenant;
+
+alter table wa_tenant_user enable row level security;
+alter table wa_session enable row level security;
+alter table wa_message enable row level security;
+alter table wa_event enable row level security;
+-- The table owner (the migrations, the tests' admin) is not subject to row-level security;
+-- the three roles above see every row, as before.
+drop policy if exists wa_all_rows on wa_session;
+drop policy if exists wa_all_rows on wa_message;
+drop policy if exists wa_all_rows on wa_event;
+create policy wa_all_rows on wa_session to wa_django, wa_runner, wa_keda using (true);
+create policy wa_all_rows on wa_message to wa_django, wa_runner, wa_keda using (true);
+create policy wa_all_rows on wa_event to wa_django, wa_runner, wa_keda using (true);
+-- A tenant's own rows: pg_has_role, so the logins of a tenant role (its members) count too.
+drop policy if exists wa_tenant_own on wa_tenant_user;
+drop policy if exists wa_tenant_own on wa_session;
+drop policy if exists wa_tenant_own on wa_message;
+drop policy if exists wa_tenant_own on wa_event;
+create policy wa_tenant_own on wa_tenant_user to wa_tenant
+  using (pg_has_role(tenant, 'member'));
+-- The subqueries below are themselves filtered by these policies: a tenant's message is one of
+-- its visible sessions, which is one of its users'.
+create policy wa_tenant_own on wa_session to wa_tenant
+  using (user_id in (select t.user_id from wa_tenant_user t))
+  with check (user_id in (select t.user_id from wa_tenant_user t));
+create policy wa_tenant_own on wa_message to wa_tenant
+  using (session_id in (select s.id from wa_session s))
+  with check (session_id in (select s.id from wa_session s));
+create policy wa_tenant_own on wa_event to wa_tenant
+  using (session_id in (select s.id from wa_session s));
 
 commit;
 

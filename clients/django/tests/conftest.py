@@ -40,6 +40,8 @@ def pytest_configure(config):
             "django.contrib.messages.middleware.MessageMiddleware",
         ],
         ROOT_URLCONF="tests.urls",
+        # The live server (test_link_browser.py) serves static files under this prefix.
+        STATIC_URL="/static/",
         TEMPLATES=[
             {
                 "BACKEND": "django.template.backends.django.DjangoTemplates",

@@ -26,9 +26,16 @@ DEFAULTS: dict[str, Any] = {
     "WA_OUTBOX_MEDIA_MAX_BYTES": 16 * 1024 * 1024,
     # Dotted path to callable(request) -> bool, deciding who may use the views.
     "WA_OUTBOX_PERMISSION": "wa_outbox.permissions.is_authenticated",
-    # Optional dotted path to callable(request, session_id) -> bool, deciding which sessions a
-    # request may touch. None: any session (fine for single-tenant hosts; multi-user hosts set it).
-    "WA_OUTBOX_SESSION_PERMISSION": None,
+    # Dotted path to callable(request, session_id) -> bool, deciding which sessions a request
+    # may touch. Default: the session's user_id is the requesting user's (or staff: see below).
+    # None: any session, for single-user hosts only.
+    "WA_OUTBOX_SESSION_PERMISSION": "wa_outbox.permissions.owns_session",
+    # Dotted path to callable(request) -> bool: may this request touch every user's sessions
+    # and name another userId in session/init? None: nobody (API keys mapped to "all" still may).
+    "WA_OUTBOX_ACT_FOR_OTHERS": "wa_outbox.permissions.is_staff",
+    # Service callers' API keys, sent in the X-Api-Key header: a list of
+    # {"name": str, "hash": "sha256:<hex>", "users": [user ids] | "all"}. Hashes only, never keys.
+    "WA_OUTBOX_API_KEYS": [],
     # Optional libpq URL for the LISTEN connections, e.g. to bypass PgBouncer in transaction mode
     # (LISTEN needs a session). None: the WA_OUTBOX_DATABASE connection's parameters.
     "WA_OUTBOX_LISTEN_DSN": None,

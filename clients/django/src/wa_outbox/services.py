@@ -106,6 +106,13 @@ def validate_recipient(value: Any) -> str:
     )
 
 
+def _validate_pair_phone(value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not _PAIR_PHONE.match(value)):
+        raise InvalidInputError(
+            "pair_phone", f"expected digits with an optional + (6 to 15), got {value!r}"
+        )
+
+
 def _validate_text(value: Any, field: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
@@ -196,12 +203,7 @@ class WhatsAppService:
         """
         session_id = validate_session_id(session_id)
         user_id = validate_user_id(user_id)
-        if pair_phone is not None and (
-            not isinstance(pair_phone, str) or not _PAIR_PHONE.match(pair_phone)
-        ):
-            raise InvalidInputError(
-                "pair_phone", f"expected digits with an optional + (6 to 15), got {pair_phone!r}"
-            )
+        _validate_pair_phone(pair_phone)
         timeout = (
             conf.get("WA_OUTBOX_QR_TIMEOUT")
             if timeout is None
@@ -222,8 +224,25 @@ class WhatsAppService:
             raise QRTimeoutError(session_id, timeout, self._status_of(session_id))
         return found
 
+    def start_session(
+        self, user_id: int | None, session_id: str, *, pair_phone: str | None = None
+    ) -> dict:
+        """Ask for the session to run and return at once (init_session without the wait): for
+        pages that poll get_session_status. Unlike init_session, `pair_phone=None` also clears
+        a pairing number set before, so the session links by QR code."""
+        session_id = validate_session_id(session_id)
+        user_id = validate_user_id(user_id)
+        _validate_pair_phone(pair_phone)
+        self._request_running(session_id, user_id, pair_phone, replace_pair_phone=True)
+        return self.get_session_status(session_id)
+
     def _request_running(
-        self, session_id: str, user_id: int | None, pair_phone: str | None
+        self,
+        session_id: str,
+        user_id: int | None,
+        pair_phone: str | None,
+        *,
+        replace_pair_phone: bool = False,
     ) -> None:
         sessions = Session.objects.using(self.using)
         with transaction.atomic(using=self.using):
@@ -249,7 +268,7 @@ class WhatsAppService:
             changes: dict[str, Any] = {"desired_state": DesiredState.RUNNING}
             if user_id is not None:
                 changes["user_id"] = user_id
-            if pair_phone is not None:
+            if pair_phone is not None or replace_pair_phone:
                 changes["pair_phone"] = pair_phone
             # Setting desired_state (even to its current value) fires the table's guard, which
             # restarts a failed/stopped/logged-out session from `new`.

@@ -2,7 +2,8 @@
 
 Bodies and answers use the seed's camelCase names (sessionId, userId, mediaUrl, …). Errors are
 {"success": false, "error": "...", "code": "..."} with a fitting HTTP status (400 bad input and
-`field`, 403 forbidden, 404 unknown session, 409 conflict, 502 session failed, 504 timeout).
+`field`, 401 bad API key, 403 forbidden, 404 unknown or not the caller's, 409 conflict, 502
+session failed, 504 timeout).
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ import functools
 import json
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from . import conf
-from .exceptions import InvalidInputError, WhatsAppServiceError
-from .models import Message
-from .services import WhatsAppService
+from . import conf, permissions
+from .exceptions import (
+    InvalidInputError,
+    MessageNotFoundError,
+    SessionConflictError,
+    SessionNotFoundError,
+    WhatsAppServiceError,
+)
+from .models import Message, Session
+from .services import WhatsAppService, validate_session_id, validate_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +37,41 @@ class _Forbidden(Exception):
     pass
 
 
-def _check_session(request: HttpRequest, session_id: str) -> None:
+def _may_touch(request: HttpRequest, session_id: str) -> bool:
     allowed = conf.callable_setting("WA_OUTBOX_SESSION_PERMISSION")
-    if allowed is not None and not allowed(request, session_id):
-        raise _Forbidden(f"not allowed to use session {session_id!r}")
+    return allowed is None or bool(allowed(request, session_id))
+
+
+def _check_session(request: HttpRequest, session_id: str) -> None:
+    """Refuse a session the request may not touch exactly as if it did not exist: same status,
+    same body. Otherwise a 403 would tell a caller which other users' session ids exist."""
+    session_id = validate_session_id(session_id)
+    if not _may_touch(request, session_id):
+        raise SessionNotFoundError(session_id)
+
+
+def _forbidden(error: str = "forbidden") -> JsonResponse:
+    return JsonResponse({"success": False, "error": error, "code": "forbidden"}, status=403)
+
+
+def _csrf_refusal(request: HttpRequest):
+    """Django's CSRF check for browser (cookie) requests, as the middleware would have done.
+
+    The views are csrf_exempt so that API-key callers, which send no cookie and so cannot be
+    forged by another site, need no token; every other request is checked here instead, when
+    the host uses CsrfViewMiddleware at all."""
+    if "django.middleware.csrf.CsrfViewMiddleware" not in settings.MIDDLEWARE:
+        return None
+    return CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
 
 
 def _json_view(view):
-    """Permission check, JSON body parsing and error mapping shared by every endpoint.
+    """Authentication, permission check, JSON body parsing and error mapping shared by every
+    endpoint.
+
+    A request with an X-Api-Key header is authenticated by that key alone (a wrong or revoked
+    key is refused, whatever cookie comes with it); any other request must pass
+    WA_OUTBOX_PERMISSION and Django's CSRF check.
 
     Non-atomic even under ATOMIC_REQUESTS: the runner must see the rows these views write
     before the view waits for its answer.
@@ -42,23 +79,32 @@ def _json_view(view):
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        permission = conf.callable_setting("WA_OUTBOX_PERMISSION")
-        if permission is not None and not permission(request):
-            return JsonResponse(
-                {"success": False, "error": "forbidden", "code": "forbidden"}, status=403
-            )
+        presented = request.headers.get(permissions.API_KEY_HEADER)
+        if presented is not None:
+            key = permissions.authenticate_api_key(presented)
+            if key is None:
+                return JsonResponse(
+                    {"success": False, "error": "invalid API key", "code": "invalid_api_key"},
+                    status=401,
+                )
+            request.wa_outbox_api_key = key
+        else:
+            permission = conf.callable_setting("WA_OUTBOX_PERMISSION")
+            if permission is not None and not permission(request):
+                return _forbidden()
+            refusal = _csrf_refusal(request)
+            if refusal is not None:
+                return refusal
         try:
             return JsonResponse(view(request, *args, **kwargs))
         except _Forbidden as exc:
-            return JsonResponse(
-                {"success": False, "error": str(exc), "code": "forbidden"}, status=403
-            )
+            return _forbidden(str(exc))
         except WhatsAppServiceError as exc:
             if exc.http_status >= 500:
                 logger.warning("wa_outbox %s: %s", request.path, exc)
             return JsonResponse(exc.as_dict(), status=exc.http_status)
 
-    return transaction.non_atomic_requests(wrapper)
+    return csrf_exempt(transaction.non_atomic_requests(wrapper))
 
 
 def _body(request: HttpRequest) -> dict:
@@ -86,18 +132,36 @@ def _required(data: dict, key: str):
 @require_POST
 @_json_view
 def session_init(request: HttpRequest):
-    """POST {"sessionId", "userId"?, "pairPhone"?}; userId defaults to the logged-in user."""
+    """POST {"sessionId", "userId"?, "pairPhone"?}.
+
+    The owner of a new session is the logged-in user. `userId` names another owner, and only
+    callers allowed to act for that user may give it (staff, or an API key mapped to it). An
+    existing session may be (re)started only by those who may touch it.
+    """
     data = _body(request)
-    session_id = _required(data, "sessionId")
-    _check_session(request, session_id)
+    service = WhatsAppService()
+    session_id = validate_session_id(_required(data, "sessionId"))
     user_id = data.get("userId")
-    if (
-        user_id is None
-        and getattr(request, "user", None) is not None
-        and request.user.is_authenticated
-    ):
-        user_id = request.user.pk
-    return WhatsAppService().init_session(user_id, session_id, pair_phone=data.get("pairPhone"))
+    if user_id is not None:
+        user_id = validate_user_id(user_id)
+        if not permissions.may_act_as(request, user_id):
+            raise _Forbidden("not allowed to act for another user")
+    existing = Session.objects.using(service.using).filter(pk=session_id).exists()
+    if existing:
+        if not _may_touch(request, session_id):
+            # Session ids are one namespace, so a taken id cannot pass for a free one; say only
+            # that it is taken, never whose it is.
+            raise SessionConflictError(
+                f"session id {session_id!r} is not available; choose another session_id"
+            )
+    elif user_id is None:
+        key = permissions.api_key_of(request)
+        if key is not None:
+            if not key.all_users:
+                raise InvalidInputError("userId", "is required with an API key limited to users")
+        elif getattr(request, "user", None) is not None and request.user.is_authenticated:
+            user_id = request.user.pk
+    return service.init_session(user_id, session_id, pair_phone=data.get("pairPhone"))
 
 
 @require_GET
@@ -164,14 +228,14 @@ def send_media(request: HttpRequest):
 @require_GET
 @_json_view
 def message_status(request: HttpRequest, message_id: int):
+    """A message of a session the request may not touch answers like an unknown message."""
     service = WhatsAppService()
-    if conf.get("WA_OUTBOX_SESSION_PERMISSION"):
-        session_id = (
-            Message.objects.using(service.using)
-            .filter(pk=message_id)
-            .values_list("session_id", flat=True)
-            .first()
-        )
-        if session_id is not None:
-            _check_session(request, session_id)
+    session_id = (
+        Message.objects.using(service.using)
+        .filter(pk=message_id)
+        .values_list("session_id", flat=True)
+        .first()
+    )
+    if session_id is None or not _may_touch(request, session_id):
+        raise MessageNotFoundError(message_id)
     return service.get_message_status(message_id)
