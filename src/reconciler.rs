@@ -232,7 +232,17 @@ pub async fn release_all(shared: &Arc<Shared>) {
         .await
         .is_err()
     {
-        tracing::warn!(?bound, "sessions did not close within the drain bound");
+        // A browser still starting (or stuck) must not outlive the release of its lease: close
+        // whatever is left at once, writing nothing, before the leases go back.
+        tracing::warn!(
+            ?bound,
+            "sessions did not close within the drain bound; closing the rest"
+        );
+        lose_all(shared).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !shared.sessions().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     for attempt in 1..=5u32 {
         match crate::session::release(shared, None, None).await {

@@ -12,7 +12,6 @@ use crate::error_code::ErrorCode;
 use crate::shared::{backoff, Shared};
 
 /// A write a page event asks for.
-#[derive(Debug)]
 pub(super) enum PageWrite {
     Qr {
         payload: String,
@@ -30,6 +29,20 @@ pub(super) enum PageWrite {
         ack: i32,
     },
     Incoming(IncomingMessage),
+}
+
+impl PageWrite {
+    /// What kind of event it is, for logs: never its content (a QR payload is a login
+    /// credential while valid, a message body is the user's).
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            PageWrite::Qr { .. } => "qr",
+            PageWrite::Pairing { .. } => "pairing_code",
+            PageWrite::Connected { .. } => "connected",
+            PageWrite::Ack { .. } => "ack",
+            PageWrite::Incoming(_) => "incoming_message",
+        }
+    }
 }
 
 /// Writes one page event. Ok(false) when the session is no longer ours.
