@@ -48,6 +48,7 @@ pub async fn listen(shared: Arc<Shared>) {
         }
         // Anything sent while we were not listening is found by one look now.
         shared.dispatch_wake.notify_one();
+        shared.command_wake.notify_one();
         shared.reconcile_wake.notify_one();
         // Ok(None) or an error: the connection dropped; reconnect, then look again.
         while let Ok(Some(n)) = listener.try_recv().await {
@@ -59,6 +60,15 @@ pub async fn listen(shared: Arc<Shared>) {
                         shared.dispatch_wake.notify_one();
                     } else {
                         // A message may wake a hibernated session.
+                        shared.reconcile_wake.notify_one();
+                    }
+                }
+                Some("command") => {
+                    let sid = v["session_id"].as_str().unwrap_or_default();
+                    if shared.sessions().contains_key(sid) {
+                        shared.command_wake.notify_one();
+                    } else {
+                        // A command may wake a hibernated session.
                         shared.reconcile_wake.notify_one();
                     }
                 }

@@ -1,5 +1,5 @@
 //! The closed set of machine-readable error codes written to `error_code` columns.
-//! Mirrors the `wa_error_code` domain in the first migration; a test keeps the two in step.
+//! Mirrors the `wa_error_code` domain in the latest migration that redefines it; a test keeps the two in step.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ error_codes! {
     AccountBanned => "account_banned": "WhatsApp blocked the account (TOS_BLOCK, SMB_TOS_BLOCK)",
     ProxyBlocked => "proxy_blocked": "WhatsApp refuses the network the browser connects from (PROXYBLOCK)",
     WebVersionUnsupported => "web_version_unsupported": "this WhatsApp Web build lacks a module the driver uses, or says it is deprecated",
+    InvalidCommand => "invalid_command": "a command's kind or args are not what the runner accepts (the error says which)",
+    CommandFailed => "command_failed": "the page refused or failed the command",
+    CommandTimeout => "command_timeout": "the page did not finish the command in time (after 3 attempts)",
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -58,7 +61,7 @@ mod tests {
     #[test]
     fn every_code_is_in_the_migration_domain() {
         // The latest definition of the domain's check.
-        let sql = include_str!("../migrations/20261201000003_todays_page.sql");
+        let sql = include_str!("../migrations/20261203000005_commands.sql");
         let start = sql
             .find("alter domain wa_error_code add constraint")
             .unwrap();

@@ -7,6 +7,7 @@
 pub mod auth_store;
 pub mod child;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod demo;

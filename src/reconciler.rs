@@ -172,8 +172,10 @@ async fn claim(shared: &Arc<Shared>) -> sqlx::Result<()> {
                (c.desired_state = 'running' and c.status in {LIVE})
                -- Stopped, then asked to run again before the stop was written: run.
                or (c.desired_state = 'running' and c.status = 'stopped')
-               or (c.desired_state = 'running' and c.status = 'hibernated' and exists (
-                     select 1 from wa_message m where m.session_id = c.id and m.status = 'queued' and m.not_before <= now()))
+               or (c.desired_state = 'running' and c.status = 'hibernated' and (exists (
+                     select 1 from wa_message m where m.session_id = c.id and m.status = 'queued' and m.not_before <= now())
+                   or exists (
+                     select 1 from wa_command k where k.session_id = c.id and k.status = 'queued' and k.not_before <= now())))
                or (c.desired_state = 'stopped' and c.status not in ('stopped', 'logged_out', 'failed'))
                or (c.desired_state = 'logged_out' and c.status <> 'logged_out')
              )

@@ -107,6 +107,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
         sessions: Mutex::new(HashMap::new()),
         dispatch_wake: Notify::new(),
         reconcile_wake: Notify::new(),
+        command_wake: Notify::new(),
         draining: CancellationToken::new(),
         leases_done: CancellationToken::new(),
         leases_proved_at: Mutex::new(tokio::time::Instant::now()),
@@ -139,6 +140,7 @@ async fn run_loops(
         .clone()
         .map(|m| tokio::spawn(account(shared.clone(), m)));
     let dispatcher = tokio::spawn(crate::dispatcher::run(shared.clone()));
+    let commands = tokio::spawn(crate::commands::run(shared.clone()));
 
     shutdown.cancelled().await;
     tracing::info!(runner = %shared.id, "draining");
@@ -152,6 +154,7 @@ async fn run_loops(
     // reconciler keeps renewing the leases (claiming nothing) until every one is released: a
     // drain longer than the TTL must not let a lease lapse under a browser that is still open.
     let _ = dispatcher.await;
+    let _ = commands.await;
     listener.abort();
     if let Some(a) = accounting {
         a.abort();

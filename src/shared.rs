@@ -222,6 +222,8 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub dispatch_wake: Notify,
     pub reconcile_wake: Notify,
+    /// Wakes the command loop (a new command for an owned session).
+    pub command_wake: Notify,
     /// Cancelled when the runner starts draining: stop claiming.
     pub draining: CancellationToken,
     /// Cancelled once the drain has released every lease: only then may renewal stop.

@@ -56,6 +56,10 @@ async fn check_constraints_refuse_bad_rows() {
         "insert into wa_message (session_id, recipient, max_attempts) values ('s1', '1555', 0)",
         "insert into wa_message (session_id, recipient, kind, media_url, media_data) values ('s1', '1555', 'image', 'https://x/y.png', '\\x00')",
         "insert into wa_event (session_id, kind) values ('s1', 'bogus')",
+        "insert into wa_command (session_id, kind) values ('s1', 'reboot')",
+        "insert into wa_command (session_id, kind, status) values ('s1', 'mark_read', 'lost')",
+        "insert into wa_command (session_id, kind) values ('nope', 'mark_read')",
+        "insert into wa_command (session_id, kind, error_code) values ('s1', 'mark_read', 'oops')",
     ];
     for sql in bad {
         let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
@@ -245,4 +249,85 @@ async fn schema_check_refuses_unmigrated_and_newer() {
         .unwrap();
     let err = wa_outbox::db::check_schema(&db.pool).await.unwrap_err();
     assert!(err.to_string().contains("not migrated"), "{err}");
+}
+
+#[tokio::test]
+async fn commands_notify_on_insert_and_completion_and_only_queued_ones_cancel() {
+    let db = test_db().await;
+    sqlx::query("insert into wa_session (id) values ('s1')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut l = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    l.listen_all(["wa_outbox", "wa_command"]).await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "insert into wa_command (session_id, kind, args, idempotency_key) values ('s1', 'mark_read', '{\"chat\": \"15551234567\"}', 'k1') returning id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let dup = sqlx::query(
+        "insert into wa_command (session_id, kind, idempotency_key) values ('s1', 'mark_read', 'k1')",
+    )
+    .execute(&db.pool)
+    .await;
+    assert!(dup.is_err(), "idempotency_key is unique");
+    sqlx::query("update wa_command set status = 'running' where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let cancel = sqlx::query("update wa_command set status = 'cancelled' where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await;
+    assert!(cancel.is_err(), "a running command cannot be cancelled");
+    sqlx::query("update wa_command set status = 'done', result = '{}' where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap();
+        if v["id"].as_i64() != Some(id) {
+            continue;
+        }
+        got.push((
+            n.channel().to_string(),
+            v["kind"]
+                .as_str()
+                .or(v["status"].as_str())
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    // The command's insert wakes runners; its completion tells callers (the session's own
+    // notification and the refused cancel are skipped).
+    assert_eq!(
+        got[..2],
+        [
+            ("wa_outbox".to_string(), "command".to_string()),
+            ("wa_command".to_string(), "done".to_string()),
+        ]
+    );
+    // A command for a logged-out session fails at once.
+    sqlx::query("update wa_session set status = 'logged_out' where id = 's1'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (status, code): (String, Option<String>) = sqlx::query_as(
+        "insert into wa_command (session_id, kind) values ('s1', 'presence') returning status, error_code",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("session_logged_out"))
+    );
 }

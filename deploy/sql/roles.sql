@@ -71,7 +71,7 @@ create table if not exists wa_tenant_user (
 );
 
 -- Start from nothing, so a re-run also takes back rights an older version of this file gave.
-revoke all on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader,
+revoke all on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader, wa_command,
               wa_outbox_stats, wa_session_overview, wa_runner_overview, wa_tenant_user
   from wa_django, wa_runner, wa_keda, wa_tenant;
 
@@ -80,6 +80,8 @@ grant select, insert on wa_session to wa_django;
 grant update (desired_state, pair_phone, user_id) on wa_session to wa_django;
 grant select, insert on wa_message to wa_django;
 grant update (status) on wa_message to wa_django;
+grant select, insert on wa_command to wa_django;
+grant update (status) on wa_command to wa_django;
 grant select on wa_event to wa_django;
 -- The views run with their owner's rights: wa_session_overview may say whether a stored login
 -- exists (has_stored_login) without Django being able to read the login itself.
@@ -87,7 +89,7 @@ grant select on wa_outbox_stats, wa_session_overview, wa_runner_overview to wa_d
 
 -- Runners --------------------------------------------------------------------------------------
 grant select, insert, update, delete
-  on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader
+  on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader, wa_command
   to wa_runner;
 grant select on wa_outbox_stats, wa_session_overview, wa_runner_overview to wa_runner;
 -- `wa-outbox run` checks the schema version before it starts (and never migrates itself).
@@ -117,6 +119,8 @@ grant select, insert on wa_session to wa_tenant;
 grant update (desired_state, pair_phone, user_id) on wa_session to wa_tenant;
 grant select, insert on wa_message to wa_tenant;
 grant update (status) on wa_message to wa_tenant;
+grant select, insert on wa_command to wa_tenant;
+grant update (status) on wa_command to wa_tenant;
 grant select on wa_event to wa_tenant;
 grant select on wa_tenant_user to wa_tenant;
 
@@ -124,19 +128,23 @@ alter table wa_tenant_user enable row level security;
 alter table wa_session enable row level security;
 alter table wa_message enable row level security;
 alter table wa_event enable row level security;
+alter table wa_command enable row level security;
 -- The table owner (the migrations, the tests' admin) is not subject to row-level security;
 -- the three roles above see every row, as before.
 drop policy if exists wa_all_rows on wa_session;
 drop policy if exists wa_all_rows on wa_message;
 drop policy if exists wa_all_rows on wa_event;
+drop policy if exists wa_all_rows on wa_command;
 create policy wa_all_rows on wa_session to wa_django, wa_runner, wa_keda using (true);
 create policy wa_all_rows on wa_message to wa_django, wa_runner, wa_keda using (true);
 create policy wa_all_rows on wa_event to wa_django, wa_runner, wa_keda using (true);
+create policy wa_all_rows on wa_command to wa_django, wa_runner, wa_keda using (true);
 -- A tenant's own rows: pg_has_role, so the logins of a tenant role (its members) count too.
 drop policy if exists wa_tenant_own on wa_tenant_user;
 drop policy if exists wa_tenant_own on wa_session;
 drop policy if exists wa_tenant_own on wa_message;
 drop policy if exists wa_tenant_own on wa_event;
+drop policy if exists wa_tenant_own on wa_command;
 create policy wa_tenant_own on wa_tenant_user to wa_tenant
   using (pg_has_role(tenant, 'member'));
 -- The subqueries below are themselves filtered by these policies: a tenant's message is one of
@@ -149,6 +157,9 @@ create policy wa_tenant_own on wa_message to wa_tenant
   with check (session_id in (select s.id from wa_session s));
 create policy wa_tenant_own on wa_event to wa_tenant
   using (session_id in (select s.id from wa_session s));
+create policy wa_tenant_own on wa_command to wa_tenant
+  using (session_id in (select s.id from wa_session s))
+  with check (session_id in (select s.id from wa_session s));
 
 commit;
 

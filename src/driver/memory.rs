@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
-    Driver, DriverError, DriverEvent, IncomingMessage, OutgoingMessage, Sent, Session, SessionSpec,
-    StartedSession,
+    ChatState, Driver, DriverError, DriverEvent, IncomingMessage, MarkedRead, OutgoingMessage,
+    Sent, Session, SessionSpec, StartedSession,
 };
 use crate::error_code::ErrorCode;
 
@@ -60,6 +60,10 @@ struct WorldState {
     refused: HashSet<String>,
     /// Incoming messages each session's account holds (what its page would show on connect).
     inbox: HashMap<String, Vec<IncomingMessage>>,
+    /// Chats each session marked read, in order.
+    read_marks: Vec<(String, String)>,
+    /// Chat states each session sent: (session, chat, state).
+    chat_states: Vec<(String, String, ChatState)>,
 }
 
 #[derive(Default)]
@@ -107,6 +111,14 @@ impl MemoryWorld {
     /// The message id of every send call, in order, failed ones included.
     pub fn send_call_ids(&self) -> Vec<String> {
         self.lock().calls.iter().map(|(id, _)| id.clone()).collect()
+    }
+    /// (session, chat) of every chat marked read, in order.
+    pub fn read_marks(&self) -> Vec<(String, String)> {
+        self.lock().read_marks.clone()
+    }
+    /// (session, chat, state) of every chat state sent, in order.
+    pub fn chat_states(&self) -> Vec<(String, String, ChatState)> {
+        self.lock().chat_states.clone()
     }
     pub fn double_ownership(&self) -> u64 {
         self.lock().double_ownership
@@ -347,6 +359,33 @@ impl Session for MemorySession {
         held.sort_by_key(|m| m.timestamp);
         held.truncate(limit);
         Ok(held)
+    }
+
+    async fn mark_read(&self, chat_id: &str) -> Result<MarkedRead, DriverError> {
+        if self.dead() {
+            return std::future::pending().await;
+        }
+        self.world
+            .lock()
+            .read_marks
+            .push((self.session_id.clone(), chat_id.to_string()));
+        self.world.changed.notify_waiters();
+        Ok(MarkedRead {
+            chat: Some(chat_id.to_string()),
+            unread: 0,
+        })
+    }
+
+    async fn set_presence(&self, chat_id: &str, state: ChatState) -> Result<(), DriverError> {
+        if self.dead() {
+            return std::future::pending().await;
+        }
+        self.world
+            .lock()
+            .chat_states
+            .push((self.session_id.clone(), chat_id.to_string(), state));
+        self.world.changed.notify_waiters();
+        Ok(())
     }
 
     async fn logout(&self) -> Result<(), DriverError> {

@@ -196,6 +196,43 @@ pub fn bare_id(key: &str) -> &str {
 /// it as WhatsApp does.
 pub const MAX_BODY_CHARS: usize = 65_536;
 
+/// A chat state shown to the other side of a chat (the `presence` command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatState {
+    Typing,
+    Recording,
+    Paused,
+}
+
+impl ChatState {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "typing" => Self::Typing,
+            "recording" => Self::Recording,
+            "paused" => Self::Paused,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Typing => "typing",
+            Self::Recording => "recording",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+/// What marking a chat read did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkedRead {
+    /// The chat as the page holds it (on today's page a contact's LID), or `None` when the page
+    /// has no such chat (nothing to mark).
+    pub chat: Option<String>,
+    /// Unread messages the receipt covered (0: the chat had none, nothing was sent).
+    pub unread: u32,
+}
+
 /// Starts sessions. One per runner; shared by all its sessions.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -232,6 +269,23 @@ pub trait Session: Send + Sync + 'static {
         since: i64,
         limit: usize,
     ) -> Result<Vec<IncomingMessage>, DriverError>;
+    /// Send read receipts for a chat's unread messages (a normalised JID), as opening the chat
+    /// does. A chat with nothing unread sends nothing.
+    async fn mark_read(&self, chat_id: &str) -> Result<MarkedRead, DriverError> {
+        let _ = chat_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot mark chats read",
+        ))
+    }
+    /// Show a chat state (typing, recording, paused) in a chat (a normalised JID).
+    async fn set_presence(&self, chat_id: &str, state: ChatState) -> Result<(), DriverError> {
+        let _ = (chat_id, state);
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot send chat states",
+        ))
+    }
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a

@@ -94,6 +94,7 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/logout", post(logout))
         .route("/_sim/incoming", post(incoming))
         .route("/_sim/messages", get(messages))
+        .route("/_sim/chat_state", get(chat_state))
         .route("/_sim/ack", post(ack))
         .route("/_sim/unregistered", post(unregistered))
         .route("/_sim/faults", get(get_faults).post(faults))
@@ -312,6 +313,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         }
         "send" => send(st, conn, &v),
         "upload" => upload(st, conn, &v),
+        "seen" | "chatstate" => chat_mark(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -486,6 +488,48 @@ fn deliver_offline(w: &mut World, dev: &str) {
     let me = phone_of(w, dev);
     let msgs = w.take_undelivered(dev);
     w.send_to_device(dev, json!({"t": "offline", "msgs": msgs, "to": me}));
+}
+
+/// A read receipt or a chat state from a page, recorded on its account for `GET /_sim/chat_state`.
+fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(phone) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let raw = s(v, "chat").or_else(|| s(v, "to")).unwrap_or_default();
+    // A LID chat is reported by the phone JID it stands for, as sent messages are.
+    let chat = match raw.strip_suffix("@lid").map(|l| w.lids.get(l).cloned()) {
+        Some(Some(p)) => format!("{p}@c.us"),
+        _ => raw.clone(),
+    };
+    if !(chat.ends_with("@c.us") || chat.ends_with("@g.us")) {
+        reply(&w, conn, &req, json!({"error": "bad chat"}));
+        return;
+    }
+    let now = chrono::Utc::now();
+    let p = w.phones.entry(phone).or_default();
+    if v.get("t").and_then(|t| t.as_str()) == Some("seen") {
+        p.read_marks.push(crate::sim::world::ReadMark {
+            chat,
+            key: s(v, "key"),
+            count: v.get("count").and_then(|c| c.as_i64()).unwrap_or(0),
+            time: now,
+        });
+    } else {
+        let state = s(v, "state").unwrap_or_default();
+        if !["typing", "recording_audio", "idle"].contains(&state.as_str()) {
+            reply(&w, conn, &req, json!({"error": "bad chat state"}));
+            return;
+        }
+        p.chat_states.push(crate::sim::world::ChatStateMark {
+            chat,
+            state,
+            time: now,
+        });
+    }
+    reply(&w, conn, &req, json!({"ok": true}));
 }
 
 fn linked_phone(w: &World, conn: ConnId) -> Option<String> {
@@ -823,6 +867,25 @@ async fn messages(
     };
     Ok(Json(
         json!({"phone": phone, "messages": sent, "received": received}),
+    ))
+}
+
+/// What account `phone` told the server about its chats: read receipts and chat states.
+async fn chat_state(
+    State(st): State<SimState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult {
+    let raw = q
+        .get("phone")
+        .ok_or_else(|| bad("query parameter phone is required"))?;
+    let phone = phone_arg("phone", raw)?;
+    let w = st.world();
+    let (read, states) = match w.phones.get(&phone) {
+        Some(p) => (json!(p.read_marks), json!(p.chat_states)),
+        None => (json!([]), json!([])),
+    };
+    Ok(Json(
+        json!({"phone": phone, "read": read, "presence": states}),
     ))
 }
 

@@ -183,6 +183,30 @@ pub struct Phone {
     pub sent: Vec<SentMsg>,
     pub inbox: Vec<InMsg>,
     pub next_seq: u64,
+    /// Read receipts this account's pages sent (WAWebChatSeenBridge.sendConversationSeen).
+    pub read_marks: Vec<ReadMark>,
+    /// Chat states this account's pages sent (WAWebChatStateBridge).
+    pub chat_states: Vec<ChatStateMark>,
+}
+
+/// A chat this account marked read, as the server saw the receipt.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadMark {
+    /// The chat's phone JID (`digits@c.us`; a LID chat is mapped back), or a group's JID.
+    pub chat: String,
+    /// The key of the last received message the receipt covers, as the page sent it.
+    pub key: Option<String>,
+    /// How many unread messages it cleared.
+    pub count: i64,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// A chat state (`typing`, `recording_audio`, `idle`) this account sent to a chat.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatStateMark {
+    pub chat: String,
+    pub state: String,
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug)]

@@ -122,3 +122,26 @@ def finish_message(url: str, session_id: str, status: str = "sent", **columns) -
         (session_id,),
         writes,
     )
+
+
+def finish_command(url: str, session_id: str, status: str = "done", **columns) -> RunnerThread:
+    """Once a command of the session is queued, finish it as the command loop would (its NOTIFY
+    wa_command comes from the table's trigger)."""
+
+    def writes(conn, found):
+        (command_id,) = found
+        sets = {"status": status, **columns}
+        if "result" in sets:
+            sets["result"] = json.dumps(sets["result"])
+        assignments = ", ".join(f"{name} = %s" for name in sets)
+        conn.execute(
+            f"update wa_command set {assignments}, finished_at = now() where id = %s",
+            (*sets.values(), command_id),
+        )
+
+    return RunnerThread(
+        url,
+        "select id from wa_command where session_id = %s and status = 'queued'",
+        (session_id,),
+        writes,
+    )

@@ -304,3 +304,42 @@ def test_listener_signals_for_a_live_session(stack, user_client):
         thread.join(20)
         for name, handler in handlers.items():
             getattr(signals, name).disconnect(handler)
+
+
+def test_commands_check_numbers_mark_read_and_typing_against_a_real_runner(stack, user_client):
+    """WhatsAppService's commands through a real runner, Chromium and the simulator: the answer
+    the call returns, and what the simulated WhatsApp server saw."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_commands")
+    svc = WhatsAppService()
+    stack.sim_call("/_sim/unregistered", {"numbers": ["15559990000"]})
+
+    answer = svc.check_numbers("e2e_commands", [RECIPIENT, "15559990000"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert [r["exists"] for r in answer["results"]] == [True, False]
+    assert answer["results"][0]["wid"] and answer["results"][1]["wid"] is None
+
+    stack.sim_call("/_sim/incoming", {"to": PHONE, "from": RECIPIENT, "body": "unread"})
+    wait_until(
+        lambda: Session.objects.get(pk="e2e_commands").events.filter(kind="message").first(),
+        timeout=60,
+        interval=0.25,
+        what="the incoming message recorded",
+    )
+    answer = svc.mark_read("e2e_commands", RECIPIENT, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert answer["result"]["unread"] == 1
+
+    answer = svc.set_typing("e2e_commands", RECIPIENT, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+
+    seen = stack.sim_call(f"/_sim/chat_state?phone={PHONE}")
+    chat = f"{RECIPIENT}@c.us"
+    assert [(m["chat"], m["count"]) for m in seen["read"]] == [(chat, 1)], seen
+    assert [(m["chat"], m["state"]) for m in seen["presence"]] == [(chat, "typing")], seen
+
+    answer = svc.set_typing("e2e_commands", RECIPIENT, False, timeout=60)
+    assert answer["success"] is True and answer["result"]["state"] == "paused"
+    seen = stack.sim_call(f"/_sim/chat_state?phone={PHONE}")
+    assert [m["state"] for m in seen["presence"]] == ["typing", "idle"], seen

@@ -20,6 +20,8 @@ const JS_SEND: &str = include_str!("send.js");
 const JS_NUMBER_EXISTS: &str = include_str!("number_exists.js");
 const JS_FIND_MESSAGE: &str = include_str!("find_message.js");
 const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
+const JS_MARK_READ: &str = include_str!("mark_read.js");
+const JS_PRESENCE: &str = include_str!("presence.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -44,6 +46,8 @@ pub(super) static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND)
 pub(super) static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
 pub(super) static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
 pub(super) static FN_INBOUND_SINCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_SINCE));
+pub(super) static FN_MARK_READ: LazyLock<String> = LazyLock::new(|| with_lib(JS_MARK_READ));
+pub(super) static FN_PRESENCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_PRESENCE));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -184,6 +188,8 @@ mod tests {
             JS_NUMBER_EXISTS,
             JS_FIND_MESSAGE,
             JS_INBOUND_SINCE,
+            JS_MARK_READ,
+            JS_PRESENCE,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

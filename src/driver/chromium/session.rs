@@ -22,12 +22,13 @@ use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_FIND_MESSAGE,
-    FN_INBOUND_SINCE, FN_NUMBER_EXISTS, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_SEND, JS_KEY_SHADOW,
+    JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
-    bare_id, DriverError, DriverEvent, IncomingMessage, MessageKind, OutgoingMessage, Sent,
-    Session, SessionSpec, MAX_BODY_CHARS,
+    bare_id, ChatState, DriverError, DriverEvent, IncomingMessage, MarkedRead, MessageKind,
+    OutgoingMessage, Sent, Session, SessionSpec, MAX_BODY_CHARS,
 };
 use crate::error_code::ErrorCode;
 
@@ -293,6 +294,54 @@ impl Session for ChromiumSession {
             Ok(v) => Ok(v.as_str().map(str::to_string)),
             Err(e) => Err(self
                 .map_call_error(e, ErrorCode::SendTimeout, "checking the number")
+                .await),
+        }
+    }
+
+    async fn mark_read(&self, chat_id: &str) -> Result<MarkedRead, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self
+            .call(
+                &FN_MARK_READ,
+                vec![serde_json::json!(chat_id)],
+                self.config.cdp_timeout,
+            )
+            .await
+        {
+            Ok(v) => Ok(MarkedRead {
+                chat: v.get("chat").and_then(|c| c.as_str()).map(str::to_string),
+                unread: v
+                    .get("unread")
+                    .and_then(|u| u.as_u64())
+                    .unwrap_or(0)
+                    .min(u32::MAX as u64) as u32,
+            }),
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::CommandTimeout, "marking the chat read")
+                .await),
+        }
+    }
+
+    async fn set_presence(&self, chat_id: &str, state: ChatState) -> Result<(), DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self
+            .call(
+                &FN_PRESENCE,
+                vec![
+                    serde_json::json!(chat_id),
+                    serde_json::json!(state.as_str()),
+                ],
+                self.config.cdp_timeout,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::CommandTimeout, "sending the chat state")
                 .await),
         }
     }

@@ -89,6 +89,27 @@ class ErrorCode(models.TextChoices):
     ACCOUNT_BANNED = "account_banned"
     PROXY_BLOCKED = "proxy_blocked"
     WEB_VERSION_UNSUPPORTED = "web_version_unsupported"
+    INVALID_COMMAND = "invalid_command"
+    COMMAND_FAILED = "command_failed"
+    COMMAND_TIMEOUT = "command_timeout"
+
+
+class CommandKind(models.TextChoices):
+    CHECK_NUMBERS = "check_numbers", "Check numbers"
+    MARK_READ = "mark_read", "Mark read"
+    PRESENCE = "presence", "Presence"
+
+
+class CommandStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+#: Command statuses the runner no longer changes.
+FINISHED_COMMAND_STATUSES = frozenset({"done", "failed", "cancelled"})
 
 
 #: Message statuses after which the runner no longer touches the row's sending.
@@ -357,6 +378,58 @@ class Event(RunnerTableModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} ({self.session_id})"
+
+
+class Command(RunnerTableModel):
+    """wa_command (migrations/20261203000005_commands.sql): ask a session's page to do something
+    that is not a message. Insert a row; the runner fills in status, result or error."""
+
+    CALLER_FIELDS = ()
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(
+        Session,
+        on_delete=models.DO_NOTHING,  # the database cascades
+        db_column="session_id",
+        db_constraint=False,
+        related_name="commands",
+    )
+    kind = models.CharField(max_length=32, choices=CommandKind.choices)
+    args = models.JSONField(db_default={}, blank=True)
+    status = models.CharField(
+        max_length=16, choices=CommandStatus.choices, db_default="queued", blank=True
+    )
+    result = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=32, choices=ErrorCode.choices, null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    idempotency_key = models.TextField(null=True, blank=True, unique=True)
+    not_before = models.DateTimeField(db_default=Now(), blank=True)
+    attempts = models.IntegerField(db_default=0, blank=True)
+    runner_id = models.UUIDField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now(), blank=True)
+    updated_at = models.DateTimeField(db_default=Now(), blank=True)
+
+    class Meta:
+        managed = False
+        db_table = "wa_command"
+        ordering = ["-id"]
+        verbose_name = "WhatsApp command"
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} ({self.status})"
+
+    def cancel(self) -> bool:
+        """Cancel if still queued. Returns whether it was; refreshes `status` either way."""
+        done = (
+            type(self)
+            .objects.using(self._state.db)
+            .filter(pk=self.pk, status=CommandStatus.QUEUED)
+            .update(status=CommandStatus.CANCELLED)
+        )
+        self.refresh_from_db(fields=["status", "finished_at", "updated_at"])
+        return bool(done)
 
 
 class ListenerCursor(models.Model):

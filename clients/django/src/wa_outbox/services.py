@@ -29,9 +29,13 @@ from .exceptions import (
     SessionTimeoutError,
 )
 from .models import (
+    FINISHED_COMMAND_STATUSES,
     FINISHED_MESSAGE_STATUSES,
     PAIR_PHONE_RE,
     SESSION_ID_RE,
+    Command,
+    CommandKind,
+    CommandStatus,
     DesiredState,
     Message,
     MessageKind,
@@ -92,7 +96,7 @@ def validate_user_id(value: Any) -> int | None:
     return value
 
 
-def validate_recipient(value: Any) -> str:
+def validate_recipient(value: Any, field: str = "recipient") -> str:
     if isinstance(value, str):
         candidate = value.strip()
         if _JID.match(candidate) or (
@@ -100,7 +104,7 @@ def validate_recipient(value: Any) -> str:
         ):
             return candidate
     raise InvalidInputError(
-        "recipient",
+        field,
         "expected a phone number (15551234567, +1 (555) 123-4567) or a JID "
         f"(15551234567@c.us, …@g.us), got {value!r}",
     )
@@ -580,6 +584,123 @@ class WhatsAppService:
             "status": row["status"],
         }
 
+    # ---- commands (wa_command) ---------------------------------------------------------------
+
+    def check_numbers(
+        self, session_id: str, numbers: list[str], *, timeout: float | None = None
+    ) -> dict:
+        """Which of up to 100 phone numbers are on WhatsApp. Waits (bounded) for the runner:
+        {"success", "commandId", "status", "results": [{"number", "wid", "exists"}, …]} once
+        done; see _command() for the other outcomes."""
+        if not isinstance(numbers, (list, tuple)) or not 1 <= len(numbers) <= MAX_CHECK_NUMBERS:
+            raise InvalidInputError(
+                "numbers", f"expected a list of 1 to {MAX_CHECK_NUMBERS} phone numbers"
+            )
+        checked = []
+        for n in numbers:
+            r = validate_recipient(n, field="numbers")
+            if r.endswith("@g.us"):
+                raise InvalidInputError("numbers", f"{n!r} is a group, not a phone number")
+            checked.append(r)
+        answer = self._command(
+            session_id, CommandKind.CHECK_NUMBERS, {"numbers": checked}, timeout=timeout
+        )
+        if answer["status"] == CommandStatus.DONE:
+            answer["results"] = (answer.get("result") or {}).get("results", [])
+        return answer
+
+    def mark_read(self, session_id: str, chat: str, *, timeout: float | None = None) -> dict:
+        """Send read receipts for a chat's unread messages (a phone number or JID).
+        {"success", "commandId", "status", "result": {"chat", "found", "unread"}} once done."""
+        chat = validate_recipient(chat, field="chat")
+        return self._command(session_id, CommandKind.MARK_READ, {"chat": chat}, timeout=timeout)
+
+    def set_typing(
+        self,
+        session_id: str,
+        chat: str,
+        state: str | bool = "typing",
+        *,
+        timeout: float | None = None,
+    ) -> dict:
+        """Show `typing` (or True), `recording`, or `paused` (or False) in a chat.
+        {"success", "commandId", "status", "result": {"chat", "state"}} once done."""
+        chat = validate_recipient(chat, field="chat")
+        if state is True:
+            state = "typing"
+        elif state is False:
+            state = "paused"
+        if state not in PRESENCE_STATES:
+            raise InvalidInputError(
+                "state", f"expected one of {', '.join(PRESENCE_STATES)}, got {state!r}"
+            )
+        return self._command(
+            session_id, CommandKind.PRESENCE, {"chat": chat, "state": state}, timeout=timeout
+        )
+
+    def get_command_status(self, command_id: int) -> dict:
+        """{"success", "commandId", "status", "result", "errorCode", "error"} of a command row."""
+        if isinstance(command_id, bool) or not isinstance(command_id, int):
+            raise InvalidInputError("command_id", f"expected an integer, got {command_id!r}")
+        row = self._command_row(command_id)
+        if row is None:
+            raise InvalidInputError("command_id", f"no command {command_id}")
+        return _command_result(row)
+
+    def _command(self, session_id: str, kind: str, args: dict, *, timeout: float | None) -> dict:
+        """Insert a wa_command row, then wait up to `timeout` (default WA_OUTBOX_SEND_TIMEOUT) for
+        the runner to finish it, woken by NOTIFY wa_command. Inside a transaction, or for a
+        session that is stopped or failed, it returns at once (the row stays queued and runs
+        once the session does). `success` is True only when the command is done; a wait that
+        ran out returns the row as it is (`queued` or `running`)."""
+        session_id = validate_session_id(session_id)
+        if timeout is None:
+            timeout = conf.get("WA_OUTBOX_SEND_TIMEOUT")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise InvalidInputError("timeout", f"expected seconds >= 0, got {timeout!r}")
+        session = (
+            Session.objects.using(self.using)
+            .filter(pk=session_id)
+            .values("desired_state", "status")
+            .first()
+        )
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
+            raise SessionLoggedOutError(session_id)
+        waiting = (
+            timeout > 0
+            and not connections[self.using].in_atomic_block
+            and session["desired_state"] == DesiredState.RUNNING
+            and session["status"] != SessionStatus.FAILED
+        )
+
+        def insert() -> dict:
+            cmd = Command(session_id=session_id, kind=kind, args=args)
+            cmd.save(using=self.using)
+            return self._command_row(cmd.pk) or {}
+
+        if not waiting:
+            return _command_result(insert())
+        # LISTEN before the insert: a runner answering within milliseconds is not missed.
+        with pgnotify.listening(COMMAND_CHANNEL, using=self.using) as listener:
+            row = insert()
+            found = pgnotify.wait_for(
+                lambda: _finished_command(self._command_row(row["id"])),
+                listener=listener,
+                timeout=timeout,
+                session_id=session_id,
+            )
+        return _command_result(found or self._command_row(row["id"]) or row)
+
+    def _command_row(self, command_id: int) -> dict | None:
+        return (
+            Command.objects.using(self.using)
+            .filter(pk=command_id)
+            .values(*_COMMAND_COLUMNS)
+            .first()
+        )
+
     def _refuse_in_transaction(self, what: str) -> None:
         if connections[self.using].in_atomic_block:
             raise InTransactionError(
@@ -599,6 +720,31 @@ _MESSAGE_COLUMNS = (
     "error_code",
     "error",
 )
+
+
+MAX_CHECK_NUMBERS = 100
+PRESENCE_STATES = ("typing", "recording", "paused")
+COMMAND_CHANNEL = "wa_command"
+_COMMAND_COLUMNS = ("id", "session_id", "kind", "status", "result", "error_code", "error")
+
+
+def _finished_command(row: dict | None) -> dict | None:
+    if row is None or row["status"] in FINISHED_COMMAND_STATUSES:
+        return row or {}
+    return None
+
+
+def _command_result(row: dict) -> dict:
+    result = {
+        "success": row.get("status") == CommandStatus.DONE,
+        "commandId": row.get("id"),
+        "status": row.get("status"),
+        "result": row.get("result"),
+    }
+    if row.get("status") == CommandStatus.FAILED:
+        result["errorCode"] = row["error_code"]
+        result["error"] = row["error"]
+    return result
 
 
 def _finished(row: dict | None) -> dict | None:

@@ -1,0 +1,452 @@
+//! The command loop: claims due `wa_command` rows for the sessions this runner owns and has
+//! connected, asks the page, and writes the answer back (issue 14).
+//!
+//! The same discipline as the dispatcher: the claim joins `wa_session` on this runner holding a
+//! live lease and takes rows with SKIP LOCKED; every write is fenced on this runner still owning
+//! the session; every statement is bounded; times come from the database. One command per
+//! session at a time, in id order.
+//!
+//! The kinds of this slice (`check_numbers`, `mark_read`, `presence`) may be repeated without
+//! harm, so a row left `running` (a runner died, a claim's answer was lost) is simply claimed
+//! again by the session's owner, up to [`MAX_ATTEMPTS`] times.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Row;
+use tokio::time::Instant;
+
+use crate::db::bounded;
+use crate::driver::{ChatState, DriverError, Session};
+use crate::error_code::ErrorCode;
+use crate::shared::{backoff, Shared};
+
+/// Numbers one `check_numbers` command may ask about.
+pub const MAX_NUMBERS: usize = 100;
+/// Claims of one command (a transient failure, or a runner lost mid-command) before it fails.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+/// The kinds this runner executes (the CHECK on `wa_command.kind` lists the same).
+pub const KINDS: &[&str] = &["check_numbers", "mark_read", "presence"];
+
+struct Claimed {
+    id: i64,
+    session_id: String,
+    kind: String,
+    args: Value,
+    attempts: i32,
+}
+
+/// How one command ended.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Done(Value),
+    Failed(ErrorCode, String),
+    /// Queued again after this long.
+    Retry(ErrorCode, String, Duration),
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    // Sessions with a command in flight here. A session not in it has nothing running here, so
+    // a `running` row of it is a leftover and is claimed again.
+    let busy = Arc::new(Mutex::new(HashSet::<String>::new()));
+    loop {
+        if shared.draining.is_cancelled() {
+            break;
+        }
+        let ready: Vec<String> = {
+            let sessions = shared.sessions();
+            let busy = busy.lock().unwrap_or_else(|p| p.into_inner());
+            sessions
+                .iter()
+                .filter(|(id, e)| e.handle.is_some() && !busy.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        if !ready.is_empty() {
+            match claim(&shared, &ready).await {
+                Ok(rows) => {
+                    let mut give_back = Vec::new();
+                    for row in rows {
+                        let handle = shared
+                            .sessions()
+                            .get(&row.session_id)
+                            .and_then(|e| e.handle.clone());
+                        // The page went away while the claim ran: nothing was asked.
+                        let Some(handle) = handle else {
+                            give_back.push(row.id);
+                            continue;
+                        };
+                        busy.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(row.session_id.clone());
+                        let sh = shared.clone();
+                        let busy = busy.clone();
+                        tokio::spawn(async move {
+                            let outcome = if row.attempts > MAX_ATTEMPTS {
+                                Outcome::Failed(
+                                    ErrorCode::CommandFailed,
+                                    format!(
+                                        "interrupted {} times before it finished",
+                                        row.attempts - 1
+                                    ),
+                                )
+                            } else {
+                                execute(&sh, &*handle, &row).await
+                            };
+                            complete(&sh, &row, outcome).await;
+                            busy.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&row.session_id);
+                            sh.command_wake.notify_one();
+                        });
+                    }
+                    if !give_back.is_empty() {
+                        unclaim(&shared, &give_back).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming commands failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = shared.command_wake.notified() => {}
+            _ = tokio::time::sleep(shared.cfg.poll_interval) => {}
+            _ = shared.draining.cancelled() => {}
+        }
+    }
+    // Drain: let running commands finish within the bound (a row left running is claimed
+    // again by the session's next owner).
+    let deadline = Instant::now() + shared.cfg.drain_timeout;
+    while !busy.lock().unwrap_or_else(|p| p.into_inner()).is_empty() && Instant::now() < deadline {
+        tokio::select! {
+            _ = shared.command_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> {
+    let q = sqlx::query(
+        "with ready as (select unnest($2::text[]) as sid),
+         picked as (
+           select k.id from ready r
+           cross join lateral (
+             select id from wa_command
+             where session_id = r.sid
+               and ((status = 'queued' and not_before <= now()) or status = 'running')
+             order by id limit 1
+             for update skip locked) k
+         )
+         update wa_command c set status = 'running', attempts = c.attempts + 1, runner_id = $1,
+           started_at = now()
+         from picked p, wa_session s
+         where c.id = p.id and s.id = c.session_id and s.runner_id = $1 and s.lease_until > now()
+         returning c.id, c.session_id, c.kind, c.args, c.attempts",
+    )
+    .bind(shared.id)
+    .bind(ready);
+    let rows = bounded(q.fetch_all(&shared.pool)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.get("id"),
+            session_id: r.get("session_id"),
+            kind: r.get("kind"),
+            args: r.get("args"),
+            attempts: r.get("attempts"),
+        })
+        .collect())
+}
+
+/// Rows claimed for a session that lost its page before they were started: queued again.
+async fn unclaim(shared: &Shared, ids: &[i64]) {
+    let r = bounded(
+        sqlx::query(
+            "update wa_command c set status = 'queued', attempts = greatest(c.attempts - 1, 0)
+             where c.id = any($1) and c.status = 'running'
+               and exists (select 1 from wa_session s where s.id = c.session_id and s.runner_id = $2)",
+        )
+        .bind(ids)
+        .bind(shared.id)
+        .execute(&shared.pool),
+    )
+    .await;
+    if let Err(e) = r {
+        // Left `running`: claimed again once the session has a page.
+        tracing::warn!(error = %e, "giving back commands failed");
+    }
+}
+
+/// The completion, fenced on this runner still owning the session and the row still running
+/// under it. Retried a few times; a row never written stays `running` and is claimed again.
+async fn complete(shared: &Shared, row: &Claimed, outcome: Outcome) {
+    let (status, result, code, error, retry_ms) = match &outcome {
+        Outcome::Done(v) => ("done", Some(v.clone()), None, None, None),
+        Outcome::Failed(c, m) => ("failed", None, Some(c.as_str()), Some(m.as_str()), None),
+        Outcome::Retry(c, m, d) => (
+            "queued",
+            None,
+            Some(c.as_str()),
+            Some(m.as_str()),
+            Some(d.as_secs_f64() * 1000.0),
+        ),
+    };
+    match &outcome {
+        Outcome::Done(_) => {
+            tracing::info!(command_id = row.id, session = %row.session_id, kind = %row.kind, "command done")
+        }
+        _ => {
+            tracing::info!(command_id = row.id, session = %row.session_id, kind = %row.kind, status, code, "command not done")
+        }
+    }
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..8 {
+        let q = sqlx::query(
+            "with done as (
+               update wa_command c set status = $2, result = $3, error_code = $4, error = $5,
+                 finished_at = case when $2 = 'queued' then null else now() end,
+                 not_before = case when $6::float8 is null then c.not_before
+                                   else now() + make_interval(secs => $6::float8 / 1000) end
+               where c.id = $1 and c.status = 'running' and c.runner_id = $7
+                 and exists (select 1 from wa_session s where s.id = c.session_id and s.runner_id = $7)
+               returning c.session_id, c.status)
+             update wa_session s set last_active_at = now()
+             where s.id in (select session_id from done where status = 'done')",
+        )
+        .bind(row.id)
+        .bind(status)
+        .bind(&result)
+        .bind(code)
+        .bind(error)
+        .bind(retry_ms)
+        .bind(shared.id)
+        .execute(&shared.pool);
+        match bounded(q).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(command_id = row.id, error = %e, "writing a command's completion failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> Outcome {
+    Outcome::Failed(ErrorCode::InvalidCommand, msg.into())
+}
+
+/// What a command asks for, checked before the page sees anything.
+#[derive(Debug, PartialEq)]
+enum Request {
+    CheckNumbers(Vec<(String, String)>),
+    MarkRead(String),
+    Presence(String, ChatState),
+}
+
+/// Validates a row's kind and args; the error is the sentence for the `error` column.
+fn parse(kind: &str, args: &Value) -> Result<Request, String> {
+    let Some(obj) = args.as_object() else {
+        return Err("args must be a JSON object".into());
+    };
+    let allowed: &[&str] = match kind {
+        "check_numbers" => &["numbers"],
+        "mark_read" => &["chat"],
+        "presence" => &["chat", "state"],
+        other => {
+            return Err(format!(
+                "unknown kind `{other}` (this runner knows {})",
+                KINDS.join(", ")
+            ))
+        }
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!(
+            "args.{k} is not an argument of {kind} (it takes {})",
+            allowed.join(", ")
+        ));
+    }
+    match kind {
+        "check_numbers" => {
+            let Some(list) = obj.get("numbers").and_then(Value::as_array) else {
+                return Err("args.numbers must be a list of phone numbers".into());
+            };
+            if list.is_empty() || list.len() > MAX_NUMBERS {
+                return Err(format!(
+                    "args.numbers must hold 1 to {MAX_NUMBERS} numbers (it holds {})",
+                    list.len()
+                ));
+            }
+            let mut out = Vec::with_capacity(list.len());
+            for (i, n) in list.iter().enumerate() {
+                let Some(s) = n.as_str() else {
+                    return Err(format!("args.numbers[{i}] is not a string"));
+                };
+                let jid = crate::recipient::normalize(s)
+                    .map_err(|e| format!("args.numbers[{i}]: {e}"))?;
+                if jid.is_group() {
+                    return Err(format!("args.numbers[{i}] is a group, not a phone number"));
+                }
+                out.push((s.to_string(), jid.as_str().to_string()));
+            }
+            Ok(Request::CheckNumbers(out))
+        }
+        _ => {
+            let Some(chat) = obj.get("chat").and_then(Value::as_str) else {
+                return Err("args.chat must be a phone number or a c.us/g.us JID".into());
+            };
+            let jid = crate::recipient::normalize(chat).map_err(|e| format!("args.chat: {e}"))?;
+            if kind == "mark_read" {
+                return Ok(Request::MarkRead(jid.as_str().to_string()));
+            }
+            let state = obj.get("state").and_then(Value::as_str).unwrap_or("");
+            let Some(state) = ChatState::parse(state) else {
+                return Err("args.state must be one of typing, recording, paused".into());
+            };
+            Ok(Request::Presence(jid.as_str().to_string(), state))
+        }
+    }
+}
+
+async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outcome {
+    let req = match parse(&row.kind, &row.args) {
+        Ok(r) => r,
+        Err(m) => return invalid(m),
+    };
+    let timeout = shared.cfg.send_timeout;
+    let bounded_call = |what: &'static str| {
+        move |_| {
+            DriverError::transient(
+                ErrorCode::CommandTimeout,
+                format!("{what} took longer than {timeout:?}"),
+            )
+        }
+    };
+    let r: Result<Value, DriverError> = async {
+        match req {
+            Request::CheckNumbers(numbers) => {
+                let mut results = Vec::with_capacity(numbers.len());
+                for (number, jid) in numbers {
+                    let wid = tokio::time::timeout(timeout, session.resolve_chat(&jid))
+                        .await
+                        .map_err(bounded_call("a number lookup"))??;
+                    results.push(json!({"number": number, "wid": wid, "exists": wid.is_some()}));
+                }
+                Ok(json!({ "results": results }))
+            }
+            Request::MarkRead(chat) => {
+                let m = tokio::time::timeout(timeout, session.mark_read(&chat))
+                    .await
+                    .map_err(bounded_call("marking the chat read"))??;
+                Ok(json!({"chat": chat, "found": m.chat.is_some(), "unread": m.unread}))
+            }
+            Request::Presence(chat, state) => {
+                tokio::time::timeout(timeout, session.set_presence(&chat, state))
+                    .await
+                    .map_err(bounded_call("sending the chat state"))??;
+                Ok(json!({"chat": chat, "state": state.as_str()}))
+            }
+        }
+    }
+    .await;
+    match r {
+        Ok(v) => Outcome::Done(v),
+        Err(DriverError::Permanent { code, message }) => Outcome::Failed(code, message),
+        Err(e) => {
+            let code = match e.code() {
+                ErrorCode::CommandTimeout | ErrorCode::SendTimeout => ErrorCode::CommandTimeout,
+                _ => ErrorCode::CommandFailed,
+            };
+            let message = e.to_string();
+            if row.attempts >= MAX_ATTEMPTS {
+                Outcome::Failed(code, format!("{} attempts; last: {message}", row.attempts))
+            } else {
+                let d = backoff(
+                    row.attempts as u32,
+                    shared.cfg.retry_base,
+                    Duration::from_secs(60),
+                );
+                Outcome::Retry(code, message, d)
+            }
+        }
+    }
+}
+
+/// The `result` keys of each kind, for the docs and the tests.
+pub fn result_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "check_numbers" => &["results"],
+        "mark_read" => &["chat", "found", "unread"],
+        "presence" => &["chat", "state"],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_validated_with_a_sentence() {
+        let bad = [
+            ("check_numbers", json!([])),
+            ("check_numbers", json!({})),
+            ("check_numbers", json!({"numbers": []})),
+            ("check_numbers", json!({"numbers": [5]})),
+            ("check_numbers", json!({"numbers": ["abc"]})),
+            (
+                "check_numbers",
+                json!({"numbers": ["120363012345678901@g.us"]}),
+            ),
+            (
+                "check_numbers",
+                json!({"numbers": vec!["15551234567"; MAX_NUMBERS + 1]}),
+            ),
+            ("check_numbers", json!({"numbers": ["15551234567"], "x": 1})),
+            ("mark_read", json!({})),
+            ("mark_read", json!({"chat": "not a number"})),
+            ("presence", json!({"chat": "15551234567"})),
+            (
+                "presence",
+                json!({"chat": "15551234567", "state": "online"}),
+            ),
+            ("reboot", json!({})),
+        ];
+        for (kind, args) in bad {
+            let e = parse(kind, &args).expect_err(&format!("{kind} {args}"));
+            assert!(e.len() > 10 && !e.contains('\n'), "{e}");
+        }
+        assert_eq!(
+            parse("check_numbers", &json!({"numbers": ["+1 555 123 4567"]})),
+            Ok(Request::CheckNumbers(vec![(
+                "+1 555 123 4567".into(),
+                "15551234567@c.us".into()
+            )]))
+        );
+        assert_eq!(
+            parse("mark_read", &json!({"chat": "15551234567@c.us"})),
+            Ok(Request::MarkRead("15551234567@c.us".into()))
+        );
+        assert_eq!(
+            parse(
+                "presence",
+                &json!({"chat": "15551234567", "state": "recording"})
+            ),
+            Ok(Request::Presence(
+                "15551234567@c.us".into(),
+                ChatState::Recording
+            ))
+        );
+    }
+
+    #[test]
+    fn kinds_match_the_migration() {
+        let sql = include_str!("../migrations/20261203000005_commands.sql");
+        for k in KINDS {
+            assert!(sql.contains(&format!("'{k}'")), "{k}");
+            assert!(!result_keys(k).is_empty());
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Commands as rows (issue 14): each kind through a wa_command row, a real runner, Chromium and
+//! the simulator, asserting both the row and what the simulator's server saw.
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use wa_outbox::testing::{test_db, wait_for};
+
+use crate::*;
+
+type Row = (String, Option<Value>, Option<String>, Option<String>);
+
+async fn command(pool: &PgPool, session: &str, kind: &str, args: Value) -> i64 {
+    sqlx::query_scalar(
+        "insert into wa_command (session_id, kind, args) values ($1, $2, $3) returning id",
+    )
+    .bind(session)
+    .bind(kind)
+    .bind(args)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn row(pool: &PgPool, id: i64) -> Row {
+    sqlx::query_as("select status, result, error_code, error from wa_command where id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the command has finished (done or failed) and returns its row.
+async fn finished(pool: &PgPool, id: i64) -> Row {
+    wait_for(&format!("command {id} finished"), STEP, || async {
+        let r = row(pool, id).await;
+        (r.0 == "done" || r.0 == "failed").then_some(r)
+    })
+    .await
+}
+
+async fn chat_state(phone: &str) -> Value {
+    sim()
+        .await
+        .get(&format!("/_sim/chat_state?phone={phone}"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_kind_runs_through_rows_and_the_simulator_sees_it() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend, stranger) = ("15550170001", "15550170002", "15550170003");
+    link(p, "e2e_cmd", me).await;
+    sim()
+        .await
+        .post("/_sim/unregistered", json!({"numbers": [stranger]}))
+        .await;
+
+    // check_numbers: a registered number (in any form), one without WhatsApp.
+    let id = command(
+        p,
+        "e2e_cmd",
+        "check_numbers",
+        json!({"numbers": ["+1 (555) 017-0002", stranger]}),
+    )
+    .await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    let results = result.unwrap()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["number"], "+1 (555) 017-0002");
+    assert_eq!(results[0]["exists"], true);
+    let wid = results[0]["wid"].as_str().unwrap();
+    assert!(
+        wid == format!("{friend}@c.us") || wid.ends_with("@lid"),
+        "canonical wid: {wid}"
+    );
+    assert_eq!(results[1]["exists"], false);
+    assert_eq!(results[1]["wid"], Value::Null);
+
+    // mark_read: two unread messages from the friend, then the receipt for both.
+    for i in 0..2 {
+        sim()
+            .await
+            .post(
+                "/_sim/incoming",
+                json!({"to": me, "from": friend, "body": format!("unread {i}")}),
+            )
+            .await;
+    }
+    wait_for("both incoming recorded", STEP, || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from wa_event where session_id = 'e2e_cmd' and kind = 'message'",
+        )
+        .fetch_one(p)
+        .await
+        .ok()?;
+        (n >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(chat_state(me).await["read"], json!([]));
+    let id = command(p, "e2e_cmd", "mark_read", json!({"chat": friend})).await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let result = result.unwrap();
+    assert_eq!(result["chat"], format!("{friend}@c.us"));
+    assert_eq!(result["found"], true);
+    assert_eq!(result["unread"], 2);
+    let read = chat_state(me).await["read"].as_array().unwrap().clone();
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0]["chat"], format!("{friend}@c.us"));
+    assert_eq!(read[0]["count"], 2);
+    // Nothing unread any more: the page sends no second receipt.
+    let id = command(
+        p,
+        "e2e_cmd",
+        "mark_read",
+        json!({"chat": format!("{friend}@c.us")}),
+    )
+    .await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["unread"], 0);
+    assert_eq!(chat_state(me).await["read"].as_array().unwrap().len(), 1);
+
+    // presence: typing, recording, paused, in that order, as the server saw them.
+    for state in ["typing", "recording", "paused"] {
+        let id = command(
+            p,
+            "e2e_cmd",
+            "presence",
+            json!({"chat": friend, "state": state}),
+        )
+        .await;
+        let (status, result, ..) = finished(p, id).await;
+        assert_eq!(status, "done", "{state}");
+        assert_eq!(result.unwrap()["state"], state);
+    }
+    let seen: Vec<(String, String)> = chat_state(me).await["presence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["chat"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let chat = format!("{friend}@c.us");
+    assert_eq!(
+        seen,
+        vec![
+            (chat.clone(), "typing".to_string()),
+            (chat.clone(), "recording_audio".to_string()),
+            (chat, "idle".to_string()),
+        ]
+    );
+
+    // Bad arguments fail with invalid_command and a sentence; the page sees nothing.
+    let too_many: Vec<String> = (0..101).map(|i| format!("1555099{i:04}")).collect();
+    for (kind, args) in [
+        ("check_numbers", json!({"numbers": too_many})),
+        ("check_numbers", json!({"numbers": ["not a number"]})),
+        ("mark_read", json!({})),
+        ("presence", json!({"chat": friend, "state": "online"})),
+        (
+            "presence",
+            json!({"chat": friend, "state": "typing", "for": 5}),
+        ),
+    ] {
+        let id = command(p, "e2e_cmd", kind, args.clone()).await;
+        let (status, result, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{kind} {args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"), "{kind} {args}");
+        assert!(result.is_none());
+        let error = error.unwrap();
+        assert!(error.starts_with("args"), "{error}");
+    }
+    let after = chat_state(me).await;
+    assert_eq!(after["presence"].as_array().unwrap().len(), 3);
+    assert_eq!(after["read"].as_array().unwrap().len(), 1);
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_a_session_that_is_not_connected_waits_and_runs_once_it_is() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend) = ("15550180001", "15550180002");
+    sqlx::query("insert into wa_session (id) values ('e2e_cmd_wait')")
+        .execute(p)
+        .await
+        .unwrap();
+    let id = command(
+        p,
+        "e2e_cmd_wait",
+        "presence",
+        json!({"chat": friend, "state": "typing"}),
+    )
+    .await;
+    // The page shows its QR: the session is owned but not connected, the command waits.
+    let qr: String = wait_for("the QR row", STEP, || async {
+        let (status, qr, ..) = session(p, "e2e_cmd_wait").await;
+        (status == "qr_pending").then_some(qr).flatten()
+    })
+    .await;
+    assert_eq!(row(p, id).await.0, "queued");
+    assert_eq!(chat_state(me).await["presence"], json!([]));
+    sim()
+        .await
+        .post("/_sim/scan", json!({"qr": qr, "phone": me, "name": "E2E"}))
+        .await;
+    let (status, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let attempts: i32 = sqlx::query_scalar("select attempts from wa_command where id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "run once");
+    let seen = chat_state(me).await["presence"].as_array().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["chat"], format!("{friend}@c.us"));
+    assert_eq!(seen[0]["state"], "typing");
+    r.shutdown().await.unwrap();
+}
