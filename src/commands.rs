@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn kinds_match_the_migration() {
-        let sql = include_str!("../migrations/20261203000005_commands.sql");
+        let sql = include_str!("../migrations/20261202000005_commands.sql");
         for k in KINDS {
             assert!(sql.contains(&format!("'{k}'")), "{k}");
             assert!(!result_keys(k).is_empty());

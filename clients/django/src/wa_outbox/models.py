@@ -381,7 +381,7 @@ class Event(RunnerTableModel):
 
 
 class Command(RunnerTableModel):
-    """wa_command (migrations/20261203000005_commands.sql): ask a session's page to do something
+    """wa_command (migrations/20261202000005_commands.sql): ask a session's page to do something
     that is not a message. Insert a row; the runner fills in status, result or error."""
 
     CALLER_FIELDS = ()
