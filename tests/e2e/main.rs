@@ -43,8 +43,12 @@ pub(crate) async fn sim() -> &'static Sim {
         .expect("start the simulator");
         Sim {
             url,
+            // No idle connections kept: the client outlives the test whose runtime made it, and a
+            // pooled connection's task dies with that runtime ("runtime dropped the dispatch
+            // task" in the next test that reuses it).
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
         }
