@@ -300,7 +300,16 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             ));
         }
     }
-    let obj = row.options.as_object().cloned().unwrap_or_default();
+    let mut obj = row.options.as_object().cloned().unwrap_or_default();
+    let location = if kind == MessageKind::Location {
+        let loc = location_of(&obj)?;
+        for k in LOCATION_KEYS {
+            obj.remove(*k);
+        }
+        Some(loc)
+    } else {
+        None
+    };
     for (k, v) in &obj {
         let ok = match k.as_str() {
             "reply_to" => v.is_string(),
@@ -308,10 +317,20 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             _ => false,
         };
         if !ok {
-            return Err(permanent(ErrorCode::InvalidOptions, format!("options.{k}: unknown key or wrong type (allowed: reply_to string, link_preview bool)")));
+            let allowed = if kind == MessageKind::Location {
+                "latitude, longitude numbers, name, address, reply_to strings"
+            } else {
+                "reply_to string, link_preview bool"
+            };
+            return Err(permanent(
+                ErrorCode::InvalidOptions,
+                format!("options.{k}: unknown key or wrong type (allowed: {allowed})"),
+            ));
         }
     }
-    let media = if kind == MessageKind::Text {
+    let media = if kind == MessageKind::Location {
+        None
+    } else if kind == MessageKind::Text {
         if row.body.as_deref().is_none_or(|b| b.trim().is_empty()) {
             return Err(permanent(
                 ErrorCode::EmptyMessage,
@@ -380,7 +399,68 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         kind,
         body: row.body.clone(),
         media,
+        location,
         options: serde_json::Value::Object(obj),
+    })
+}
+
+/// The keys of `options` that make a `location` message's pin.
+const LOCATION_KEYS: &[&str] = &["latitude", "longitude", "name", "address"];
+
+/// WhatsApp shows a location's name and address under the pin; longer ones are not useful.
+pub const MAX_LOCATION_TEXT_CHARS: usize = 1024;
+
+/// A `location` row's pin from its `options`: finite latitude in [-90, 90] and longitude in
+/// [-180, 180] (JSON numbers), optional non-empty name and address strings.
+fn location_of(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::driver::Location, DriverError> {
+    let coord = |key: &str, limit: f64| -> Result<f64, DriverError> {
+        let v = obj.get(key).ok_or_else(|| {
+            permanent(
+                ErrorCode::InvalidOptions,
+                format!("a location message needs options.{key} (a number of degrees)"),
+            )
+        })?;
+        let n = v.as_f64().filter(|n| n.is_finite()).ok_or_else(|| {
+            permanent(
+                ErrorCode::InvalidOptions,
+                format!("options.{key} must be a finite number of degrees, got {v}"),
+            )
+        })?;
+        if !(-limit..=limit).contains(&n) {
+            return Err(permanent(
+                ErrorCode::InvalidOptions,
+                format!("options.{key} must be between -{limit} and {limit}, got {n}"),
+            ));
+        }
+        Ok(n)
+    };
+    let text = |key: &str| -> Result<Option<String>, DriverError> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(serde_json::Value::String(s)) if s.chars().count() > MAX_LOCATION_TEXT_CHARS => {
+                Err(permanent(
+                    ErrorCode::InvalidOptions,
+                    format!(
+                        "options.{key} is {} characters; the limit is {MAX_LOCATION_TEXT_CHARS}",
+                        s.chars().count()
+                    ),
+                ))
+            }
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(permanent(
+                ErrorCode::InvalidOptions,
+                format!("options.{key} must be a string, got {v}"),
+            )),
+        }
+    };
+    Ok(crate::driver::Location {
+        latitude: coord("latitude", 90.0)?,
+        longitude: coord("longitude", 180.0)?,
+        name: text("name")?,
+        address: text("address")?,
     })
 }
 
@@ -841,5 +921,34 @@ mod tests {
             assert_eq!(bare_id(key), "3EB0AABBCCDDEEFF0011", "{key}");
         }
         assert_eq!(bare_id("garbage"), "garbage");
+    }
+
+    #[test]
+    fn locations_are_checked_without_panicking() {
+        use serde_json::json;
+        let of = |v: serde_json::Value| super::location_of(v.as_object().unwrap());
+        let ok = of(json!({"latitude": 52.52, "longitude": -13.4, "name": "Cafe", "address": " "}))
+            .unwrap();
+        assert_eq!((ok.latitude, ok.longitude), (52.52, -13.4));
+        assert_eq!(ok.name.as_deref(), Some("Cafe"));
+        assert_eq!(ok.address, None);
+        assert!(of(json!({"latitude": 90, "longitude": 180})).is_ok());
+        for bad in [
+            json!({"latitude": 91, "longitude": 0}),
+            json!({"latitude": 0, "longitude": -180.5}),
+            json!({"latitude": "1", "longitude": 0}),
+            json!({"longitude": 0}),
+            json!({"latitude": 0}),
+            json!({"latitude": 0, "longitude": 0, "name": 5}),
+            json!({"latitude": f64::MAX, "longitude": 0}),
+        ] {
+            let e = of(bad.clone()).unwrap_err();
+            assert_eq!(
+                e.code(),
+                crate::error_code::ErrorCode::InvalidOptions,
+                "{bad}"
+            );
+            assert!(!e.to_string().is_empty());
+        }
     }
 }

@@ -222,6 +222,7 @@ fn text(to: &str, id: &str, body: &str) -> OutgoingMessage {
         kind: MessageKind::Text,
         body: Some(body.into()),
         media: None,
+        location: None,
         options: serde_json::json!({}),
     }
 }

@@ -39,6 +39,8 @@ pub struct SentRecord {
     pub body: Option<String>,
     pub kind: &'static str,
     pub media_len: Option<usize>,
+    /// The pin of a `location` message.
+    pub location: Option<crate::driver::Location>,
     pub driver_id: u64,
 }
 
@@ -254,6 +256,7 @@ impl MemorySession {
             body: msg.body.clone(),
             kind: msg.kind.as_str(),
             media_len: msg.media.as_ref().map(|m| m.data.len()),
+            location: msg.location.clone(),
             driver_id: self.driver_id,
         });
         drop(st);

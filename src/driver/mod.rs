@@ -77,6 +77,8 @@ pub enum MessageKind {
     Audio,
     Voice,
     Document,
+    /// A map pin: `OutgoingMessage::location`, no body or media.
+    Location,
 }
 
 impl MessageKind {
@@ -88,8 +90,13 @@ impl MessageKind {
             "audio" => Self::Audio,
             "voice" => Self::Voice,
             "document" => Self::Document,
+            "location" => Self::Location,
             _ => return None,
         })
+    }
+    /// Kinds that carry media (`OutgoingMessage::media`).
+    pub fn has_media(self) -> bool {
+        !matches!(self, Self::Text | Self::Location)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +106,7 @@ impl MessageKind {
             Self::Audio => "audio",
             Self::Voice => "voice",
             Self::Document => "document",
+            Self::Location => "location",
         }
     }
 }
@@ -123,8 +131,21 @@ pub struct OutgoingMessage {
     /// Text body, or the caption of media.
     pub body: Option<String>,
     pub media: Option<Media>,
-    /// `wa_message.options` (reply_to, link_preview, …), already validated.
+    /// The pin of a `location` message (from `options`, validated).
+    pub location: Option<Location>,
+    /// `wa_message.options` (reply_to, link_preview, …), already validated; for a location
+    /// without the pin's own keys.
     pub options: serde_json::Value,
+}
+
+/// A `location` message's pin: `options.latitude`, `options.longitude` (finite, degrees, within
+/// ±90 and ±180), optional `options.name` and `options.address`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
 }
 
 /// Where the page filed a message it sent: today's page may key a one-to-one message under the

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::world::{
     new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
-    Keys, Media, Out, SentMsg, SimConfig, Upload, World,
+    Keys, Media, Out, SentLocation, SentMsg, SimConfig, Upload, World,
 };
 use crate::driver::MAX_BODY_CHARS;
 
@@ -641,16 +641,49 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
             }
         }
     }
+    let kind = s(&msg, "kind").unwrap_or_else(|| "text".into());
+    let location = if kind == "location" {
+        let (Some(lat), Some(lng)) = (
+            msg.get("lat").and_then(Value::as_f64),
+            msg.get("lng").and_then(Value::as_f64),
+        ) else {
+            reply(
+                &w,
+                conn,
+                &req,
+                json!({"error": "a location needs lat and lng"}),
+            );
+            return;
+        };
+        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lng) {
+            reply(&w, conn, &req, json!({"error": "location out of range"}));
+            return;
+        }
+        let loc = s(&msg, "loc");
+        let (name, address) = match loc.as_deref().and_then(|l| l.split_once('\n')) {
+            Some((n, a)) => (Some(n.to_string()), Some(a.to_string())),
+            None => (loc, None),
+        };
+        Some(SentLocation {
+            lat,
+            lng,
+            name,
+            address,
+        })
+    } else {
+        None
+    };
     let record = SentMsg {
         id,
         serialized,
         to: to.clone(),
         to_lid,
-        kind: s(&msg, "kind").unwrap_or_else(|| "text".into()),
+        kind,
         body: s(&msg, "body"),
         caption: s(&msg, "caption"),
         media,
         quoted_id: s(&msg, "quoted_id"),
+        location,
         ack: 1,
         time: chrono::Utc::now(),
     };

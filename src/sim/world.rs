@@ -158,8 +158,20 @@ pub struct SentMsg {
     pub to_lid: Option<String>,
     /// Id of the message this one replies to.
     pub quoted_id: Option<String>,
+    /// A `location` message's pin, as the locationMessage protobuf carries it: the page's `lat`,
+    /// `lng`, and its `loc` description split into name (first line) and address (the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<SentLocation>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentLocation {
+    pub lat: f64,
+    pub lng: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,7 @@
 mod commands;
 mod faults;
 mod fleet;
+mod kinds;
 mod lifecycle;
 mod rows;
 

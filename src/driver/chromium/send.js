@@ -5,7 +5,7 @@
 //
 // Returns the key and chat as the page stored them (today's page may file the message under the
 // chat's LID or its phone number: lib.findSent), or {error: 'no_chat'}.
-async function (lib, chatId, id, kind, body, media, options) {
+async function (lib, chatId, id, kind, body, media, options, location) {
     const req = lib.req;
     const Collections = req('WAWebCollections');
     const WidFactory = req('WAWebWidFactory');
@@ -120,7 +120,19 @@ async function (lib, chatId, id, kind, body, media, options) {
         }
 
         let extra = {};
-        if (!media && options.link_preview !== false) {
+        if (kind === 'location' && location) {
+            // WWebJS.sendMessage's locationOptions: a `location` message whose `loc` is the
+            // Location's description (name and address on two lines, as whatsapp-web.js's
+            // Location builds it), no body.
+            const loc = [location.name, location.address].filter((t) => t != null && t !== '').join('\n');
+            extra = {
+                type: 'location',
+                loc: loc || undefined,
+                lat: location.latitude,
+                lng: location.longitude,
+            };
+            content = undefined;
+        } else if (!media && options.link_preview !== false) {
             const link = req('WALinkify').findLink(content);
             if (link) {
                 let preview = await req('WAWebLinkPreviewChatAction').getLinkPreview(link);

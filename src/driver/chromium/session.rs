@@ -365,6 +365,15 @@ impl Session for ChromiumSession {
                 }
                 serde_json::Value::Null
             }
+            (MessageKind::Location, _) => {
+                if msg.location.is_none() {
+                    return Err(DriverError::permanent(
+                        ErrorCode::InvalidOptions,
+                        "a location message needs its latitude and longitude",
+                    ));
+                }
+                serde_json::Value::Null
+            }
             (_, None) => {
                 return Err(DriverError::permanent(
                     ErrorCode::MediaMissing,
@@ -389,6 +398,7 @@ impl Session for ChromiumSession {
             serde_json::json!(msg.body),
             media,
             msg.options.clone(),
+            serde_json::json!(msg.location),
         ];
         let v = match self.call(&FN_SEND, args, self.config.send_timeout).await {
             Ok(v) => v,
