@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import override_settings
 from django.urls import reverse
 
 from wa_outbox import signals
@@ -343,3 +344,36 @@ def test_commands_check_numbers_mark_read_and_typing_against_a_real_runner(stack
     assert answer["success"] is True and answer["result"]["state"] == "paused"
     seen = stack.sim_call(f"/_sim/chat_state?phone={PHONE}")
     assert [m["state"] for m in seen["presence"]] == ["typing", "idle"], seen
+
+
+def test_send_location_against_a_real_runner(stack, user_client):
+    """WhatsAppService.send_location through a real runner, Chromium and the simulator: one pin
+    with its name and address on the simulated server, and a bad one refused before the page."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_location")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        answer = svc.send_location(
+            "e2e_location", RECIPIENT, 48.858370, 2.294481, name="Tour Eiffel", address="Paris"
+        )
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    row = wait_until(
+        lambda: Message.objects.filter(
+            pk=answer["messageId"], status__in=["sent", "delivered", "read", "played"]
+        ).first(),
+        timeout=60,
+        interval=0.25,
+        what="location sent",
+    )
+    bare = row.wa_message_id.split("_")[2]
+    sent = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+    pins = [m for m in sent if m["id"] == bare]
+    assert len(pins) == 1, sent
+    assert pins[0]["kind"] == "location"
+    assert pins[0]["location"] == {
+        "lat": 48.85837,
+        "lng": 2.294481,
+        "name": "Tour Eiffel",
+        "address": "Paris",
+    }

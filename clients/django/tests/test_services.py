@@ -57,6 +57,15 @@ svc = WhatsAppService()
             "idempotency_key",
         ),
         (lambda: svc.send_media_message("s1", "15551234567"), "media_url"),
+        (lambda: svc.send_location("s1", "15551234567", 90.5, 0), "latitude"),
+        (lambda: svc.send_location("s1", "15551234567", "52.5", 13.4), "latitude"),
+        (lambda: svc.send_location("s1", "15551234567", True, 13.4), "latitude"),
+        (lambda: svc.send_location("s1", "15551234567", float("nan"), 13.4), "latitude"),
+        (lambda: svc.send_location("s1", "15551234567", 52.5, -181), "longitude"),
+        (lambda: svc.send_location("s1", "15551234567", 52.5, None), "longitude"),
+        (lambda: svc.send_location("s1", "15551234567", 52.5, 13.4, name=5), "name"),
+        (lambda: svc.send_location("s1", "15551234567", 52.5, 13.4, address=[]), "address"),
+        (lambda: svc.send_location("s1", "hello", 52.5, 13.4), "recipient"),
         (
             lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", file=b"x"),
             "media_url",
@@ -377,6 +386,34 @@ def test_idempotency_key_returns_the_same_message():
     with pytest.raises(InvalidInputError) as info:
         svc.send_text_message("s2", "15551234567", "once", idempotency_key="order-42")
     assert info.value.field == "idempotency_key"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_location_stores_the_pin_in_options_and_waits_for_the_runner(database_url):
+    Session.objects.create(id="s1")
+    runner = runner_side.finish_message(database_url, "s1", "sent")
+    runner.start()
+    result = svc.send_location(
+        "s1", "+1 (555) 123-4567", 52.520008, 13.404954, name="Fernsehturm", address=" "
+    )
+    runner.join_ok()
+    assert result == {"success": True, "messageId": result["messageId"], "status": "sent"}
+    row = Message.objects.get(pk=result["messageId"])
+    assert (row.kind, row.body, row.options) == (
+        "location",
+        None,
+        {"latitude": 52.520008, "longitude": 13.404954, "name": "Fernsehturm"},
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_send_location_accepts_the_edges_and_integers():
+    Session.objects.create(id="s1")
+    result = svc.send_location("s1", "15551234567", -90, 180, address="Somewhere")
+    row = Message.objects.get(pk=result["messageId"])
+    assert row.options == {"latitude": -90.0, "longitude": 180.0, "address": "Somewhere"}
+    assert result["status"] == "queued"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -42,6 +42,7 @@ class MessageKind(models.TextChoices):
     AUDIO = "audio", "Audio"
     VOICE = "voice", "Voice note"
     DOCUMENT = "document", "Document"
+    LOCATION = "location", "Location"
 
 
 class MessageStatus(models.TextChoices):

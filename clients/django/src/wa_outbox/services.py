@@ -7,6 +7,7 @@ bounded by a timeout.
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import os
 import re
@@ -115,6 +116,16 @@ def _validate_pair_phone(value: Any) -> None:
         raise InvalidInputError(
             "pair_phone", f"expected digits with an optional + (6 to 15), got {value!r}"
         )
+
+
+def _validate_degrees(value: Any, field: str, limit: int) -> float:
+    """A finite number of degrees within ±limit (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(field, f"expected a number of degrees, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or not -limit <= number <= limit:
+        raise InvalidInputError(field, f"expected a number between -{limit} and {limit}, got {value!r}")
+    return number
 
 
 def _validate_text(value: Any, field: str, *, required: bool) -> str | None:
@@ -460,6 +471,38 @@ class WhatsAppService:
             media_data=data,
             media_mime=mimetype,
             media_filename=filename,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def send_location(
+        self,
+        session_id: str,
+        recipient: str,
+        latitude: float,
+        longitude: float,
+        name: str | None = None,
+        address: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a location pin (kind `location`, the pin in `options`). `latitude` in
+        [-90, 90], `longitude` in [-180, 180]; `name` and `address` are shown under the pin.
+        Returns {"success", "messageId", "status"}; see _queue()."""
+        options: dict = {
+            "latitude": _validate_degrees(latitude, "latitude", 90),
+            "longitude": _validate_degrees(longitude, "longitude", 180),
+        }
+        for field, value in (("name", name), ("address", address)):
+            text = _validate_text(value, field, required=False)
+            if text is not None and text.strip():
+                options[field] = text
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.LOCATION,
+            options=options,
             idempotency_key=idempotency_key,
             wait=wait,
         )
