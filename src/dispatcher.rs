@@ -664,6 +664,16 @@ async fn write_completions(shared: Arc<Shared>, mut rx: mpsc::Receiver<Completio
         // A completion is never dropped: retry until written (rows stay `sending` meanwhile,
         // and a crash here leaves them to the recovery path, which is still at most once).
         until_written("completions", batch.len(), || write_batch(&shared, &batch)).await;
+        // A retry is due at the database's `now()` of that write plus its delay: wake the
+        // dispatcher then (its own clock's guess, taken before the write, can be early, and the
+        // claim would find the row not yet due and wait for the next poll).
+        if let Some(wait) = batch.iter().filter_map(|c| c.retry_after).min() {
+            let sh = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait + Duration::from_millis(5)).await;
+                sh.dispatch_wake.notify_one();
+            });
+        }
         batch.clear();
     }
 }
