@@ -885,14 +885,19 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
     })))
 }
 
+/// The required `?phone=` of the per-account views, normalised.
+fn phone_query(q: &std::collections::HashMap<String, String>) -> Result<String, ApiError> {
+    let raw = q
+        .get("phone")
+        .ok_or_else(|| bad("query parameter phone is required"))?;
+    phone_arg("phone", raw)
+}
+
 async fn messages(
     State(st): State<SimState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult {
-    let raw = q
-        .get("phone")
-        .ok_or_else(|| bad("query parameter phone is required"))?;
-    let phone = phone_arg("phone", raw)?;
+    let phone = phone_query(&q)?;
     let w = st.world();
     let (sent, received) = match w.phones.get(&phone) {
         Some(p) => (json!(p.sent), json!(p.inbox)),
@@ -908,10 +913,7 @@ async fn chat_state(
     State(st): State<SimState>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult {
-    let raw = q
-        .get("phone")
-        .ok_or_else(|| bad("query parameter phone is required"))?;
-    let phone = phone_arg("phone", raw)?;
+    let phone = phone_query(&q)?;
     let w = st.world();
     let (read, states) = match w.phones.get(&phone) {
         Some(p) => (json!(p.read_marks), json!(p.chat_states)),

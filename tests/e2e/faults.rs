@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use wa_outbox::testing::{test_db, wait_for, ProxyMode, TcpProxy};
 
 use crate::fleet::{
-    assert_each_once_and_no_relink, done_count, link_all, log_tail, runner_proc_with,
+    assert_each_once_and_no_relink, connected_on, done_count, link_all, log_tail, runner_proc_with,
     spawn_runner_proc,
 };
 use crate::*;
@@ -74,21 +74,7 @@ async fn a_runner_cut_off_from_postgres_closes_its_browsers_before_its_leases_ca
         closed < ttl,
         "closed {closed:?} after the cut, lease {ttl:?}"
     );
-    wait_for(
-        "both sessions connected on the other runner",
-        STEP,
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
-            )
-            .bind(b_id)
-            .fetch_one(p)
-            .await
-            .unwrap();
-            (n == 2).then_some(())
-        },
-    )
-    .await;
+    connected_on(p, b_id, 2, STEP).await;
     let moved = cut.elapsed();
 
     // Messages go out once, through the new owner.

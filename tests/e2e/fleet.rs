@@ -130,21 +130,7 @@ async fn kill_and_recover(
     let victim_dir = victim.log.parent().unwrap().to_path_buf();
     victim.signal(libc::SIGKILL);
     let killed = Instant::now();
-    wait_for(
-        &format!("all {} on the survivor, connected", sessions.len()),
-        reconnect_within,
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
-            )
-            .bind(survivor_id)
-            .fetch_one(p)
-            .await
-            .unwrap();
-            (n == sessions.len() as i64).then_some(())
-        },
-    )
-    .await;
+    connected_on(p, survivor_id, sessions.len() as i64, reconnect_within).await;
     let recovery = killed.elapsed();
     // Its browsers died with it (no orphan keeps a page of the session open).
     wait_for(
@@ -174,6 +160,25 @@ pub(crate) fn log_tail(log: &std::path::Path) -> String {
         .rev()
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Waits until `runner` holds `n` sessions, all connected.
+pub(crate) async fn connected_on(pool: &PgPool, runner: uuid::Uuid, n: i64, within: Duration) {
+    wait_for(
+        &format!("{n} sessions connected on runner {runner}"),
+        within,
+        || async {
+            let got: i64 = sqlx::query_scalar(
+                "select count(*) from wa_session where runner_id = $1 and status = 'connected'",
+            )
+            .bind(runner)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            (got == n).then_some(())
+        },
+    )
+    .await;
 }
 
 pub(crate) async fn owned(pool: &PgPool, runner: uuid::Uuid) -> i64 {
@@ -404,21 +409,7 @@ async fn shared_browser_sigterm_moves_sessions_to_another_runner_without_a_qr() 
         .await
         .unwrap();
     a.drain(Duration::from_secs(45)).await;
-    wait_for(
-        "both connected on the other runner",
-        Duration::from_secs(45),
-        || async {
-            let n: i64 = sqlx::query_scalar(
-                "select count(*) from wa_session where status = 'connected' and runner_id = $1",
-            )
-            .bind(b_id)
-            .fetch_one(p)
-            .await
-            .unwrap();
-            (n == 2).then_some(())
-        },
-    )
-    .await;
+    connected_on(p, b_id, 2, Duration::from_secs(45)).await;
     wait_for("all 10 sent", Duration::from_secs(120), || async {
         (done_count(p).await == 10).then_some(())
     })

@@ -289,6 +289,22 @@ class WhatsAppService:
             # restarts a failed/stopped/logged-out session from `new`.
             sessions.filter(pk=session_id).update(**changes)
 
+    def _session_for_new_work(self, session_id: str) -> dict:
+        """The session's `desired_state` and `status`, for a message or command about to be
+        stored. Logged out by us (desired_state) or from the phone (status): the runner would
+        fail the row with session_logged_out at insert; say so before storing anything."""
+        session = (
+            Session.objects.using(self.using)
+            .filter(pk=session_id)
+            .values("desired_state", "status")
+            .first()
+        )
+        if session is None:
+            raise SessionNotFoundError(session_id)
+        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
+            raise SessionLoggedOutError(session_id)
+        return session
+
     def _session_row(self, session_id: str) -> dict | None:
         return (
             Session.objects.using(self.using)
@@ -526,18 +542,7 @@ class WhatsAppService:
             raise InvalidInputError(
                 "idempotency_key", f"expected a non-empty string, got {idempotency_key!r}"
             )
-        session = (
-            Session.objects.using(self.using)
-            .filter(pk=session_id)
-            .values("desired_state", "status")
-            .first()
-        )
-        if session is None:
-            raise SessionNotFoundError(session_id)
-        # Logged out by us (desired_state) or from the phone (status): the runner would fail the
-        # message with session_logged_out at insert; say so before storing anything.
-        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
-            raise SessionLoggedOutError(session_id)
+        session = self._session_for_new_work(session_id)
 
         waiting = wait and not connections[self.using].in_atomic_block
         timeout = conf.get("WA_OUTBOX_SEND_TIMEOUT")
@@ -701,16 +706,7 @@ class WhatsAppService:
             timeout = conf.get("WA_OUTBOX_SEND_TIMEOUT")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise InvalidInputError("timeout", f"expected seconds >= 0, got {timeout!r}")
-        session = (
-            Session.objects.using(self.using)
-            .filter(pk=session_id)
-            .values("desired_state", "status")
-            .first()
-        )
-        if session is None:
-            raise SessionNotFoundError(session_id)
-        if DesiredState.LOGGED_OUT in (session["desired_state"], session["status"]):
-            raise SessionLoggedOutError(session_id)
+        session = self._session_for_new_work(session_id)
         waiting = (
             timeout > 0
             and not connections[self.using].in_atomic_block
