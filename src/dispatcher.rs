@@ -310,17 +310,26 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     } else {
         None
     };
+    // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
+    let data = crate::kinds::take_kind_data(kind, &mut obj, row.body.as_deref())?;
+    crate::kinds::normalize_mentions(kind, &mut obj)?;
     for (k, v) in &obj {
         let ok = match k.as_str() {
             "reply_to" => v.is_string(),
             "link_preview" => v.is_boolean(),
+            "mentions" => v.is_array(),
             _ => false,
         };
         if !ok {
-            let allowed = if kind == MessageKind::Location {
-                "latitude, longitude numbers, name, address, reply_to strings"
-            } else {
-                "reply_to string, link_preview bool"
+            let allowed = match kind {
+                MessageKind::Location => {
+                    "latitude, longitude numbers, name, address, reply_to strings"
+                }
+                MessageKind::Contact => "vcards array of vCard strings, reply_to string",
+                MessageKind::Poll => {
+                    "question string, choices array of strings, selectable_count number, reply_to string"
+                }
+                _ => "reply_to string, link_preview bool, mentions array",
             };
             return Err(permanent(
                 ErrorCode::InvalidOptions,
@@ -328,7 +337,10 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             ));
         }
     }
-    let media = if kind == MessageKind::Location {
+    let media = if matches!(
+        kind,
+        MessageKind::Location | MessageKind::Contact | MessageKind::Poll
+    ) {
         None
     } else if kind == MessageKind::Text {
         if row.body.as_deref().is_none_or(|b| b.trim().is_empty()) {
@@ -400,6 +412,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         body: row.body.clone(),
         media,
         location,
+        data,
         options: serde_json::Value::Object(obj),
     })
 }

@@ -17,6 +17,7 @@ pub mod embedded_pg;
 pub mod error_code;
 pub mod http;
 pub mod keyring;
+pub mod kinds;
 pub mod maintenance;
 pub mod media;
 pub mod qr;

@@ -223,6 +223,7 @@ fn text(to: &str, id: &str, body: &str) -> OutgoingMessage {
         body: Some(body.into()),
         media: None,
         location: None,
+        data: None,
         options: serde_json::json!({}),
     }
 }

@@ -41,6 +41,8 @@ pub struct SentRecord {
     pub media_len: Option<usize>,
     /// The pin of a `location` message.
     pub location: Option<crate::driver::Location>,
+    /// The cards of a `contact` message or a `poll`.
+    pub data: Option<crate::kinds::KindData>,
     pub driver_id: u64,
 }
 
@@ -257,6 +259,7 @@ impl MemorySession {
             kind: msg.kind.as_str(),
             media_len: msg.media.as_ref().map(|m| m.data.len()),
             location: msg.location.clone(),
+            data: msg.data.clone(),
             driver_id: self.driver_id,
         });
         drop(st);

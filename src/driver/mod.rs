@@ -79,6 +79,10 @@ pub enum MessageKind {
     Document,
     /// A map pin: `OutgoingMessage::location`, no body or media.
     Location,
+    /// One or more contact cards: `OutgoingMessage::data` (`KindData::Contact`).
+    Contact,
+    /// A poll: `OutgoingMessage::data` (`KindData::Poll`).
+    Poll,
 }
 
 impl MessageKind {
@@ -91,12 +95,17 @@ impl MessageKind {
             "voice" => Self::Voice,
             "document" => Self::Document,
             "location" => Self::Location,
+            "contact" => Self::Contact,
+            "poll" => Self::Poll,
             _ => return None,
         })
     }
     /// Kinds that carry media (`OutgoingMessage::media`).
     pub fn has_media(self) -> bool {
-        !matches!(self, Self::Text | Self::Location)
+        !matches!(
+            self,
+            Self::Text | Self::Location | Self::Contact | Self::Poll
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,6 +116,8 @@ impl MessageKind {
             Self::Voice => "voice",
             Self::Document => "document",
             Self::Location => "location",
+            Self::Contact => "contact",
+            Self::Poll => "poll",
         }
     }
 }
@@ -133,6 +144,9 @@ pub struct OutgoingMessage {
     pub media: Option<Media>,
     /// The pin of a `location` message (from `options`, validated).
     pub location: Option<Location>,
+    /// The cards of a `contact` message or the question and choices of a `poll` (from
+    /// `options`, validated by `crate::kinds`).
+    pub data: Option<crate::kinds::KindData>,
     /// `wa_message.options` (reply_to, link_preview, …), already validated; for a location
     /// without the pin's own keys.
     pub options: serde_json::Value,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::world::{
     new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
-    Keys, Media, Out, SentLocation, SentMsg, SimConfig, Upload, World,
+    Keys, Media, Out, SentContact, SentLocation, SentMsg, SentPoll, SimConfig, Upload, World,
 };
 use crate::driver::MAX_BODY_CHARS;
 
@@ -576,6 +576,94 @@ fn upload(st: &SimState, conn: ConnId, v: &Value) {
     );
 }
 
+type SentMore = (
+    Option<Vec<SentContact>>,
+    Option<SentPoll>,
+    Option<Vec<String>>,
+);
+
+/// A sent message's contact cards, poll and mentions, checked as WhatsApp's server would
+/// refuse a malformed contactMessage / pollCreationMessage: cards need a name and a vCard, a
+/// poll a name, 2 to 12 distinct options, a selectable count within them and its messageSecret.
+fn sent_more(kind: &str, msg: &Value) -> Result<SentMore, &'static str> {
+    let contacts = if kind == "contact" {
+        let list = msg
+            .get("contacts")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or("a contact message needs its cards")?;
+        let mut cards = Vec::with_capacity(list.len());
+        for c in list {
+            let (Some(display_name), Some(vcard)) = (s(c, "display_name"), s(c, "vcard")) else {
+                return Err("a contact card needs a display name and a vCard");
+            };
+            if !vcard
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("BEGIN:VCARD")
+            {
+                return Err("a contact card's vCard must start with BEGIN:VCARD");
+            }
+            cards.push(SentContact {
+                display_name,
+                vcard,
+            });
+        }
+        Some(cards)
+    } else {
+        None
+    };
+    let poll = if kind == "poll" {
+        let p = msg.get("poll").ok_or("a poll message needs its poll")?;
+        let name = s(p, "name")
+            .filter(|n| !n.trim().is_empty())
+            .ok_or("a poll needs a name")?;
+        let options: Vec<String> = p
+            .get("options")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|o| o.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let distinct: std::collections::HashSet<&String> = options.iter().collect();
+        if !(2..=12).contains(&options.len()) || distinct.len() != options.len() {
+            return Err("a poll needs 2 to 12 distinct options");
+        }
+        let selectable = p
+            .get("selectable")
+            .and_then(Value::as_u64)
+            .filter(|n| *n as usize <= options.len())
+            .ok_or("a poll's selectable count must be 0 to its number of options")?;
+        if p.get("has_secret").and_then(Value::as_bool) != Some(true) {
+            return Err("a poll needs a 32-byte messageSecret for its votes");
+        }
+        Some(SentPoll {
+            name,
+            options,
+            selectable: selectable as u32,
+        })
+    } else {
+        None
+    };
+    let mentions = match msg.get("mentions").and_then(Value::as_array) {
+        Some(l) if !l.is_empty() => {
+            let mut out = Vec::with_capacity(l.len());
+            for m in l {
+                let m = m.as_str().ok_or("a mention must be a JID")?;
+                if !(m.ends_with("@c.us") || m.ends_with("@lid")) {
+                    return Err("a mention must be a user's JID");
+                }
+                out.push(m.to_string());
+            }
+            Some(out)
+        }
+        _ => None,
+    };
+    Ok((contacts, poll, mentions))
+}
+
 fn send(st: &SimState, conn: ConnId, v: &Value) {
     let req = v.get("req").cloned().unwrap_or(Value::Null);
     let msg = v.get("msg").cloned().unwrap_or(Value::Null);
@@ -673,6 +761,13 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
     } else {
         None
     };
+    let (contacts, poll, mentions) = match sent_more(&kind, &msg) {
+        Ok(more) => more,
+        Err(why) => {
+            reply(&w, conn, &req, json!({ "error": why }));
+            return;
+        }
+    };
     let record = SentMsg {
         id,
         serialized,
@@ -684,6 +779,9 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         media,
         quoted_id: s(&msg, "quoted_id"),
         location,
+        contacts,
+        poll,
+        mentions,
         ack: 1,
         time: chrono::Utc::now(),
     };

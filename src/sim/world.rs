@@ -162,6 +162,16 @@ pub struct SentMsg {
     /// `lng`, and its `loc` description split into name (first line) and address (the rest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<SentLocation>,
+    /// The cards of a `contact` message, as the contactMessage / contactsArrayMessage protobufs
+    /// carry them (display name and vCard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<SentContact>>,
+    /// A `poll` (pollCreationMessage: name, option names, selectable count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<SentPoll>,
+    /// The JIDs the text or caption mentions (contextInfo.mentionedJid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
 }
@@ -172,6 +182,20 @@ pub struct SentLocation {
     pub lng: f64,
     pub name: Option<String>,
     pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentContact {
+    pub display_name: String,
+    pub vcard: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentPoll {
+    pub name: String,
+    pub options: Vec<String>,
+    /// 0: any number of options.
+    pub selectable: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

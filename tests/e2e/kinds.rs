@@ -122,3 +122,298 @@ async fn locations_arrive_once_with_their_pin_and_bad_ones_fail_with_invalid_opt
     }
     r.shutdown().await.unwrap();
 }
+
+// ---- contact cards, polls and mentions -------------------------------------------------------
+
+/// Inserts `rows` (kind, body, options) for `session` to `+1 555 020 <suffix>`, waits until
+/// every one has finished (sent onwards or failed) and returns their ids in order.
+async fn send_rows(
+    p: &sqlx::PgPool,
+    session: &str,
+    to: &str,
+    rows: &[(&str, Option<&str>, Value)],
+) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (kind, body, options) in rows {
+        ids.push(
+            sqlx::query_scalar::<_, i64>(
+                "insert into wa_message (session_id, recipient, kind, body, options)
+                 values ($1, $2, $3, $4, $5) returning id",
+            )
+            .bind(session)
+            .bind(to)
+            .bind(kind)
+            .bind(body)
+            .bind(options)
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        );
+    }
+    wait_for("every row finished", Duration::from_secs(90), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from wa_message where id = any($1)
+             and status in ('sent', 'delivered', 'read', 'failed')",
+        )
+        .bind(&ids)
+        .fetch_one(p)
+        .await
+        .unwrap();
+        (n == ids.len() as i64).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// Each of `bad` failed with invalid_options and an error naming its key.
+async fn assert_invalid(p: &sqlx::PgPool, bad: &[(i64, &str)]) {
+    for (id, names) in bad {
+        let (status, code, error): (String, Option<String>, Option<String>) =
+            sqlx::query_as("select status, error_code, error from wa_message where id = $1")
+                .bind(id)
+                .fetch_one(p)
+                .await
+                .unwrap();
+        assert_eq!(status, "failed", "row {id}");
+        assert_eq!(code.as_deref(), Some("invalid_options"), "row {id}");
+        let error = error.unwrap_or_default();
+        assert!(error.contains(names), "row {id}: {error:?} names {names}");
+    }
+}
+
+/// What the simulator recorded for row `id`, which must be there exactly once.
+fn recorded_once<'a>(recorded: &'a [Value], wa_id: &str) -> &'a Value {
+    let hits: Vec<&Value> = recorded
+        .iter()
+        .filter(|m| m["id"] == bare_id(wa_id))
+        .collect();
+    assert_eq!(hits.len(), 1, "{wa_id} recorded {} times", hits.len());
+    hits[0]
+}
+
+const ANN: &str = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15550300001:+1 555 030 0001\r\nEND:VCARD";
+const BO: &str = "BEGIN:VCARD\nVERSION:3.0\nN:Ng;Bo;;;\nFN:Bo Ng\nTEL;type=CELL;waid=15550300002:+1 555 030 0002\nEND:VCARD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_cards_arrive_once_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_contact", "15550100132").await;
+    let to = "+1 555 020 0132";
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("contact", None, json!({})),
+        ("contact", None, json!({"vcards": []})),
+        ("contact", None, json!({"vcards": ANN})),
+        ("contact", None, json!({"vcards": ["FN:Ann"]})),
+        (
+            "contact",
+            None,
+            json!({"vcards": ["BEGIN:VCARD\nVERSION:3.0\nEND:VCARD"]}),
+        ),
+        ("contact", Some("hello"), json!({"vcards": [ANN]})),
+        (
+            "contact",
+            None,
+            json!({"vcards": [ANN], "mentions": ["15550300001"]}),
+        ),
+        ("contact", None, json!({"vcards": [ANN]})),
+        ("contact", None, json!({"vcards": [ANN, BO]})),
+    ];
+    let ids = send_rows(p, "e2e_kinds_contact", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "vcards"),
+            (ids[1], "vcards"),
+            (ids[2], "vcards"),
+            (ids[3], "vcards[0]"),
+            (ids[4], "FN"),
+            (ids[5], "body"),
+            (ids[6], "mentions"),
+        ],
+    )
+    .await;
+    let (one, two) = (ids[7], ids[8]);
+    wait_for("both contacts read", Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
+        )
+        .bind(vec![one, two])
+        .fetch_one(p)
+        .await
+        .unwrap();
+        (n == 2).then_some(())
+    })
+    .await;
+    let recorded = sim().await.sent_by("15550100132").await;
+    assert_eq!(
+        recorded.len(),
+        2,
+        "only the good ones arrived: {recorded:?}"
+    );
+    for (id, want) in [
+        (one, json!([{"display_name": "Ann Lee", "vcard": ANN}])),
+        (
+            two,
+            json!([{"display_name": "Ann Lee", "vcard": ANN},
+                   {"display_name": "Bo Ng", "vcard": BO}]),
+        ),
+    ] {
+        let (_, _, wa_id) = msg(p, id).await;
+        let m = recorded_once(&recorded, &wa_id.expect("wa_message_id"));
+        assert_eq!(m["kind"], "contact");
+        assert_eq!(m["to"], "15550200132@c.us");
+        assert_eq!(m["contacts"], want, "contact {id}");
+        assert!(m["body"].is_null(), "a contact message has no text body");
+    }
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_arrive_once_with_their_choices_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_poll", "15550100133").await;
+    let to = "+1 555 020 0133";
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("poll", None, json!({"choices": ["a", "b"]})),
+        ("poll", None, json!({"question": "Q", "choices": ["a"]})),
+        (
+            "poll",
+            None,
+            json!({"question": "Q", "choices": ["a", " a"]}),
+        ),
+        (
+            "poll",
+            None,
+            json!({"question": "Q", "choices": ["a", "b"], "selectable_count": 3}),
+        ),
+        (
+            "poll",
+            None,
+            json!({"question": "Q", "choices": ["a", "b"], "anonymous": true}),
+        ),
+        (
+            "poll",
+            Some("Q?"),
+            json!({"question": "Q", "choices": ["a", "b"]}),
+        ),
+        (
+            "poll",
+            None,
+            json!({"question": " Lunch? ", "choices": ["Pizza", " Sushi ", "Salad"]}),
+        ),
+        (
+            "poll",
+            None,
+            json!({"question": "Which days?", "choices": ["Mon", "Tue", "Wed", "Thu"],
+                   "selectable_count": 0}),
+        ),
+    ];
+    let ids = send_rows(p, "e2e_kinds_poll", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "question"),
+            (ids[1], "choices"),
+            (ids[2], "choices[1]"),
+            (ids[3], "selectable_count"),
+            (ids[4], "anonymous"),
+            (ids[5], "body"),
+        ],
+    )
+    .await;
+    let (single, multi) = (ids[6], ids[7]);
+    wait_for("both polls read", Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
+        )
+        .bind(vec![single, multi])
+        .fetch_one(p)
+        .await
+        .unwrap();
+        (n == 2).then_some(())
+    })
+    .await;
+    let recorded = sim().await.sent_by("15550100133").await;
+    assert_eq!(
+        recorded.len(),
+        2,
+        "only the good ones arrived: {recorded:?}"
+    );
+    for (id, want) in [
+        (
+            single,
+            json!({"name": "Lunch?", "options": ["Pizza", "Sushi", "Salad"], "selectable": 1}),
+        ),
+        (
+            multi,
+            json!({"name": "Which days?", "options": ["Mon", "Tue", "Wed", "Thu"], "selectable": 0}),
+        ),
+    ] {
+        let (_, _, wa_id) = msg(p, id).await;
+        let m = recorded_once(&recorded, &wa_id.expect("wa_message_id"));
+        assert_eq!(m["kind"], "poll");
+        assert_eq!(m["to"], "15550200133@c.us");
+        assert_eq!(m["poll"], want, "poll {id}");
+    }
+    r.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_reach_the_page_as_jids_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_mention", "15550100134").await;
+    let to = "+1 555 020 0134";
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        (
+            "text",
+            Some("hi @15550300001"),
+            json!({"mentions": "15550300001"}),
+        ),
+        ("text", Some("hi @x"), json!({"mentions": ["not a number"]})),
+        (
+            "text",
+            Some("hi"),
+            json!({"mentions": ["120363000000000001@g.us"]}),
+        ),
+        (
+            "text",
+            Some("hi @15550300001 and @15550300002"),
+            json!({"mentions": ["+1 555 030 0001", "15550300002@c.us", "15550300001"]}),
+        ),
+        ("text", Some("no one"), json!({})),
+    ];
+    let ids = send_rows(p, "e2e_kinds_mention", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "mentions"),
+            (ids[1], "mentions[0]"),
+            (ids[2], "mentions[0]"),
+        ],
+    )
+    .await;
+    let recorded = sim().await.sent_by("15550100134").await;
+    assert_eq!(
+        recorded.len(),
+        2,
+        "only the good ones arrived: {recorded:?}"
+    );
+    let (_, _, wa_id) = msg(p, ids[3]).await;
+    let m = recorded_once(&recorded, &wa_id.expect("wa_message_id"));
+    assert_eq!(m["body"], "hi @15550300001 and @15550300002");
+    assert_eq!(
+        m["mentions"],
+        json!(["15550300001@c.us", "15550300002@c.us"]),
+        "each person once, as a JID"
+    );
+    let (_, _, wa_id) = msg(p, ids[4]).await;
+    let m = recorded_once(&recorded, &wa_id.expect("wa_message_id"));
+    assert!(m.get("mentions").is_none(), "no mentions recorded: {m}");
+    r.shutdown().await.unwrap();
+}

@@ -377,3 +377,48 @@ def test_send_location_against_a_real_runner(stack, user_client):
         "name": "Tour Eiffel",
         "address": "Paris",
     }
+
+
+VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15550300001:+1 555 030 0001\r\nEND:VCARD"
+
+
+def test_send_contact_poll_and_mentions_against_a_real_runner(stack, user_client):
+    """send_contact, send_poll and send_text_message(mentions=…) through a real runner, Chromium
+    and the simulator: each recorded once by the simulated server with its cards, poll or
+    mentioned JIDs."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_more_kinds")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        answers = [
+            svc.send_contact("e2e_more_kinds", RECIPIENT, VCARD),
+            svc.send_poll("e2e_more_kinds", RECIPIENT, "Lunch?", ["Pizza", "Sushi"], 0),
+            svc.send_text_message(
+                "e2e_more_kinds", RECIPIENT, "hi @15550300001", mentions=["15550300001"]
+            ),
+        ]
+    for answer in answers:
+        assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    recorded = []
+    for answer in answers:
+        row = wait_until(
+            lambda pk=answer["messageId"]: Message.objects.filter(
+                pk=pk, status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        bare = row.wa_message_id.split("_")[2]
+        sent = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+        hits = [m for m in sent if m["id"] == bare]
+        assert len(hits) == 1, sent
+        recorded.append(hits[0])
+    contact, poll, text = recorded
+    assert contact["kind"] == "contact"
+    assert contact["contacts"] == [{"display_name": "Ann Lee", "vcard": VCARD}]
+    assert poll["kind"] == "poll"
+    assert poll["poll"] == {"name": "Lunch?", "options": ["Pizza", "Sushi"], "selectable": 0}
+    assert text["body"] == "hi @15550300001"
+    assert text["mentions"] == ["15550300001@c.us"]

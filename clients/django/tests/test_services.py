@@ -66,6 +66,31 @@ svc = WhatsAppService()
         (lambda: svc.send_location("s1", "15551234567", 52.5, 13.4, name=5), "name"),
         (lambda: svc.send_location("s1", "15551234567", 52.5, 13.4, address=[]), "address"),
         (lambda: svc.send_location("s1", "hello", 52.5, 13.4), "recipient"),
+        (lambda: svc.send_contact("s1", "15551234567", []), "vcards"),
+        (lambda: svc.send_contact("s1", "15551234567", "FN:Ann"), "vcards"),
+        (lambda: svc.send_contact("s1", "15551234567", [VCARD, 5]), "vcards"),
+        (lambda: svc.send_contact("s1", "15551234567", "BEGIN:VCARD\nEND:VCARD"), "vcards"),
+        (lambda: svc.send_poll("s1", "15551234567", " ", ["a", "b"]), "question"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", ["a"]), "choices"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", "ab"), "choices"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", ["a", " a "]), "choices"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", ["a", 2]), "choices"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", ["a", "b"], 3), "selectable_count"),
+        (lambda: svc.send_poll("s1", "15551234567", "Q", ["a", "b"], True), "selectable_count"),
+        (lambda: svc.send_text_message("s1", "15551234567", "hi", mentions="1555"), "mentions"),
+        (lambda: svc.send_text_message("s1", "15551234567", "hi", mentions=["x"]), "mentions"),
+        (
+            lambda: svc.send_text_message(
+                "s1", "15551234567", "hi", mentions=["120363000000000001@g.us"]
+            ),
+            "mentions",
+        ),
+        (
+            lambda: svc.send_media_message(
+                "s1", "15551234567", "https://a/x.ogg", media_type="voice", mentions=["15551234567"]
+            ),
+            "mentions",
+        ),
         (
             lambda: svc.send_media_message("s1", "15551234567", "https://a/x.png", file=b"x"),
             "media_url",
@@ -600,3 +625,32 @@ def test_a_hibernated_session_is_ready_without_waking_it(sql):
     assert svc.wait_until_ready("s1", timeout=20)["isReady"] is True
     assert time.monotonic() - started < 10
     assert svc.get_session_status("s1")["isReady"] is True
+
+
+VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15551234567:+1 555 123 4567\r\nEND:VCARD"
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_send_contact_poll_and_mentions_store_their_options():
+    Session.objects.create(id="s1")
+    one = svc.send_contact("s1", "15551234567", VCARD)
+    two = svc.send_contact("s1", "15551234567", [VCARD, VCARD.replace("Ann Lee", "Bo")])
+    poll = svc.send_poll("s1", "15551234567", " Lunch? ", [" Pizza", "Sushi"], 0)
+    text = svc.send_text_message(
+        "s1", "15551234567", "hi @15557654321", mentions=["+1 555 765 4321"]
+    )
+    rows = {r.pk: r for r in Message.objects.all()}
+    assert (rows[one["messageId"]].kind, rows[one["messageId"]].options) == (
+        "contact",
+        {"vcards": [VCARD]},
+    )
+    assert len(rows[two["messageId"]].options["vcards"]) == 2
+    assert (rows[poll["messageId"]].kind, rows[poll["messageId"]].body) == ("poll", None)
+    assert rows[poll["messageId"]].options == {
+        "question": "Lunch?",
+        "choices": ["Pizza", "Sushi"],
+        "selectable_count": 0,
+    }
+    assert rows[text["messageId"]].options == {"mentions": ["+1 555 765 4321"]}
+    assert {one["status"], two["status"], poll["status"], text["status"]} == {"queued"}

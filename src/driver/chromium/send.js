@@ -5,7 +5,7 @@
 //
 // Returns the key and chat as the page stored them (today's page may file the message under the
 // chat's LID or its phone number: lib.findSent), or {error: 'no_chat'}.
-async function (lib, chatId, id, kind, body, media, options, location) {
+async function (lib, chatId, id, kind, body, media, options, location, data) {
     const req = lib.req;
     const Collections = req('WAWebCollections');
     const WidFactory = req('WAWebWidFactory');
@@ -132,6 +132,35 @@ async function (lib, chatId, id, kind, body, media, options, location) {
                 lng: location.longitude,
             };
             content = undefined;
+        } else if (kind === 'contact' && data && data.type === 'contact') {
+            // WWebJS.sendMessage's vcardOptions: one card is a `vcard` message whose body is the
+            // vCard and vcardFormattedName its name; several are one `multi_vcard` message with
+            // vcardList [{displayName, vcard}] (as WAWebFrontendVcardUtils.vcardFromContactModel
+            // returns them) and no body.
+            const cards = data.cards || [];
+            if (cards.length === 1) {
+                extra = { type: 'vcard', vcardFormattedName: cards[0].display_name };
+                content = cards[0].vcard;
+            } else {
+                extra = {
+                    type: 'multi_vcard',
+                    vcardList: cards.map((c) => ({ displayName: c.display_name, vcard: c.vcard })),
+                };
+                content = null;
+            }
+        } else if (kind === 'poll' && data && data.type === 'poll') {
+            // WAWebPollsSendPollCreationMsgAction.createPollCreationMsgData's fields (also
+            // WWebJS.sendMessage's pollOptions): type poll_creation, options {name, localId} in
+            // order, selectable count (0 = any), a fresh 32-byte messageSecret for the votes.
+            extra = {
+                kind: 'pollCreation',
+                type: 'poll_creation',
+                pollName: data.question,
+                pollOptions: data.choices.map((name, i) => ({ name: name, localId: i })),
+                pollSelectableOptionsCount: data.selectable_count,
+                messageSecret: self.crypto.getRandomValues(new Uint8Array(32)),
+            };
+            content = undefined;
         } else if (!media && options.link_preview !== false) {
             const link = req('WALinkify').findLink(content);
             if (link) {
@@ -164,7 +193,8 @@ async function (lib, chatId, id, kind, body, media, options, location) {
             {
                 caption: media && body != null ? body : undefined,
                 isCaptionByUser: !!(media && body),
-                mentionedJidList: [],
+                // WWebJS.sendMessage: options.mentionedJidList mapped through createWid.
+                mentionedJidList: (options.mentions || []).map((w) => WidFactory.createWid(w)),
                 id: key,
                 ack: 0,
                 body: content,

@@ -374,6 +374,15 @@ impl Session for ChromiumSession {
                 }
                 serde_json::Value::Null
             }
+            (MessageKind::Contact | MessageKind::Poll, _) => {
+                if msg.data.is_none() {
+                    return Err(DriverError::permanent(
+                        ErrorCode::InvalidOptions,
+                        format!("a {} message needs its content", msg.kind.as_str()),
+                    ));
+                }
+                serde_json::Value::Null
+            }
             (_, None) => {
                 return Err(DriverError::permanent(
                     ErrorCode::MediaMissing,
@@ -399,6 +408,7 @@ impl Session for ChromiumSession {
             media,
             msg.options.clone(),
             serde_json::json!(msg.location),
+            serde_json::json!(msg.data),
         ];
         let v = match self.call(&FN_SEND, args, self.config.send_timeout).await {
             Ok(v) => v,

@@ -43,6 +43,8 @@ class MessageKind(models.TextChoices):
     VOICE = "voice", "Voice note"
     DOCUMENT = "document", "Document"
     LOCATION = "location", "Location"
+    CONTACT = "contact", "Contact card"
+    POLL = "poll", "Poll"
 
 
 class MessageStatus(models.TextChoices):

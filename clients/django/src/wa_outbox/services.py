@@ -50,7 +50,18 @@ MAX_BODY_CHARS = 65_536
 # runner as soon as a message for it is due, and only then, so waiting for `connected` on it
 # would wait forever.
 READY_STATUSES = frozenset({SessionStatus.CONNECTED, SessionStatus.HIBERNATED})
-MEDIA_TYPES = tuple(k for k in MessageKind.values if k != MessageKind.TEXT)
+MEDIA_TYPES = tuple(
+    k
+    for k in MessageKind.values
+    if k not in (MessageKind.TEXT, MessageKind.LOCATION, MessageKind.CONTACT, MessageKind.POLL)
+)
+# The runner's bounds on contact cards and polls (src/kinds.rs); checked here too so a bad call
+# fails before a row is stored.
+MAX_CONTACT_CARDS = 50
+MAX_VCARD_CHARS = 16 * 1024
+MIN_POLL_CHOICES, MAX_POLL_CHOICES = 2, 12
+MAX_POLL_QUESTION_CHARS, MAX_POLL_CHOICE_CHARS = 255, 100
+_VCARD_FN = re.compile(r"^FN(;[^:]*)?:(.*\S.*)$", re.IGNORECASE | re.MULTILINE)
 
 _SESSION_ID = re.compile(SESSION_ID_RE)
 _PAIR_PHONE = re.compile(PAIR_PHONE_RE)
@@ -124,7 +135,9 @@ def _validate_degrees(value: Any, field: str, limit: int) -> float:
         raise InvalidInputError(field, f"expected a number of degrees, got {value!r}")
     number = float(value)
     if not math.isfinite(number) or not -limit <= number <= limit:
-        raise InvalidInputError(field, f"expected a number between -{limit} and {limit}, got {value!r}")
+        raise InvalidInputError(
+            field, f"expected a number between -{limit} and {limit}, got {value!r}"
+        )
     return number
 
 
@@ -140,6 +153,47 @@ def _validate_text(value: Any, field: str, *, required: bool) -> str | None:
             field, f"is {len(value)} characters; WhatsApp accepts at most {MAX_BODY_CHARS}"
         )
     return value
+
+
+def _mention_options(mentions: Any) -> dict:
+    """{"options": {"mentions": [...]}} for the people a text or caption mentions, or {}."""
+    if mentions is None:
+        return {}
+    if not isinstance(mentions, (list, tuple)):
+        raise InvalidInputError("mentions", f"expected a list of phone numbers, got {mentions!r}")
+    people = []
+    for m in mentions:
+        person = validate_recipient(m, "mentions")
+        if person.endswith("@g.us"):
+            raise InvalidInputError("mentions", f"{m!r} is a group; mention people")
+        people.append(person)
+    return {"options": {"mentions": people}} if people else {}
+
+
+def _validate_vcards(value: Any) -> list[str]:
+    """One vCard string or a list of them, each framed and with an FN (as the runner checks)."""
+    cards = [value] if isinstance(value, str) else value
+    if not isinstance(cards, (list, tuple)) or not 1 <= len(cards) <= MAX_CONTACT_CARDS:
+        raise InvalidInputError(
+            "vcards", f"expected a vCard or a list of 1 to {MAX_CONTACT_CARDS}, got {value!r}"
+        )
+    for card in cards:
+        if not isinstance(card, str):
+            raise InvalidInputError("vcards", f"expected vCard text, got {type(card).__name__}")
+        lines = [line for line in card.strip().splitlines() if line.strip()]
+        if (
+            len(card) > MAX_VCARD_CHARS
+            or not lines
+            or lines[0].strip().upper() != "BEGIN:VCARD"
+            or lines[-1].strip().upper() != "END:VCARD"
+            or not _VCARD_FN.search(card.replace("\r", ""))
+        ):
+            raise InvalidInputError(
+                "vcards",
+                "each vCard runs from BEGIN:VCARD to END:VCARD, has an FN (the name shown) and "
+                f"at most {MAX_VCARD_CHARS} characters",
+            )
+    return list(cards)
 
 
 def _validate_media_url(value: Any) -> str:
@@ -423,15 +477,19 @@ class WhatsAppService:
         recipient: str,
         message: str,
         *,
+        mentions: list[str] | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> dict:
-        """Queue a text message. Returns {"success", "messageId", "status"}; see _queue()."""
+        """Queue a text message. `mentions`: phone numbers or c.us JIDs the text mentions
+        (write them as @15551234567 in the text too). Returns {"success", "messageId",
+        "status"}; see _queue()."""
         return self._queue(
             session_id,
             recipient,
             kind=MessageKind.TEXT,
             body=_validate_text(message, "message", required=True),
+            **_mention_options(mentions),
             idempotency_key=idempotency_key,
             wait=wait,
         )
@@ -447,6 +505,7 @@ class WhatsAppService:
         file: Any = None,
         filename: str | None = None,
         mimetype: str | None = None,
+        mentions: list[str] | None = None,
         idempotency_key: str | None = None,
         wait: bool = True,
     ) -> dict:
@@ -478,6 +537,10 @@ class WhatsAppService:
             raise InvalidInputError(
                 "media_type", f"expected one of {', '.join(MEDIA_TYPES)}, got {media_type!r}"
             )
+        if mentions and media_type in (MessageKind.AUDIO, MessageKind.VOICE):
+            raise InvalidInputError(
+                "mentions", f"a {media_type} message has no caption to mention in"
+            )
         return self._queue(
             session_id,
             recipient,
@@ -487,6 +550,7 @@ class WhatsAppService:
             media_data=data,
             media_mime=mimetype,
             media_filename=filename,
+            **_mention_options(mentions),
             idempotency_key=idempotency_key,
             wait=wait,
         )
@@ -519,6 +583,82 @@ class WhatsAppService:
             recipient,
             kind=MessageKind.LOCATION,
             options=options,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def send_contact(
+        self,
+        session_id: str,
+        recipient: str,
+        vcards: str | list[str],
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue one or more contact cards (kind `contact`, `options.vcards`). Each vCard runs
+        from BEGIN:VCARD to END:VCARD and has an FN (the name shown on the card); a `waid=`
+        parameter on its TEL lets WhatsApp offer "Message". Returns {"success", "messageId",
+        "status"}; see _queue()."""
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.CONTACT,
+            options={"vcards": _validate_vcards(vcards)},
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def send_poll(
+        self,
+        session_id: str,
+        recipient: str,
+        question: str,
+        choices: list[str],
+        selectable_count: int = 1,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a poll (kind `poll`): a question, 2 to 12 distinct choices, and how many of them
+        one voter may pick (1 by default; 0 = any number). Returns {"success", "messageId",
+        "status"}; see _queue()."""
+        question = _validate_text(question, "question", required=True).strip()
+        if len(question) > MAX_POLL_QUESTION_CHARS:
+            raise InvalidInputError(
+                "question", f"is {len(question)} characters; the limit is {MAX_POLL_QUESTION_CHARS}"
+            )
+        if not isinstance(choices, (list, tuple)) or not (
+            MIN_POLL_CHOICES <= len(choices) <= MAX_POLL_CHOICES
+        ):
+            raise InvalidInputError(
+                "choices",
+                f"expected {MIN_POLL_CHOICES} to {MAX_POLL_CHOICES} strings, got {choices!r}",
+            )
+        clean: list[str] = []
+        for choice in choices:
+            if not isinstance(choice, str) or not 1 <= len(choice.strip()) <= MAX_POLL_CHOICE_CHARS:
+                raise InvalidInputError(
+                    "choices",
+                    f"each choice is 1 to {MAX_POLL_CHOICE_CHARS} characters, got {choice!r}",
+                )
+            if choice.strip() in clean:
+                raise InvalidInputError("choices", f"{choice.strip()!r} appears twice")
+            clean.append(choice.strip())
+        if (
+            isinstance(selectable_count, bool)
+            or not isinstance(selectable_count, int)
+            or not 0 <= selectable_count <= len(clean)
+        ):
+            raise InvalidInputError(
+                "selectable_count",
+                f"expected 0 (any) to {len(clean)}, got {selectable_count!r}",
+            )
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.POLL,
+            options={"question": question, "choices": clean, "selectable_count": selectable_count},
             idempotency_key=idempotency_key,
             wait=wait,
         )

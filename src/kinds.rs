@@ -1,0 +1,446 @@
+//! Kinds beyond text, media and location (issue 13): `contact` and `poll` rows, and
+//! `options.mentions` for text and captions. Their fields live in `wa_message.options` (the
+//! README's table contract); this module checks them and turns them into what the page needs.
+//! Every refusal is `invalid_options` with a sentence that names the key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::driver::{DriverError, MessageKind};
+use crate::error_code::ErrorCode;
+
+/// A contact card: the vCard as written, and the name WhatsApp shows on it (its `FN`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactCard {
+    pub display_name: String,
+    pub vcard: String,
+}
+
+/// A poll: its question, the choices in order, and how many one voter may pick (0 = any
+/// number, the page's `pollSelectableOptionsCount`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poll {
+    pub question: String,
+    pub choices: Vec<String>,
+    pub selectable_count: u32,
+}
+
+/// What a `contact` or `poll` row carries to the page besides its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KindData {
+    Contact { cards: Vec<ContactCard> },
+    Poll(Poll),
+}
+
+/// At most this many cards in one `contact` message (our bound: one message, one screen).
+pub const MAX_CONTACT_CARDS: usize = 50;
+/// A vCard longer than this is not a contact card (photos embedded as base64 are refused).
+pub const MAX_VCARD_CHARS: usize = 16 * 1024;
+/// WhatsApp's poll composer offers 2 to 12 options.
+pub const MIN_POLL_CHOICES: usize = 2;
+pub const MAX_POLL_CHOICES: usize = 12;
+/// Our bound on a poll's question and on each choice.
+pub const MAX_POLL_QUESTION_CHARS: usize = 255;
+pub const MAX_POLL_CHOICE_CHARS: usize = 100;
+/// At most this many mentions in one message.
+pub const MAX_MENTIONS: usize = 1024;
+
+/// The `options` keys that make a contact message's cards.
+pub const CONTACT_KEYS: &[&str] = &["vcards"];
+/// The `options` keys that make a poll.
+pub const POLL_KEYS: &[&str] = &["question", "choices", "selectable_count"];
+
+fn bad(msg: impl Into<String>) -> DriverError {
+    DriverError::permanent(ErrorCode::InvalidOptions, msg)
+}
+
+/// Takes a `contact` or `poll` row's own keys out of `options` and checks them; other kinds
+/// get `None` and keep their options untouched. Neither kind has a body.
+pub fn take_kind_data(
+    kind: MessageKind,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<Option<KindData>, DriverError> {
+    let (data, keys) = match kind {
+        MessageKind::Contact => (
+            KindData::Contact {
+                cards: contacts_of(obj)?,
+            },
+            CONTACT_KEYS,
+        ),
+        MessageKind::Poll => (KindData::Poll(poll_of(obj)?), POLL_KEYS),
+        _ => return Ok(None),
+    };
+    if body.is_some_and(|b| !b.is_empty()) {
+        return Err(bad(format!(
+            "a {} message has no body; its content is in options ({})",
+            kind.as_str(),
+            keys.join(", ")
+        )));
+    }
+    for k in keys {
+        obj.remove(*k);
+    }
+    Ok(Some(data))
+}
+
+/// `options.vcards`: a non-empty array of vCards (strings from `BEGIN:VCARD` to `END:VCARD`,
+/// each with a non-empty `FN`, the name shown on the card).
+pub fn contacts_of(obj: &Map<String, Value>) -> Result<Vec<ContactCard>, DriverError> {
+    let list = match obj.get("vcards") {
+        None | Some(Value::Null) => {
+            return Err(bad(
+                "a contact message needs options.vcards (an array of vCard strings)",
+            ))
+        }
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(bad(format!(
+                "options.vcards must be an array of vCard strings, got {}",
+                type_name(v)
+            )))
+        }
+    };
+    if list.is_empty() || list.len() > MAX_CONTACT_CARDS {
+        return Err(bad(format!(
+            "options.vcards holds {} cards; a contact message carries 1 to {MAX_CONTACT_CARDS}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let Value::String(card) = v else {
+                return Err(bad(format!(
+                    "options.vcards[{i}] must be a vCard string, got {}",
+                    type_name(v)
+                )));
+            };
+            vcard_of(card).map_err(|why| bad(format!("options.vcards[{i}]: {why}")))
+        })
+        .collect()
+}
+
+/// One vCard: framed by BEGIN:VCARD / END:VCARD (RFC 6350 §6.1.1, case-insensitive), with an
+/// FN whose value is the display name.
+fn vcard_of(card: &str) -> Result<ContactCard, String> {
+    let n = card.chars().count();
+    if n > MAX_VCARD_CHARS {
+        return Err(format!(
+            "{n} characters; a vCard may have {MAX_VCARD_CHARS}"
+        ));
+    }
+    let lines: Vec<&str> = card
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let first = lines.first().map(|l| l.trim()).unwrap_or("");
+    let last = lines.last().map(|l| l.trim()).unwrap_or("");
+    if !first.eq_ignore_ascii_case("BEGIN:VCARD") || !last.eq_ignore_ascii_case("END:VCARD") {
+        return Err("not a vCard (it must start with BEGIN:VCARD and end with END:VCARD)".into());
+    }
+    if lines[1..lines.len() - 1]
+        .iter()
+        .any(|l| l.trim().eq_ignore_ascii_case("BEGIN:VCARD"))
+    {
+        return Err("one string holds more than one vCard; put each in its own entry".into());
+    }
+    // FN or FN;params: value (property names are case-insensitive).
+    let name = lines.iter().find_map(|l| {
+        let (prop, value) = l.split_once(':')?;
+        let name = prop.split(';').next()?.trim();
+        name.eq_ignore_ascii_case("FN")
+            .then(|| value.trim().to_string())
+    });
+    match name {
+        Some(n) if !n.is_empty() => Ok(ContactCard {
+            display_name: n,
+            vcard: card.to_string(),
+        }),
+        _ => Err("the vCard has no FN (the name WhatsApp shows on the card)".into()),
+    }
+}
+
+/// `options.question`, `options.choices`, `options.selectable_count` (default 1; 0 = any).
+pub fn poll_of(obj: &Map<String, Value>) -> Result<Poll, DriverError> {
+    let question = match obj.get("question") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return Err(bad("a poll needs options.question (a non-empty string)"))
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "options.question must be a string, got {}",
+                type_name(v)
+            )))
+        }
+    };
+    if question.chars().count() > MAX_POLL_QUESTION_CHARS {
+        return Err(bad(format!(
+            "options.question is {} characters; the limit is {MAX_POLL_QUESTION_CHARS}",
+            question.chars().count()
+        )));
+    }
+    let list = match obj.get("choices") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => {
+            return Err(bad("a poll needs options.choices (an array of strings)"))
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "options.choices must be an array of strings, got {}",
+                type_name(v)
+            )))
+        }
+    };
+    if !(MIN_POLL_CHOICES..=MAX_POLL_CHOICES).contains(&list.len()) {
+        return Err(bad(format!(
+            "options.choices holds {}; a poll has {MIN_POLL_CHOICES} to {MAX_POLL_CHOICES}",
+            list.len()
+        )));
+    }
+    let mut choices: Vec<String> = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let Value::String(s) = v else {
+            return Err(bad(format!(
+                "options.choices[{i}] must be a string, got {}",
+                type_name(v)
+            )));
+        };
+        // The page trims each option's name (WAWebPollsSendPollCreationMsgAction).
+        let s = s.trim();
+        if s.is_empty() || s.chars().count() > MAX_POLL_CHOICE_CHARS {
+            return Err(bad(format!(
+                "options.choices[{i}] must have 1 to {MAX_POLL_CHOICE_CHARS} characters"
+            )));
+        }
+        // A vote names its option by the hash of its name: two equal names are one option.
+        if choices.iter().any(|c| c == s) {
+            return Err(bad(format!(
+                "options.choices[{i}] repeats `{s}`; each choice must differ"
+            )));
+        }
+        choices.push(s.to_string());
+    }
+    let selectable_count = match obj.get("selectable_count") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if n as usize <= choices.len() => n as u32,
+            _ => {
+                return Err(bad(format!(
+                    "options.selectable_count must be a whole number from 0 (any) to {}, got {v}",
+                    choices.len()
+                )))
+            }
+        },
+    };
+    Ok(Poll {
+        question,
+        choices,
+        selectable_count,
+    })
+}
+
+/// `options.mentions`: phone numbers or c.us JIDs of the people a text or caption mentions,
+/// rewritten in place to JIDs (the page's `mentionedJidList`). Only text and media kinds
+/// have a body to mention in.
+pub fn normalize_mentions(
+    kind: MessageKind,
+    obj: &mut Map<String, Value>,
+) -> Result<(), DriverError> {
+    let Some(v) = obj.get("mentions") else {
+        return Ok(());
+    };
+    if !matches!(
+        kind,
+        MessageKind::Text | MessageKind::Image | MessageKind::Video | MessageKind::Document
+    ) {
+        return Err(bad(format!(
+            "options.mentions: a {} message has no text or caption to mention in",
+            kind.as_str()
+        )));
+    }
+    let Value::Array(list) = v else {
+        return Err(bad(format!(
+            "options.mentions must be an array of phone numbers or JIDs, got {}",
+            type_name(v)
+        )));
+    };
+    if list.len() > MAX_MENTIONS {
+        return Err(bad(format!(
+            "options.mentions holds {}; the limit is {MAX_MENTIONS}",
+            list.len()
+        )));
+    }
+    let mut jids: Vec<Value> = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let Value::String(s) = m else {
+            return Err(bad(format!(
+                "options.mentions[{i}] must be a phone number or JID string, got {}",
+                type_name(m)
+            )));
+        };
+        let jid = crate::recipient::normalize(s)
+            .map_err(|e| bad(format!("options.mentions[{i}]: {e}")))?;
+        if jid.is_group() {
+            return Err(bad(format!(
+                "options.mentions[{i}]: `{s}` is a group; mention people"
+            )));
+        }
+        let jid = Value::String(jid.as_str().to_string());
+        if !jids.contains(&jid) {
+            jids.push(jid);
+        }
+    }
+    obj.insert("mentions".into(), Value::Array(jids));
+    Ok(())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ANN: &str = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15551234567:+1 555 123 4567\r\nEND:VCARD";
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn contacts_are_checked_without_panicking() {
+        let cards = contacts_of(&obj(
+            json!({"vcards": [ANN, "begin:vcard\nfn;charset=utf-8: Bo \nend:vcard"]}),
+        ))
+        .unwrap();
+        assert_eq!(cards[0].display_name, "Ann Lee");
+        assert_eq!(cards[0].vcard, ANN);
+        assert_eq!(cards[1].display_name, "Bo");
+        for bad in [
+            json!({}),
+            json!({"vcards": []}),
+            json!({"vcards": ANN}),
+            json!({"vcards": [5]}),
+            json!({"vcards": ["FN:Ann"]}),
+            json!({"vcards": ["BEGIN:VCARD\nVERSION:3.0\nEND:VCARD"]}),
+            json!({"vcards": ["BEGIN:VCARD\nFN:\nEND:VCARD"]}),
+            json!({"vcards": [format!("{ANN}\n{ANN}")]}),
+            json!({"vcards": [""]}),
+            json!({"vcards": [format!("BEGIN:VCARD\nFN:{}\nEND:VCARD", "x".repeat(MAX_VCARD_CHARS))]}),
+        ] {
+            let e = contacts_of(&obj(bad.clone())).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidOptions, "{bad}");
+            assert!(e.to_string().contains("vcards"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn polls_are_checked_without_panicking() {
+        let p = poll_of(&obj(
+            json!({"question": " Lunch? ", "choices": [" Pizza", "Sushi "]}),
+        ))
+        .unwrap();
+        assert_eq!(p.question, "Lunch?");
+        assert_eq!(p.choices, vec!["Pizza", "Sushi"]);
+        assert_eq!(p.selectable_count, 1);
+        let p = poll_of(&obj(
+            json!({"question": "Q", "choices": ["a", "b", "c"], "selectable_count": 0}),
+        ))
+        .unwrap();
+        assert_eq!(p.selectable_count, 0);
+        for (bad, names) in [
+            (json!({"choices": ["a", "b"]}), "question"),
+            (json!({"question": " ", "choices": ["a", "b"]}), "question"),
+            (json!({"question": 1, "choices": ["a", "b"]}), "question"),
+            (json!({"question": "Q"}), "choices"),
+            (json!({"question": "Q", "choices": ["a"]}), "choices"),
+            (json!({"question": "Q", "choices": "a,b"}), "choices"),
+            (json!({"question": "Q", "choices": ["a", 2]}), "choices[1]"),
+            (
+                json!({"question": "Q", "choices": ["a", " a "]}),
+                "choices[1]",
+            ),
+            (json!({"question": "Q", "choices": ["a", ""]}), "choices[1]"),
+            (
+                json!({"question": "Q", "choices": vec!["x"; 13].iter().enumerate().map(|(i, _)| i.to_string()).collect::<Vec<_>>()}),
+                "choices",
+            ),
+            (
+                json!({"question": "Q", "choices": ["a", "b"], "selectable_count": 3}),
+                "selectable_count",
+            ),
+            (
+                json!({"question": "Q", "choices": ["a", "b"], "selectable_count": -1}),
+                "selectable_count",
+            ),
+            (
+                json!({"question": "Q", "choices": ["a", "b"], "selectable_count": 1.5}),
+                "selectable_count",
+            ),
+        ] {
+            let e = poll_of(&obj(bad.clone())).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidOptions, "{bad}");
+            assert!(e.to_string().contains(names), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn contact_and_poll_rows_have_no_body_and_lose_their_keys() {
+        let mut o = obj(json!({"vcards": [ANN], "reply_to": "x"}));
+        let d = take_kind_data(MessageKind::Contact, &mut o, None).unwrap();
+        assert!(matches!(d, Some(KindData::Contact { ref cards }) if cards.len() == 1));
+        assert_eq!(Value::Object(o), json!({"reply_to": "x"}));
+        let mut o = obj(json!({"vcards": [ANN]}));
+        assert!(take_kind_data(MessageKind::Contact, &mut o, Some("hi")).is_err());
+        let mut o = obj(json!({"question": "Q", "choices": ["a", "b"]}));
+        assert!(take_kind_data(MessageKind::Poll, &mut o, None)
+            .unwrap()
+            .is_some());
+        assert!(o.is_empty());
+        let mut o = obj(json!({"vcards": 1}));
+        assert_eq!(
+            take_kind_data(MessageKind::Text, &mut o, None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn mentions_become_jids() {
+        let mut o =
+            obj(json!({"mentions": ["+1 555 010 0001", "15550100002@c.us", "15550100001"]}));
+        normalize_mentions(MessageKind::Text, &mut o).unwrap();
+        assert_eq!(
+            o["mentions"],
+            json!(["15550100001@c.us", "15550100002@c.us"])
+        );
+        for (kind, bad) in [
+            (MessageKind::Text, json!({"mentions": "15550100001"})),
+            (MessageKind::Text, json!({"mentions": [1]})),
+            (MessageKind::Text, json!({"mentions": ["hello"]})),
+            (
+                MessageKind::Text,
+                json!({"mentions": ["120363000000000001@g.us"]}),
+            ),
+            (MessageKind::Location, json!({"mentions": ["15550100001"]})),
+            (MessageKind::Voice, json!({"mentions": ["15550100001"]})),
+        ] {
+            let mut o = obj(bad.clone());
+            let e = normalize_mentions(kind, &mut o).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidOptions, "{bad}");
+            assert!(e.to_string().contains("mentions"), "{bad}: {e}");
+        }
+    }
+}
