@@ -307,6 +307,27 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot send chat states",
         ))
     }
+    // ---- contacts and profile pictures (issue 14): the page's answer as JSON, shaped by the
+    // runner (src/commands.rs).
+    /// What the page knows about a contact (a normalised JID): `{exists: false}` for a number
+    /// without WhatsApp, else `{exists, wid, number, name, pushname, is_business,
+    /// is_my_contact, about}`.
+    async fn contact_info(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = contact_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read contacts",
+        ))
+    }
+    /// A contact's or group's profile picture as the server hands it out: `{url, tag}` with the
+    /// signed CDN URL, or `{url: null}` when there is none or it is hidden.
+    async fn profile_picture(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = contact_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read profile pictures",
+        ))
+    }
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a
