@@ -35,7 +35,15 @@ pub const KINDS: &[&str] = &[
     "presence",
     "contact_info",
     "profile_picture",
+    "chats",
+    "history",
 ];
+/// Chats one `chats` command lists at most (and its default).
+pub const MAX_CHATS: usize = 200;
+pub const DEFAULT_CHATS: usize = 50;
+/// Messages one `history` command returns at most (and its default).
+pub const MAX_HISTORY: usize = 500;
+pub const DEFAULT_HISTORY: usize = 50;
 
 struct Claimed {
     id: i64,
@@ -252,6 +260,8 @@ enum Request {
     Presence(String, ChatState),
     ContactInfo(String),
     ProfilePicture(String),
+    Chats(usize),
+    History(String, usize),
 }
 
 /// Validates a row's kind and args; the error is the sentence for the `error` column.
@@ -264,6 +274,8 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         "mark_read" => &["chat"],
         "presence" => &["chat", "state"],
         "contact_info" | "profile_picture" => &["contact"],
+        "chats" => &["limit"],
+        "history" => &["chat", "limit"],
         other => {
             return Err(format!(
                 "unknown kind `{other}` (this runner knows {})",
@@ -279,6 +291,15 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
     }
     match kind {
         "contact_info" | "profile_picture" => parse_contact(kind, obj),
+        "chats" => Ok(Request::Chats(parse_limit(obj, DEFAULT_CHATS, MAX_CHATS)?)),
+        "history" => {
+            let limit = parse_limit(obj, DEFAULT_HISTORY, MAX_HISTORY)?;
+            let Some(chat) = obj.get("chat").and_then(Value::as_str) else {
+                return Err("args.chat must be a phone number or a c.us/g.us JID".into());
+            };
+            let jid = crate::recipient::normalize(chat).map_err(|e| format!("args.chat: {e}"))?;
+            Ok(Request::History(jid.as_str().to_string(), limit))
+        }
         "check_numbers" => {
             let Some(list) = obj.get("numbers").and_then(Value::as_array) else {
                 return Err("args.numbers must be a list of phone numbers".into());
@@ -402,6 +423,64 @@ fn picture_result(contact: &str, v: &Value) -> Value {
     })
 }
 
+// ---- chats and history (issue 14)
+
+/// `args.limit`: absent is `default`; else an integer 1..=max.
+fn parse_limit(
+    obj: &serde_json::Map<String, Value>,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
+    match obj.get("limit") {
+        None => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
+            _ => Err(format!(
+                "args.limit must be an integer from 1 to {max} (it is {v})"
+            )),
+        },
+    }
+}
+
+/// Keeps only the documented keys of each item the page returned.
+fn pick_items(v: Option<&Value>, keys: &[&str], limit: usize) -> Vec<Value> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .take(limit)
+                .map(|item| {
+                    let mut o = serde_json::Map::new();
+                    for k in keys {
+                        o.insert(k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null));
+                    }
+                    Value::Object(o)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const CHAT_KEYS: &[&str] = &[
+    "id",
+    "number",
+    "name",
+    "is_group",
+    "unread",
+    "marked_unread",
+    "timestamp",
+    "archived",
+    "pinned",
+];
+pub const HISTORY_KEYS: &[&str] = &[
+    "id",
+    "key",
+    "from_me",
+    "type",
+    "body",
+    "timestamp",
+    "author",
+];
+
 async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outcome {
     let req = match parse(&row.kind, &row.args) {
         Ok(r) => r,
@@ -452,6 +531,24 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
                     .map_err(bounded_call("reading the profile picture"))??;
                 Ok(picture_result(&contact, &v))
             }
+            Request::Chats(limit) => {
+                let v = tokio::time::timeout(timeout, session.chats(limit))
+                    .await
+                    .map_err(bounded_call("listing the chats"))??;
+                Ok(json!({"chats": pick_items(Some(&v), CHAT_KEYS, limit)}))
+            }
+            Request::History(chat, limit) => {
+                let v = tokio::time::timeout(timeout, session.history(&chat, limit))
+                    .await
+                    .map_err(bounded_call("reading the chat's history"))??;
+                let found = v.get("chat").and_then(Value::as_str);
+                Ok(json!({
+                    "chat": chat,
+                    "found": found.is_some(),
+                    "page_chat": found,
+                    "messages": pick_items(v.get("messages"), HISTORY_KEYS, limit),
+                }))
+            }
         }
     }
     .await;
@@ -496,6 +593,8 @@ pub fn result_keys(kind: &str) -> &'static [&'static str] {
             "about",
         ],
         "profile_picture" => &["contact", "found", "url", "expires_at"],
+        "chats" => &["chats"],
+        "history" => &["chat", "found", "page_chat", "messages"],
         _ => &[],
     }
 }
@@ -613,9 +712,28 @@ mod tests {
     }
 
     #[test]
+    fn chats_and_history_args() {
+        assert_eq!(
+            parse("chats", &json!({})),
+            Ok(Request::Chats(DEFAULT_CHATS))
+        );
+        assert_eq!(parse("chats", &json!({"limit": 3})), Ok(Request::Chats(3)));
+        assert_eq!(
+            parse("history", &json!({"chat": "15551234567"})),
+            Ok(Request::History("15551234567@c.us".into(), DEFAULT_HISTORY))
+        );
+        let items = pick_items(
+            Some(&json!([{"id": "a", "extra": 1}, {"id": "b"}])),
+            &["id", "body"],
+            1,
+        );
+        assert_eq!(items, vec![json!({"id": "a", "body": null})]);
+    }
+
+    #[test]
     fn kinds_match_the_migration() {
         // The latest migration that redefines the kinds.
-        let sql = include_str!("../migrations/20261203000010_contact_commands.sql");
+        let sql = include_str!("../migrations/20261203000011_chat_commands.sql");
         for k in KINDS {
             assert!(sql.contains(&format!("'{k}'")), "{k}");
             assert!(!result_keys(k).is_empty());

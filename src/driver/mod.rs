@@ -328,6 +328,25 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot read profile pictures",
         ))
     }
+    // ---- chats and history (issue 14)
+    /// The `limit` most recent chats the page holds, newest first, each `{id, number, name,
+    /// is_group, unread, marked_unread, timestamp, archived, pinned}`.
+    async fn chats(&self, limit: usize) -> Result<serde_json::Value, DriverError> {
+        let _ = limit;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot list chats",
+        ))
+    }
+    /// A chat's last `limit` messages, oldest first: `{chat, messages: [{id, key, from_me, type,
+    /// body, timestamp, author}]}`, `chat: null` when the page has no such chat.
+    async fn history(&self, chat_id: &str, limit: usize) -> Result<serde_json::Value, DriverError> {
+        let _ = (chat_id, limit);
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read chat history",
+        ))
+    }
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a

@@ -369,3 +369,129 @@ async fn contact_info_and_profile_picture_read_what_the_server_says() {
     }
     r.shutdown().await.unwrap();
 }
+
+// ---- chats and history (issue 14)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_and_history_list_what_the_page_holds() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend, other) = ("15550200101", "15550200102", "15550200103");
+    link(p, "e2e_chats", me).await;
+    let s = sim().await;
+    // One message we send to the friend, then two from the friend, then one from the other.
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('e2e_chats', $1, 'hello friend') returning id", &[friend]).await;
+    let sent_id = wait_for("our message sent", STEP, || async {
+        let (status, _, wa_id) = msg(p, id).await;
+        (status == "sent" || status == "delivered" || status == "read")
+            .then_some(wa_id)
+            .flatten()
+    })
+    .await;
+    // The other's message was sent a minute ago (held while we were away): its chat is older.
+    let a_minute_ago = chrono::Utc::now().timestamp() - 60;
+    for (from, body, t) in [
+        (other, "from the other", Some(a_minute_ago)),
+        (friend, "first", None),
+        (friend, "second", None),
+    ] {
+        s.post(
+            "/_sim/incoming",
+            json!({"to": me, "from": from, "body": body, "t": t}),
+        )
+        .await;
+        wait_for("the incoming recorded", STEP, || async {
+            let n: i64 = sqlx::query_scalar("select count(*) from wa_event where session_id = 'e2e_chats' and kind = 'message' and payload->>'body' = $1")
+                .bind(body)
+                .fetch_one(p)
+                .await
+                .ok()?;
+            (n == 1).then_some(())
+        })
+        .await;
+    }
+
+    let id = command(p, "e2e_chats", "chats", json!({"limit": 10})).await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let chats = result.unwrap()["chats"].as_array().unwrap().clone();
+    let find = |n: &str| {
+        chats
+            .iter()
+            .position(|c| c["number"] == n)
+            .unwrap_or_else(|| panic!("chat {n} in {chats:?}"))
+    };
+    let (f, o) = (find(friend), find(other));
+    assert!(f < o, "newest first: {chats:?}");
+    assert_eq!(chats[f]["unread"], 2);
+    assert_eq!(chats[o]["unread"], 1);
+    assert_eq!(chats[f]["is_group"], false);
+    assert!(chats[f]["timestamp"].as_i64().unwrap() > 1_700_000_000);
+    let id = command(p, "e2e_chats", "chats", json!({"limit": 1})).await;
+    let (_, result, ..) = finished(p, id).await;
+    let one = result.unwrap()["chats"].as_array().unwrap().clone();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["number"], friend);
+
+    let id = command(
+        p,
+        "e2e_chats",
+        "history",
+        json!({"chat": friend, "limit": 10}),
+    )
+    .await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let h = result.unwrap();
+    assert_eq!(h["chat"], format!("{friend}@c.us"));
+    assert_eq!(h["found"], true);
+    let msgs = h["messages"].as_array().unwrap().clone();
+    let bodies: Vec<(&str, bool)> = msgs
+        .iter()
+        .map(|m| (m["body"].as_str().unwrap(), m["from_me"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![("hello friend", true), ("first", false), ("second", false)]
+    );
+    // `id` is the bare message id; `key` the page's whole key (under the chat it files it in).
+    assert_eq!(msgs[0]["id"], sent_id.rsplit('_').next().unwrap());
+    assert!(msgs[0]["key"]
+        .as_str()
+        .unwrap()
+        .ends_with(msgs[0]["id"].as_str().unwrap()));
+    assert!(msgs.iter().all(|m| m["type"] == "chat"));
+    let ts: Vec<i64> = msgs
+        .iter()
+        .map(|m| m["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    // The last N: only the newest message.
+    let id = command(
+        p,
+        "e2e_chats",
+        "history",
+        json!({"chat": friend, "limit": 1}),
+    )
+    .await;
+    let (_, result, ..) = finished(p, id).await;
+    let last = result.unwrap()["messages"].as_array().unwrap().clone();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0]["body"], "second");
+    // Reading does not mark anything read.
+    assert_eq!(chat_state(me).await["read"], json!([]));
+
+    for (kind, args) in [
+        ("chats", json!({"limit": 0})),
+        ("history", json!({"limit": 5})),
+        ("history", json!({"chat": friend, "limit": 501})),
+    ] {
+        let id = command(p, "e2e_chats", kind, args.clone()).await;
+        let (status, _, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{kind} {args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"));
+        assert!(error.unwrap().starts_with("args"));
+    }
+    r.shutdown().await.unwrap();
+}

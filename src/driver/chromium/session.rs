@@ -21,8 +21,8 @@ use super::config::ChromiumConfig;
 use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
-    call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CONTACT_INFO,
-    FN_FIND_MESSAGE, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
+    call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
+    FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
     FN_PROFILE_PICTURE, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
@@ -212,17 +212,21 @@ impl ChromiumSession {
         jid: &str,
         what: &'static str,
     ) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(source, vec![serde_json::json!(jid)], what)
+            .await
+    }
+
+    /// [`Self::command_call`] with any JSON arguments.
+    async fn command_call_args(
+        &self,
+        source: &str,
+        args: Vec<serde_json::Value>,
+        what: &'static str,
+    ) -> Result<serde_json::Value, DriverError> {
         if let Some(dead) = self.dead_error() {
             return Err(dead);
         }
-        match self
-            .call(
-                source,
-                vec![serde_json::json!(jid)],
-                self.config.cdp_timeout,
-            )
-            .await
-        {
+        match self.call(source, args, self.config.cdp_timeout).await {
             Ok(v) => Ok(v),
             Err(e) => Err(self
                 .map_call_error(e, ErrorCode::CommandTimeout, what)
@@ -383,6 +387,25 @@ impl Session for ChromiumSession {
             &FN_PROFILE_PICTURE,
             contact_id,
             "reading the profile picture",
+        )
+        .await
+    }
+
+    // ---- chats and history (issue 14)
+    async fn chats(&self, limit: usize) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_CHATS,
+            vec![serde_json::json!(limit)],
+            "listing the chats",
+        )
+        .await
+    }
+
+    async fn history(&self, chat_id: &str, limit: usize) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_HISTORY,
+            vec![serde_json::json!(chat_id), serde_json::json!(limit)],
+            "reading the chat's history",
         )
         .await
     }
