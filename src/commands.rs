@@ -29,7 +29,21 @@ pub const MAX_NUMBERS: usize = 100;
 pub const MAX_ATTEMPTS: i32 = 3;
 
 /// The kinds this runner executes (the CHECK on `wa_command.kind` lists the same).
-pub const KINDS: &[&str] = &["check_numbers", "mark_read", "presence"];
+pub const KINDS: &[&str] = &[
+    "check_numbers",
+    "mark_read",
+    "presence",
+    "contact_info",
+    "profile_picture",
+    "chats",
+    "history",
+];
+/// Chats one `chats` command lists at most (and its default).
+pub const MAX_CHATS: usize = 200;
+pub const DEFAULT_CHATS: usize = 50;
+/// Messages one `history` command returns at most (and its default).
+pub const MAX_HISTORY: usize = 500;
+pub const DEFAULT_HISTORY: usize = 50;
 
 struct Claimed {
     id: i64,
@@ -244,6 +258,10 @@ enum Request {
     CheckNumbers(Vec<(String, String)>),
     MarkRead(String),
     Presence(String, ChatState),
+    ContactInfo(String),
+    ProfilePicture(String),
+    Chats(usize),
+    History(String, usize),
 }
 
 /// Validates a row's kind and args; the error is the sentence for the `error` column.
@@ -255,6 +273,9 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         "check_numbers" => &["numbers"],
         "mark_read" => &["chat"],
         "presence" => &["chat", "state"],
+        "contact_info" | "profile_picture" => &["contact"],
+        "chats" => &["limit"],
+        "history" => &["chat", "limit"],
         other => {
             return Err(format!(
                 "unknown kind `{other}` (this runner knows {})",
@@ -269,6 +290,16 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         ));
     }
     match kind {
+        "contact_info" | "profile_picture" => parse_contact(kind, obj),
+        "chats" => Ok(Request::Chats(parse_limit(obj, DEFAULT_CHATS, MAX_CHATS)?)),
+        "history" => {
+            let limit = parse_limit(obj, DEFAULT_HISTORY, MAX_HISTORY)?;
+            let Some(chat) = obj.get("chat").and_then(Value::as_str) else {
+                return Err("args.chat must be a phone number or a c.us/g.us JID".into());
+            };
+            let jid = crate::recipient::normalize(chat).map_err(|e| format!("args.chat: {e}"))?;
+            Ok(Request::History(jid.as_str().to_string(), limit))
+        }
         "check_numbers" => {
             let Some(list) = obj.get("numbers").and_then(Value::as_array) else {
                 return Err("args.numbers must be a list of phone numbers".into());
@@ -310,6 +341,146 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
     }
 }
 
+// ---- contacts and profile pictures (issue 14)
+
+/// `args.contact` of contact_info / profile_picture: a phone number, a `c.us` JID, a LID
+/// (`digits@lid`, as check_numbers answers on today's page), or for profile_picture a group.
+fn parse_contact(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Request, String> {
+    let Some(raw) = obj.get("contact").and_then(Value::as_str) else {
+        return Err(format!(
+            "args.contact of {kind} must be a phone number or a c.us/lid JID"
+        ));
+    };
+    let jid = match raw.trim().strip_suffix("@lid") {
+        Some(user)
+            if !user.is_empty() && user.len() <= 20 && user.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{user}@lid")
+        }
+        Some(_) => return Err(format!("args.contact: `{raw}` is not a LID (digits@lid)")),
+        None => {
+            let jid = crate::recipient::normalize(raw).map_err(|e| format!("args.contact: {e}"))?;
+            if jid.is_group() && kind == "contact_info" {
+                return Err(
+                    "args.contact is a group; contact_info reads people (group_info reads groups)"
+                        .into(),
+                );
+            }
+            jid.as_str().to_string()
+        }
+    };
+    Ok(if kind == "contact_info" {
+        Request::ContactInfo(jid)
+    } else {
+        Request::ProfilePicture(jid)
+    })
+}
+
+/// The expiry a WhatsApp CDN URL carries: its `oe` query parameter, hex seconds since the epoch
+/// (`…_n.jpg?ccb=11-4&oh=…&oe=630F8F9D`; the URL stops working after it: wppconnect#852, #1315).
+pub fn url_expiry(url: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let parsed = url::Url::parse(url).ok()?;
+    let oe = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "oe")
+        .map(|(_, v)| v.into_owned())?;
+    let secs = i64::from_str_radix(&oe, 16).ok()?;
+    chrono::DateTime::from_timestamp(secs, 0)
+}
+
+/// The `result` of contact_info from the page's answer, with only the documented keys.
+fn contact_result(contact: &str, v: &Value) -> Value {
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(1024).collect::<String>())
+    };
+    let exists = v.get("exists").and_then(Value::as_bool).unwrap_or(false);
+    json!({
+        "contact": contact,
+        "exists": exists,
+        "wid": if exists { text("wid") } else { None },
+        "number": if exists { text("number") } else { None },
+        "name": text("name"),
+        "pushname": text("pushname"),
+        "is_business": v.get("is_business").and_then(Value::as_bool).unwrap_or(false),
+        "is_my_contact": v.get("is_my_contact").and_then(Value::as_bool).unwrap_or(false),
+        "about": text("about"),
+    })
+}
+
+/// The `result` of profile_picture: the URL and the expiry it carries.
+fn picture_result(contact: &str, v: &Value) -> Value {
+    let url = v
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+    json!({
+        "contact": contact,
+        "found": url.is_some(),
+        "url": url,
+        "expires_at": url.and_then(url_expiry).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    })
+}
+
+// ---- chats and history (issue 14)
+
+/// `args.limit`: absent is `default`; else an integer 1..=max.
+fn parse_limit(
+    obj: &serde_json::Map<String, Value>,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
+    match obj.get("limit") {
+        None => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
+            _ => Err(format!(
+                "args.limit must be an integer from 1 to {max} (it is {v})"
+            )),
+        },
+    }
+}
+
+/// Keeps only the documented keys of each item the page returned.
+fn pick_items(v: Option<&Value>, keys: &[&str], limit: usize) -> Vec<Value> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .take(limit)
+                .map(|item| {
+                    let mut o = serde_json::Map::new();
+                    for k in keys {
+                        o.insert(k.to_string(), item.get(*k).cloned().unwrap_or(Value::Null));
+                    }
+                    Value::Object(o)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const CHAT_KEYS: &[&str] = &[
+    "id",
+    "number",
+    "name",
+    "is_group",
+    "unread",
+    "marked_unread",
+    "timestamp",
+    "archived",
+    "pinned",
+];
+pub const HISTORY_KEYS: &[&str] = &[
+    "id",
+    "key",
+    "from_me",
+    "type",
+    "body",
+    "timestamp",
+    "author",
+];
+
 async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outcome {
     let req = match parse(&row.kind, &row.args) {
         Ok(r) => r,
@@ -348,6 +519,36 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
                     .map_err(bounded_call("sending the chat state"))??;
                 Ok(json!({"chat": chat, "state": state.as_str()}))
             }
+            Request::ContactInfo(contact) => {
+                let v = tokio::time::timeout(timeout, session.contact_info(&contact))
+                    .await
+                    .map_err(bounded_call("reading the contact"))??;
+                Ok(contact_result(&contact, &v))
+            }
+            Request::ProfilePicture(contact) => {
+                let v = tokio::time::timeout(timeout, session.profile_picture(&contact))
+                    .await
+                    .map_err(bounded_call("reading the profile picture"))??;
+                Ok(picture_result(&contact, &v))
+            }
+            Request::Chats(limit) => {
+                let v = tokio::time::timeout(timeout, session.chats(limit))
+                    .await
+                    .map_err(bounded_call("listing the chats"))??;
+                Ok(json!({"chats": pick_items(Some(&v), CHAT_KEYS, limit)}))
+            }
+            Request::History(chat, limit) => {
+                let v = tokio::time::timeout(timeout, session.history(&chat, limit))
+                    .await
+                    .map_err(bounded_call("reading the chat's history"))??;
+                let found = v.get("chat").and_then(Value::as_str);
+                Ok(json!({
+                    "chat": chat,
+                    "found": found.is_some(),
+                    "page_chat": found,
+                    "messages": pick_items(v.get("messages"), HISTORY_KEYS, limit),
+                }))
+            }
         }
     }
     .await;
@@ -380,6 +581,20 @@ pub fn result_keys(kind: &str) -> &'static [&'static str] {
         "check_numbers" => &["results"],
         "mark_read" => &["chat", "found", "unread"],
         "presence" => &["chat", "state"],
+        "contact_info" => &[
+            "contact",
+            "exists",
+            "wid",
+            "number",
+            "name",
+            "pushname",
+            "is_business",
+            "is_my_contact",
+            "about",
+        ],
+        "profile_picture" => &["contact", "found", "url", "expires_at"],
+        "chats" => &["chats"],
+        "history" => &["chat", "found", "page_chat", "messages"],
         _ => &[],
     }
 }
@@ -413,6 +628,18 @@ mod tests {
                 json!({"chat": "15551234567", "state": "online"}),
             ),
             ("reboot", json!({})),
+            ("contact_info", json!({})),
+            ("contact_info", json!({"contact": 15551234567_i64})),
+            (
+                "contact_info",
+                json!({"contact": "120363012345678901@g.us"}),
+            ),
+            ("contact_info", json!({"contact": "abc@lid"})),
+            ("profile_picture", json!({"contact": "x@s.whatsapp.net"})),
+            (
+                "profile_picture",
+                json!({"contact": "15551234567", "size": "big"}),
+            ),
         ];
         for (kind, args) in bad {
             let e = parse(kind, &args).expect_err(&format!("{kind} {args}"));
@@ -442,8 +669,71 @@ mod tests {
     }
 
     #[test]
+    fn contact_args_and_results() {
+        assert_eq!(
+            parse("contact_info", &json!({"contact": "+1 555 123 4567"})),
+            Ok(Request::ContactInfo("15551234567@c.us".into()))
+        );
+        assert_eq!(
+            parse("contact_info", &json!({"contact": "123456789012345@lid"})),
+            Ok(Request::ContactInfo("123456789012345@lid".into()))
+        );
+        assert_eq!(
+            parse(
+                "profile_picture",
+                &json!({"contact": "120363012345678901@g.us"})
+            ),
+            Ok(Request::ProfilePicture("120363012345678901@g.us".into()))
+        );
+        let t = url_expiry(
+            "https://pps.whatsapp.net/v/t61.24694-24/1_n.jpg?ccb=11-4&oh=01_x&oe=630F8F9D",
+        )
+        .unwrap();
+        assert_eq!(t.timestamp(), 0x630F8F9D);
+        assert_eq!(url_expiry("https://example.com/a.jpg"), None);
+        assert_eq!(url_expiry("https://example.com/a.jpg?oe=zz"), None);
+        let r = picture_result("1@c.us", &json!({"url": "javascript:alert(1)"}));
+        assert_eq!(r["found"], false);
+        assert_eq!(r["url"], Value::Null);
+        let r = contact_result("1@c.us", &json!({"exists": false, "wid": "x"}));
+        assert_eq!(r["wid"], Value::Null);
+        for k in ["contact_info", "profile_picture"] {
+            let v = if k == "contact_info" {
+                contact_result("1@c.us", &json!({}))
+            } else {
+                picture_result("1@c.us", &json!({}))
+            };
+            let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort();
+            let mut want = result_keys(k).to_vec();
+            want.sort();
+            assert_eq!(keys, want, "{k}");
+        }
+    }
+
+    #[test]
+    fn chats_and_history_args() {
+        assert_eq!(
+            parse("chats", &json!({})),
+            Ok(Request::Chats(DEFAULT_CHATS))
+        );
+        assert_eq!(parse("chats", &json!({"limit": 3})), Ok(Request::Chats(3)));
+        assert_eq!(
+            parse("history", &json!({"chat": "15551234567"})),
+            Ok(Request::History("15551234567@c.us".into(), DEFAULT_HISTORY))
+        );
+        let items = pick_items(
+            Some(&json!([{"id": "a", "extra": 1}, {"id": "b"}])),
+            &["id", "body"],
+            1,
+        );
+        assert_eq!(items, vec![json!({"id": "a", "body": null})]);
+    }
+
+    #[test]
     fn kinds_match_the_migration() {
-        let sql = include_str!("../migrations/20261202000005_commands.sql");
+        // The latest migration that redefines the kinds.
+        let sql = include_str!("../migrations/20261203000011_chat_commands.sql");
         for k in KINDS {
             assert!(sql.contains(&format!("'{k}'")), "{k}");
             assert!(!result_keys(k).is_empty());

@@ -321,6 +321,46 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot send chat states",
         ))
     }
+    // ---- contacts and profile pictures (issue 14): the page's answer as JSON, shaped by the
+    // runner (src/commands.rs).
+    /// What the page knows about a contact (a normalised JID): `{exists: false}` for a number
+    /// without WhatsApp, else `{exists, wid, number, name, pushname, is_business,
+    /// is_my_contact, about}`.
+    async fn contact_info(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = contact_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read contacts",
+        ))
+    }
+    /// A contact's or group's profile picture as the server hands it out: `{url, tag}` with the
+    /// signed CDN URL, or `{url: null}` when there is none or it is hidden.
+    async fn profile_picture(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = contact_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read profile pictures",
+        ))
+    }
+    // ---- chats and history (issue 14)
+    /// The `limit` most recent chats the page holds, newest first, each `{id, number, name,
+    /// is_group, unread, marked_unread, timestamp, archived, pinned}`.
+    async fn chats(&self, limit: usize) -> Result<serde_json::Value, DriverError> {
+        let _ = limit;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot list chats",
+        ))
+    }
+    /// A chat's last `limit` messages, oldest first: `{chat, messages: [{id, key, from_me, type,
+    /// body, timestamp, author}]}`, `chat: null` when the page has no such chat.
+    async fn history(&self, chat_id: &str, limit: usize) -> Result<serde_json::Value, DriverError> {
+        let _ = (chat_id, limit);
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read chat history",
+        ))
+    }
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a

@@ -95,6 +95,7 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/incoming", post(incoming))
         .route("/_sim/messages", get(messages))
         .route("/_sim/chat_state", get(chat_state))
+        .route("/_sim/profile", post(profile))
         .route("/_sim/ack", post(ack))
         .route("/_sim/unregistered", post(unregistered))
         .route("/_sim/faults", get(get_faults).post(faults))
@@ -314,6 +315,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "send" => send(st, conn, &v),
         "upload" => upload(st, conn, &v),
         "seen" | "chatstate" => chat_mark(st, conn, &v),
+        "contact" | "about" | "picture" => profile_query(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -530,6 +532,108 @@ fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
         });
     }
     reply(&w, conn, &req, json!({"ok": true}));
+}
+
+// ---------------------------------------------------------------- contacts and pictures (issue 14)
+
+/// How long a profile picture URL the server hands out stays valid (its `oe` parameter); the
+/// real CDN's signatures expire after days (wppconnect#852, #1315).
+const PICTURE_URL_TTL: chrono::Duration = chrono::Duration::days(3);
+
+/// A page asks about another account: `contact` (pushname, business, the asker's address-book
+/// name), `about` (WAWebContactStatusBridge.getStatus) or `picture`
+/// (WAWebContactProfilePicThumbBridge.requestProfilePicFromServer). `user` with `server` `c.us`
+/// or `lid`; an account not on WhatsApp answers `exists: false` (a picture: `status: 404`).
+fn profile_query(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let user = s(v, "user").unwrap_or_default();
+    let phone = match s(v, "server").as_deref() {
+        Some("lid") => w.lids.get(&user).cloned(),
+        Some("c.us") => normalize_phone(&user),
+        _ => None,
+    };
+    let Some(phone) = phone.filter(|p| w.is_registered(p)) else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"ok": true, "exists": false, "status": 404}),
+        );
+        return;
+    };
+    let p = w.phones.get(&phone);
+    let profile = p.map(|p| p.profile.clone()).unwrap_or_default();
+    let body = match s(v, "t").as_deref() {
+        Some("contact") => {
+            let name = w
+                .phones
+                .get(&me)
+                .and_then(|m| m.address_book.get(&phone).cloned());
+            let pushname = p.map(|p| p.pushname.clone()).filter(|n| !n.is_empty());
+            json!({"ok": true, "exists": true, "user": phone, "pushname": pushname,
+                   "business": profile.business, "name": name, "my_contact": name.is_some()})
+        }
+        Some("about") => json!({"ok": true, "exists": true, "status": profile.about}),
+        _ => match profile.picture_id {
+            Some(id) => {
+                let oe = (chrono::Utc::now() + PICTURE_URL_TTL).timestamp();
+                json!({"ok": true, "exists": true, "id": id,
+                       "path": format!("/_sim/pps/{phone}/{id}_n.jpg?oe={oe:X}")})
+            }
+            None => json!({"ok": true, "exists": true, "status": 404}),
+        },
+    };
+    reply(&w, conn, &req, body);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileReq {
+    phone: String,
+    pushname: Option<String>,
+    /// The about text others may read; `""` hides it.
+    about: Option<String>,
+    business: Option<bool>,
+    /// true: a new profile picture; false: none (or hidden).
+    picture: Option<bool>,
+    /// Entries of this account's address book: number → saved name.
+    address_book: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Sets what the server tells others about an account (and its address book).
+async fn profile(State(st): State<SimState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let r: ProfileReq = parse(body)?;
+    let phone = phone_arg("phone", &r.phone)?;
+    let mut book = Vec::new();
+    for (n, name) in r.address_book.iter().flatten() {
+        book.push((phone_arg("address_book", n)?, name.clone()));
+    }
+    let mut w = st.world();
+    let p = w.phones.entry(phone.clone()).or_default();
+    if let Some(n) = r.pushname {
+        p.pushname = n;
+    }
+    if let Some(a) = r.about {
+        p.profile.about = (!a.is_empty()).then_some(a);
+    }
+    if let Some(b) = r.business {
+        p.profile.business = b;
+    }
+    match r.picture {
+        Some(true) => p.profile.picture_id = Some(p.profile.picture_id.unwrap_or(1000) + 1),
+        Some(false) => p.profile.picture_id = None,
+        None => {}
+    }
+    p.address_book.extend(book);
+    Ok(Json(
+        json!({"ok": true, "phone": phone, "profile": p.profile,
+                   "address_book": p.address_book}),
+    ))
 }
 
 fn linked_phone(w: &World, conn: ConnId) -> Option<String> {

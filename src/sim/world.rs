@@ -223,6 +223,20 @@ pub struct Phone {
     pub read_marks: Vec<ReadMark>,
     /// Chat states this account's pages sent (WAWebChatStateBridge).
     pub chat_states: Vec<ChatStateMark>,
+    /// What the server tells others about this account (contact_info, profile_picture).
+    pub profile: PublicProfile,
+    /// This account's address book: phone → the name it saved the contact under.
+    pub address_book: std::collections::BTreeMap<String, String>,
+}
+
+/// What WhatsApp's servers tell other accounts about one account: its about text (None: hidden
+/// or never set), whether it is a business account, and its profile picture (None: none, or
+/// hidden by its privacy settings), as the id of the current picture.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PublicProfile {
+    pub about: Option<String>,
+    pub business: bool,
+    pub picture_id: Option<u64>,
 }
 
 /// A chat this account marked read, as the server saw the receipt.

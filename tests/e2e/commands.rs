@@ -227,3 +227,271 @@ async fn a_command_for_a_session_that_is_not_connected_waits_and_runs_once_it_is
     assert_eq!(seen[0]["state"], "typing");
     r.shutdown().await.unwrap();
 }
+
+// ---- contacts and profile pictures (issue 14)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_info_and_profile_picture_read_what_the_server_says() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend, shy, stranger) = ("15550190001", "15550190002", "15550190003", "15550190004");
+    link(p, "e2e_contact", me).await;
+    let s = sim().await;
+    s.post("/_sim/unregistered", json!({"numbers": [stranger]}))
+        .await;
+    // The friend: a business with an about text and a picture, saved in our address book.
+    s.post(
+        "/_sim/profile",
+        json!({"phone": friend, "pushname": "Friendly Bakery", "about": "Fresh bread daily",
+               "business": true, "picture": true}),
+    )
+    .await;
+    s.post(
+        "/_sim/profile",
+        json!({"phone": me, "address_book": {friend: "Bakery (saved)"}}),
+    )
+    .await;
+    // Someone who hides the about text and has no picture, not in our address book.
+    s.post(
+        "/_sim/profile",
+        json!({"phone": shy, "pushname": "Shy", "about": "", "picture": false}),
+    )
+    .await;
+
+    let id = command(
+        p,
+        "e2e_contact",
+        "contact_info",
+        json!({"contact": format!("+{friend}")}),
+    )
+    .await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    let c = result.unwrap();
+    assert_eq!(c["contact"], format!("{friend}@c.us"));
+    assert_eq!(c["exists"], true);
+    assert_eq!(c["number"], friend);
+    let wid = c["wid"].as_str().unwrap();
+    assert!(
+        wid == format!("{friend}@c.us") || wid.ends_with("@lid"),
+        "{wid}"
+    );
+    assert_eq!(c["name"], "Bakery (saved)");
+    assert_eq!(c["pushname"], "Friendly Bakery");
+    assert_eq!(c["is_business"], true);
+    assert_eq!(c["is_my_contact"], true);
+    assert_eq!(c["about"], "Fresh bread daily");
+
+    let id = command(p, "e2e_contact", "contact_info", json!({"contact": shy})).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let c = result.unwrap();
+    assert_eq!(c["exists"], true);
+    assert_eq!(c["pushname"], "Shy");
+    assert_eq!(c["name"], Value::Null);
+    assert_eq!(c["is_business"], false);
+    assert_eq!(c["is_my_contact"], false);
+    assert_eq!(c["about"], Value::Null, "hidden about text");
+
+    let id = command(
+        p,
+        "e2e_contact",
+        "contact_info",
+        json!({"contact": stranger}),
+    )
+    .await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let c = result.unwrap();
+    assert_eq!(c["exists"], false);
+    assert_eq!(c["wid"], Value::Null);
+
+    // The picture: the URL the server signed, with its expiry (a few days ahead).
+    let id = command(
+        p,
+        "e2e_contact",
+        "profile_picture",
+        json!({"contact": friend}),
+    )
+    .await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let pic = result.unwrap();
+    assert_eq!(pic["found"], true);
+    let url = pic["url"].as_str().unwrap();
+    assert!(url.contains(&format!("/_sim/pps/{friend}/")), "{url}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        pic["expires_at"].as_str().unwrap().parse().unwrap();
+    let ahead = expires - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::days(2) && ahead <= chrono::Duration::days(3),
+        "{ahead}"
+    );
+    // A new picture: a new URL.
+    s.post("/_sim/profile", json!({"phone": friend, "picture": true}))
+        .await;
+    let id = command(
+        p,
+        "e2e_contact",
+        "profile_picture",
+        json!({"contact": friend}),
+    )
+    .await;
+    let (_, result, ..) = finished(p, id).await;
+    let again = result.unwrap();
+    assert_eq!(again["found"], true);
+    assert_ne!(again["url"], pic["url"]);
+    for who in [shy, stranger] {
+        let id = command(p, "e2e_contact", "profile_picture", json!({"contact": who})).await;
+        let (status, result, ..) = finished(p, id).await;
+        assert_eq!(status, "done", "{who}");
+        let r = result.unwrap();
+        assert_eq!(r["found"], false, "{who}");
+        assert_eq!(r["url"], Value::Null);
+        assert_eq!(r["expires_at"], Value::Null);
+    }
+
+    // Bad arguments: invalid_command with a sentence.
+    for (kind, args) in [
+        (
+            "contact_info",
+            json!({"contact": "120363012345678901@g.us"}),
+        ),
+        ("contact_info", json!({})),
+        ("profile_picture", json!({"contact": "nobody@example"})),
+    ] {
+        let id = command(p, "e2e_contact", kind, args.clone()).await;
+        let (status, _, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{kind} {args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"));
+        assert!(error.unwrap().starts_with("args"));
+    }
+    r.shutdown().await.unwrap();
+}
+
+// ---- chats and history (issue 14)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_and_history_list_what_the_page_holds() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend, other) = ("15550200101", "15550200102", "15550200103");
+    link(p, "e2e_chats", me).await;
+    let s = sim().await;
+    // One message we send to the friend, then two from the friend, then one from the other.
+    let id = insert(p, "insert into wa_message (session_id, recipient, body) values ('e2e_chats', $1, 'hello friend') returning id", &[friend]).await;
+    let sent_id = wait_for("our message sent", STEP, || async {
+        let (status, _, wa_id) = msg(p, id).await;
+        (status == "sent" || status == "delivered" || status == "read")
+            .then_some(wa_id)
+            .flatten()
+    })
+    .await;
+    // The other's message was sent a minute ago (held while we were away): its chat is older.
+    let a_minute_ago = chrono::Utc::now().timestamp() - 60;
+    for (from, body, t) in [
+        (other, "from the other", Some(a_minute_ago)),
+        (friend, "first", None),
+        (friend, "second", None),
+    ] {
+        s.post(
+            "/_sim/incoming",
+            json!({"to": me, "from": from, "body": body, "t": t}),
+        )
+        .await;
+        wait_for("the incoming recorded", STEP, || async {
+            let n: i64 = sqlx::query_scalar("select count(*) from wa_event where session_id = 'e2e_chats' and kind = 'message' and payload->>'body' = $1")
+                .bind(body)
+                .fetch_one(p)
+                .await
+                .ok()?;
+            (n == 1).then_some(())
+        })
+        .await;
+    }
+
+    let id = command(p, "e2e_chats", "chats", json!({"limit": 10})).await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let chats = result.unwrap()["chats"].as_array().unwrap().clone();
+    let find = |n: &str| {
+        chats
+            .iter()
+            .position(|c| c["number"] == n)
+            .unwrap_or_else(|| panic!("chat {n} in {chats:?}"))
+    };
+    let (f, o) = (find(friend), find(other));
+    assert!(f < o, "newest first: {chats:?}");
+    assert_eq!(chats[f]["unread"], 2);
+    assert_eq!(chats[o]["unread"], 1);
+    assert_eq!(chats[f]["is_group"], false);
+    assert!(chats[f]["timestamp"].as_i64().unwrap() > 1_700_000_000);
+    let id = command(p, "e2e_chats", "chats", json!({"limit": 1})).await;
+    let (_, result, ..) = finished(p, id).await;
+    let one = result.unwrap()["chats"].as_array().unwrap().clone();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["number"], friend);
+
+    let id = command(
+        p,
+        "e2e_chats",
+        "history",
+        json!({"chat": friend, "limit": 10}),
+    )
+    .await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    let h = result.unwrap();
+    assert_eq!(h["chat"], format!("{friend}@c.us"));
+    assert_eq!(h["found"], true);
+    let msgs = h["messages"].as_array().unwrap().clone();
+    let bodies: Vec<(&str, bool)> = msgs
+        .iter()
+        .map(|m| (m["body"].as_str().unwrap(), m["from_me"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![("hello friend", true), ("first", false), ("second", false)]
+    );
+    // `id` is the bare message id; `key` the page's whole key (under the chat it files it in).
+    assert_eq!(msgs[0]["id"], sent_id.rsplit('_').next().unwrap());
+    assert!(msgs[0]["key"]
+        .as_str()
+        .unwrap()
+        .ends_with(msgs[0]["id"].as_str().unwrap()));
+    assert!(msgs.iter().all(|m| m["type"] == "chat"));
+    let ts: Vec<i64> = msgs
+        .iter()
+        .map(|m| m["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+    // The last N: only the newest message.
+    let id = command(
+        p,
+        "e2e_chats",
+        "history",
+        json!({"chat": friend, "limit": 1}),
+    )
+    .await;
+    let (_, result, ..) = finished(p, id).await;
+    let last = result.unwrap()["messages"].as_array().unwrap().clone();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0]["body"], "second");
+    // Reading does not mark anything read.
+    assert_eq!(chat_state(me).await["read"], json!([]));
+
+    for (kind, args) in [
+        ("chats", json!({"limit": 0})),
+        ("history", json!({"limit": 5})),
+        ("history", json!({"chat": friend, "limit": 501})),
+    ] {
+        let id = command(p, "e2e_chats", kind, args.clone()).await;
+        let (status, _, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{kind} {args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"));
+        assert!(error.unwrap().starts_with("args"));
+    }
+    r.shutdown().await.unwrap();
+}

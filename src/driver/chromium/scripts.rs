@@ -22,6 +22,12 @@ const JS_FIND_MESSAGE: &str = include_str!("find_message.js");
 const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
 const JS_MARK_READ: &str = include_str!("mark_read.js");
 const JS_PRESENCE: &str = include_str!("presence.js");
+// Contacts and profile pictures (issue 14).
+const JS_CONTACT_INFO: &str = include_str!("contact_info.js");
+const JS_PROFILE_PICTURE: &str = include_str!("profile_picture.js");
+// Chats and history (issue 14).
+const JS_CHATS: &str = include_str!("chats.js");
+const JS_HISTORY: &str = include_str!("history.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -48,6 +54,11 @@ pub(super) static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(
 pub(super) static FN_INBOUND_SINCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_SINCE));
 pub(super) static FN_MARK_READ: LazyLock<String> = LazyLock::new(|| with_lib(JS_MARK_READ));
 pub(super) static FN_PRESENCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_PRESENCE));
+pub(super) static FN_CONTACT_INFO: LazyLock<String> = LazyLock::new(|| with_lib(JS_CONTACT_INFO));
+pub(super) static FN_PROFILE_PICTURE: LazyLock<String> =
+    LazyLock::new(|| with_lib(JS_PROFILE_PICTURE));
+pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHATS));
+pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -190,6 +201,10 @@ mod tests {
             JS_INBOUND_SINCE,
             JS_MARK_READ,
             JS_PRESENCE,
+            JS_CONTACT_INFO,
+            JS_PROFILE_PICTURE,
+            JS_CHATS,
+            JS_HISTORY,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -21,9 +21,9 @@ use super::config::ChromiumConfig;
 use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
-    call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_FIND_MESSAGE,
-    FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_SEND, JS_KEY_SHADOW,
-    JS_LIVENESS, JS_LOGOUT,
+    call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
+    FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
+    FN_PROFILE_PICTURE, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -204,6 +204,36 @@ impl ChromiumSession {
         call_function(&self.page, source, args, timeout).await
     }
 
+    /// A command's page function with one JID argument, bounded by the CDP timeout; a failure is
+    /// mapped as the other calls map theirs (a timeout is `command_timeout`).
+    async fn command_call(
+        &self,
+        source: &str,
+        jid: &str,
+        what: &'static str,
+    ) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(source, vec![serde_json::json!(jid)], what)
+            .await
+    }
+
+    /// [`Self::command_call`] with any JSON arguments.
+    async fn command_call_args(
+        &self,
+        source: &str,
+        args: Vec<serde_json::Value>,
+        what: &'static str,
+    ) -> Result<serde_json::Value, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        match self.call(source, args, self.config.cdp_timeout).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self
+                .map_call_error(e, ErrorCode::CommandTimeout, what)
+                .await),
+        }
+    }
+
     /// After a call failed: is the page still answering, and is WhatsApp Web still in it? A hung
     /// renderer or a page whose app has vanished is reported as a crash, so the runner restarts
     /// the session instead of retrying into a dead page.
@@ -344,6 +374,40 @@ impl Session for ChromiumSession {
                 .map_call_error(e, ErrorCode::CommandTimeout, "sending the chat state")
                 .await),
         }
+    }
+
+    // ---- contacts and profile pictures (issue 14)
+    async fn contact_info(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        self.command_call(&FN_CONTACT_INFO, contact_id, "reading the contact")
+            .await
+    }
+
+    async fn profile_picture(&self, contact_id: &str) -> Result<serde_json::Value, DriverError> {
+        self.command_call(
+            &FN_PROFILE_PICTURE,
+            contact_id,
+            "reading the profile picture",
+        )
+        .await
+    }
+
+    // ---- chats and history (issue 14)
+    async fn chats(&self, limit: usize) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_CHATS,
+            vec![serde_json::json!(limit)],
+            "listing the chats",
+        )
+        .await
+    }
+
+    async fn history(&self, chat_id: &str, limit: usize) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_HISTORY,
+            vec![serde_json::json!(chat_id), serde_json::json!(limit)],
+            "reading the chat's history",
+        )
+        .await
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
