@@ -50,10 +50,14 @@ fail() {
 WORK=$(mktemp -d /var/tmp/wa-image-run.XXXXXX)
 SIM_PID=""
 DB_NAME=""
+BG_PID=""
 cleanup() {
   local rc=$? ids
-  trap - EXIT INT TERM
+  # A second Ctrl-C or TERM must not cut the clean-up short.
+  trap - EXIT
+  trap '' INT TERM
   set +e
+  [[ -n $BG_PID ]] && kill "$BG_PID" 2>/dev/null && wait "$BG_PID" 2>/dev/null
   if [[ $rc -ne 0 ]]; then
     echo "== image test failed in step '$STEP' (exit $rc)" >&2
     if [[ -n ${RUNNER:-} ]] && "${PODMAN[@]}" container exists "$RUNNER" 2>/dev/null; then
@@ -75,6 +79,18 @@ PODMAN=()
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Runs a long command in the background and waits for it, so that a signal to this script is
+# handled at once (bash runs a trap only after a foreground command has ended); the clean-up
+# stops the command.
+long() {
+  "$@" &
+  BG_PID=$!
+  wait "$BG_PID"
+  local rc=$?
+  BG_PID=""
+  return "$rc"
+}
 
 # Polls `$2` (a command printing a value) until it prints `$3` (an extended regex) or $1 seconds
 # pass; prints the last value seen either way and returns 1 on timeout.
@@ -136,6 +152,17 @@ runtime = "runc"
 EOF
 export CONTAINERS_CONF=$WORK/containers.conf
 PODMAN=(podman)
+if ! info_err=$(podman info 2>&1 >/dev/null); then
+  if [[ $info_err == *overlay* ]]; then
+    # No overlay filesystem for podman here: vfs (full copies, slower, more disk), in a store of
+    # its own so it never meets the overlay one.
+    echo "   overlay storage is not available (${info_err##*$'\n'}): using vfs"
+    PODMAN=(podman --storage-driver vfs --root /var/lib/containers/storage-vfs)
+    info_err=$("${PODMAN[@]}" info 2>&1 >/dev/null) || fail "podman info failed with vfs too: $info_err"
+  else
+    fail "podman info failed: $info_err"
+  fi
+fi
 
 step "run a container (podman run on a minimal root filesystem)"
 # A root filesystem of one dynamically linked binary and its libraries: proves namespaces,
@@ -205,7 +232,7 @@ else
   security=${security:-http://deb.debian.org/debian-security}
   echo "   mirror $main, security $security"
   # Like the official slim image: no manuals, documentation (but copyrights) or translations.
-  mmdebstrap --quiet --variant=minbase --format=tar \
+  long mmdebstrap --quiet --variant=minbase --format=tar \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' --aptopt='Acquire::Retries "3"' \
@@ -245,7 +272,7 @@ RUN mkdir -p /usr/local/rustup/toolchains/$toolchain /usr/local/cargo/bin \\
  && cargo --version && rustc --version
 LABEL org.opencontainers.image.description="local stand-in for rust:$host_rust-slim-bookworm, made by deploy/image/test.sh"
 EOF
-  "${PODMAN[@]}" build --quiet --pull=never --format docker --volume "$sysroot:/host-toolchain:ro" \
+  long "${PODMAN[@]}" build --quiet --pull=never --format docker --volume "$sysroot:/host-toolchain:ro" \
     -t "$RUST_IMAGE" "$WORK/rust" >/dev/null || fail "building $RUST_IMAGE failed"
 fi
 
@@ -254,7 +281,7 @@ step "build $IMAGE from $DOCKERFILE (podman build)"
 # --format docker: the OCI format has no HEALTHCHECK and podman would drop it.
 # --ignorefile: podman 4.3 does not pick up <Dockerfile>.dockerignore by itself as BuildKit does.
 build_start=$SECONDS
-"${PODMAN[@]}" build --pull=never --format docker "${BUILD_ARGS[@]}" \
+long "${PODMAN[@]}" build --pull=never --format docker "${BUILD_ARGS[@]}" \
   --ignorefile deploy/docker/Dockerfile.dockerignore -f "$DOCKERFILE" -t "$IMAGE" . \
   > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; fail "podman build failed (log above)"; }
 echo "   built in $((SECONDS - build_start))s"
@@ -291,7 +318,7 @@ SECURE=(--user 10001:10001 --group-add 10001 --cap-drop ALL --security-opt no-ne
 
 step "migrate through the image's entrypoint"
 mkdir -p "$WORK/migrate-tmp" && chmod 1777 "$WORK/migrate-tmp"
-"${PODMAN[@]}" run --rm --label "wa-outbox.test-run=$RUN_ID" --network host "${SECURE[@]}" \
+long "${PODMAN[@]}" run --rm --label "wa-outbox.test-run=$RUN_ID" --network host "${SECURE[@]}" \
   -v "$WORK/migrate-tmp:/tmp" -e DATABASE_URL="$DB_URL" -e HOME=/tmp -e WA_DATA_DIR=/tmp/wa \
   "$IMAGE" migrate > "$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; fail "wa-outbox migrate failed"; }
 [[ $(sql "select count(*) from _sqlx_migrations where success") -gt 0 ]] || fail "no migration recorded"
@@ -354,7 +381,7 @@ step "podman stop: SIGTERM through tini, the runner drains and exits 0"
 chromium_pids=$("${PODMAN[@]}" top "$RUNNER" hpid args | awk 'NR > 1 && /chromium/ { print $1 }')
 [[ -n $chromium_pids ]] || fail "no Chromium process in the running container"
 stop_start=$SECONDS
-"${PODMAN[@]}" stop -t 90 "$RUNNER" >/dev/null 2>> "$WORK/podman.err" \
+long "${PODMAN[@]}" stop -t 90 "$RUNNER" >/dev/null 2>> "$WORK/podman.err" \
   || { cat "$WORK/podman.err" >&2; fail "podman stop failed"; }
 echo "   stopped in $((SECONDS - stop_start))s"
 code=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$RUNNER")
