@@ -215,7 +215,7 @@ mirror_for() {
         }
         if (ok && u != "") print u }'
     cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v s="$1" '$1 == "deb" && $3 == s { print $2 }'
-  } | awk 'NR == 1'
+  } | awk 'NR == 1' || true
 }
 
 if [[ ${WA_IMAGE_REBUILD_BASE:-0} == 1 ]]; then
