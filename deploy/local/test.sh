@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of wa-outbox on real parts: format and lint, the Rust unit and integration
 # tests (real PostgreSQL, real Chromium, the simulator), the whatsapp-web.js compatibility test,
-# the Kubernetes manifest checks and the Django package's tests.
+# the Kubernetes manifest checks, the Django package's tests and the container image (built and
+# run with podman: deploy/image/test.sh).
 # Installs what is missing first (deploy/local/setup.sh) and starts a throwaway PostgreSQL.
 #
 # A run leaves nothing running, whether it passes, fails or is interrupted (Ctrl-C, SIGTERM):
@@ -57,6 +58,22 @@ finish() {
     # Failed or interrupted: ask whatever is still running to stop first.
     marked | while read -r pid _; do kill -TERM "$pid" 2>/dev/null; done
   fi
+  # Containers of the image test, labelled with this run's id. Their processes are children of
+  # conmon, not of this script, and carry no mark. deploy/image/test.sh removes its own; one
+  # still here (that script was killed outright, or it has a bug) is named and removed, and
+  # after a run that otherwise passed, that fails the run.
+  if command -v podman >/dev/null; then
+    local ids
+    ids=$(podman ps -a --format '{{.ID}} {{.Names}} {{.Status}}' \
+      --filter "label=wa-outbox.test-run=$WA_OUTBOX_TEST_RUN" 2>/dev/null)
+    if [[ -n $ids ]]; then
+      echo "== this test run left containers (removed now):" >&2
+      echo "$ids" >&2
+      # shellcheck disable=SC2046
+      podman rm -f -t 0 $(echo "$ids" | awk '{ print $1 }') >/dev/null 2>&1
+      [[ $rc -eq 0 ]] && rc=1
+    fi
+  fi
   # Throwaway: stopped and removed (as root its files live in the postgres user's folder).
   [[ -x $BIN ]] && "$BIN" dev-pg destroy --dir "$PGDIR" >/dev/null 2>&1
   left=$(still_marked 15)
@@ -109,6 +126,11 @@ fi
 if [ -f clients/django/run-tests.sh ]; then
   echo "== Django package"
   step bash clients/django/run-tests.sh
+fi
+
+if [ -f deploy/image/test.sh ]; then
+  echo "== container image (podman: build deploy/docker/Dockerfile, run it)"
+  step bash deploy/image/test.sh
 fi
 
 echo "== all tests passed"
