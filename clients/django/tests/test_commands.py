@@ -30,6 +30,13 @@ svc = WhatsAppService()
         (lambda: svc.mark_read("s1", "nobody"), "chat"),
         (lambda: svc.set_typing("s1", "15551234567", "online"), "state"),
         (lambda: svc.set_typing("a b", "15551234567"), "session_id"),
+        (lambda: svc.get_contact_info("s1", "120363012345678901@g.us"), "contact"),
+        (lambda: svc.get_contact_info("s1", "abc@lid"), "contact"),
+        (lambda: svc.get_profile_picture("s1", "nobody"), "contact"),
+        (lambda: svc.get_chats("s1", 0), "limit"),
+        (lambda: svc.get_chats("s1", 201), "limit"),
+        (lambda: svc.get_chat_history("s1", "15551234567", 501), "limit"),
+        (lambda: svc.get_chat_history("s1", "nobody"), "chat"),
     ],
 )
 def test_bad_input_names_the_field(call, field):
@@ -134,3 +141,24 @@ def test_unknown_session_and_bad_kind():
     Session.objects.create(id="s1")
     with pytest.raises(IntegrityError), transaction.atomic():
         Command(session_id="s1", kind="reboot").save()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_contact_picture_chats_and_history_write_the_args_the_runner_reads():
+    Session.objects.create(id="s1")
+    calls = [
+        (lambda: svc.get_contact_info("s1", "+1 555 123 4567", timeout=0), "contact_info",
+         {"contact": "+1 555 123 4567"}),
+        (lambda: svc.get_contact_info("s1", "123456789@lid", timeout=0), "contact_info",
+         {"contact": "123456789@lid"}),
+        (lambda: svc.get_profile_picture("s1", "120363012345678901@g.us", timeout=0),
+         "profile_picture", {"contact": "120363012345678901@g.us"}),
+        (lambda: svc.get_chats("s1", timeout=0), "chats", {"limit": 50}),
+        (lambda: svc.get_chat_history("s1", "15551234567", 5, timeout=0), "history",
+         {"chat": "15551234567", "limit": 5}),
+    ]
+    for call, kind, args in calls:
+        answer = call()
+        assert (answer["success"], answer["status"]) == (False, "queued")
+        cmd = Command.objects.get(pk=answer["commandId"])
+        assert (cmd.kind, cmd.args) == (kind, args)

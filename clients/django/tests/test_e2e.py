@@ -422,3 +422,47 @@ def test_send_contact_poll_and_mentions_against_a_real_runner(stack, user_client
     assert poll["poll"] == {"name": "Lunch?", "options": ["Pizza", "Sushi"], "selectable": 0}
     assert text["body"] == "hi @15550300001"
     assert text["mentions"] == ["15550300001@c.us"]
+
+
+def test_contacts_pictures_chats_and_history_against_a_real_runner(stack, user_client):
+    """get_contact_info, get_profile_picture, get_chats and get_chat_history through a real
+    runner, Chromium and the simulator, answering what the simulated server was told."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_contacts")
+    svc = WhatsAppService()
+    stack.sim_call(
+        "/_sim/profile",
+        {"phone": RECIPIENT, "pushname": "Recipient", "about": "Hi there", "picture": True},
+    )
+    stack.sim_call("/_sim/profile", {"phone": PHONE, "address_book": {RECIPIENT: "Saved Name"}})
+
+    answer = svc.get_contact_info("e2e_contacts", RECIPIENT, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    c = answer["result"]
+    assert (c["exists"], c["number"], c["name"], c["pushname"], c["about"]) == (
+        True, RECIPIENT, "Saved Name", "Recipient", "Hi there"
+    ), c
+    assert c["is_my_contact"] is True and c["is_business"] is False
+
+    answer = svc.get_profile_picture("e2e_contacts", RECIPIENT, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert answer["result"]["found"] is True
+    assert f"/_sim/pps/{RECIPIENT}/" in answer["result"]["url"]
+    assert answer["result"]["expires_at"]
+
+    stack.sim_call("/_sim/incoming", {"to": PHONE, "from": RECIPIENT, "body": "hello history"})
+    wait_until(
+        lambda: Session.objects.get(pk="e2e_contacts").events.filter(kind="message").first(),
+        timeout=60,
+        interval=0.25,
+        what="the incoming message recorded",
+    )
+    answer = svc.get_chats("e2e_contacts", 10, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    chats = [c for c in answer["chats"] if c["number"] == RECIPIENT]
+    assert len(chats) == 1 and chats[0]["unread"] == 1, answer["chats"]
+
+    answer = svc.get_chat_history("e2e_contacts", RECIPIENT, 5, timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert [(m["body"], m["from_me"]) for m in answer["messages"]] == [("hello history", False)]

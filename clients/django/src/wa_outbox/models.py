@@ -101,6 +101,11 @@ class CommandKind(models.TextChoices):
     CHECK_NUMBERS = "check_numbers", "Check numbers"
     MARK_READ = "mark_read", "Mark read"
     PRESENCE = "presence", "Presence"
+    # Contacts, pictures, chats and history (migrations/20261203000010/11).
+    CONTACT_INFO = "contact_info", "Contact info"
+    PROFILE_PICTURE = "profile_picture", "Profile picture"
+    CHATS = "chats", "Chats"
+    HISTORY = "history", "History"
 
 
 class CommandStatus(models.TextChoices):

@@ -826,6 +826,57 @@ class WhatsAppService:
             session_id, CommandKind.PRESENCE, {"chat": chat, "state": state}, timeout=timeout
         )
 
+    # ---- contacts, pictures, chats and history (issue 14) -------------------------------------
+
+    def get_contact_info(
+        self, session_id: str, contact: str, *, timeout: float | None = None
+    ) -> dict:
+        """What the page knows about a contact (a phone number, c.us JID or …@lid). Waits
+        (bounded): {"success", "commandId", "status", "result": {"contact", "exists", "wid",
+        "number", "name", "pushname", "is_business", "is_my_contact", "about"}} once done."""
+        contact = _contact_arg(contact, groups=False)
+        return self._command(
+            session_id, CommandKind.CONTACT_INFO, {"contact": contact}, timeout=timeout
+        )
+
+    def get_profile_picture(
+        self, session_id: str, contact: str, *, timeout: float | None = None
+    ) -> dict:
+        """A contact's or group's profile picture URL and its expiry (no bytes):
+        {"success", "commandId", "status", "result": {"contact", "found", "url", "expires_at"}}
+        once done; `url` None when there is no picture or it is hidden."""
+        contact = _contact_arg(contact, groups=True)
+        return self._command(
+            session_id, CommandKind.PROFILE_PICTURE, {"contact": contact}, timeout=timeout
+        )
+
+    def get_chats(
+        self, session_id: str, limit: int = 50, *, timeout: float | None = None
+    ) -> dict:
+        """The page's `limit` (1..200) most recent chats, newest first: {"success", "commandId",
+        "status", "chats": [{"id", "number", "name", "is_group", "unread", "marked_unread",
+        "timestamp", "archived", "pinned"}, …]} once done."""
+        limit = _limit_arg(limit, MAX_CHATS)
+        answer = self._command(session_id, CommandKind.CHATS, {"limit": limit}, timeout=timeout)
+        if answer["status"] == CommandStatus.DONE:
+            answer["chats"] = (answer.get("result") or {}).get("chats", [])
+        return answer
+
+    def get_chat_history(
+        self, session_id: str, chat: str, limit: int = 50, *, timeout: float | None = None
+    ) -> dict:
+        """A chat's last `limit` (1..500) messages, oldest first: {"success", "commandId",
+        "status", "messages": [{"id", "key", "from_me", "type", "body", "timestamp",
+        "author"}, …], "result": {"chat", "found", "page_chat", "messages"}} once done."""
+        chat = validate_recipient(chat, field="chat")
+        limit = _limit_arg(limit, MAX_HISTORY)
+        answer = self._command(
+            session_id, CommandKind.HISTORY, {"chat": chat, "limit": limit}, timeout=timeout
+        )
+        if answer["status"] == CommandStatus.DONE:
+            answer["messages"] = (answer.get("result") or {}).get("messages", [])
+        return answer
+
     def get_command_status(self, command_id: int) -> dict:
         """{"success", "commandId", "status", "result", "errorCode", "error"} of a command row."""
         if isinstance(command_id, bool) or not isinstance(command_id, int):
@@ -905,6 +956,30 @@ MAX_CHECK_NUMBERS = 100
 PRESENCE_STATES = ("typing", "recording", "paused")
 COMMAND_CHANNEL = "wa_command"
 _COMMAND_COLUMNS = ("id", "session_id", "kind", "status", "result", "error_code", "error")
+
+
+MAX_CHATS = 200
+MAX_HISTORY = 500
+
+
+def _contact_arg(contact: str, *, groups: bool) -> str:
+    """A contact as the runner takes it: a phone number or c.us JID (normalised), a LID
+    (`digits@lid`), or with `groups` a g.us JID."""
+    if isinstance(contact, str) and contact.strip().endswith("@lid"):
+        user = contact.strip()[: -len("@lid")]
+        if user.isdigit() and len(user) <= 20:
+            return f"{user}@lid"
+        raise InvalidInputError("contact", f"{contact!r} is not a LID (digits@lid)")
+    r = validate_recipient(contact, field="contact")
+    if r.endswith("@g.us") and not groups:
+        raise InvalidInputError("contact", f"{contact!r} is a group, not a contact")
+    return r
+
+
+def _limit_arg(limit: int, most: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        raise InvalidInputError("limit", f"expected an integer from 1 to {most}, got {limit!r}")
+    return limit
 
 
 def _finished_command(row: dict | None) -> dict | None:
