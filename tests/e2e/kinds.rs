@@ -417,3 +417,115 @@ async fn mentions_reach_the_page_as_jids_and_bad_ones_fail_with_invalid_options(
     assert!(m.get("mentions").is_none(), "no mentions recorded: {m}");
     r.shutdown().await.unwrap();
 }
+
+/// A page reloaded while a poll and a contact card were on their way (the server never got
+/// them): the rows are settled by asking the page under their own keys and sent again under
+/// them, and each arrives exactly once with its content intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_and_a_contact_lost_in_a_reload_arrive_once_with_their_content() {
+    let db = test_db().await;
+    // A simulator of this test's own: its faults must not touch the other tests.
+    let (url, _sim) = wa_outbox::sim::spawn("127.0.0.1:0", wa_outbox::sim::SimConfig::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (r, _) = start_runner_at(&db, &url).await;
+    let p = &db.pool;
+    let phone = "15550100135";
+    sqlx::query("insert into wa_session (id) values ('e2e_kinds_reload')")
+        .execute(p)
+        .await
+        .unwrap();
+    let qr = wait_for("the QR", STEP, || async {
+        match session(p, "e2e_kinds_reload").await {
+            (s, Some(q), ..) if s == "qr_pending" => Some(q),
+            _ => None,
+        }
+    })
+    .await;
+    let post = |path: &'static str, body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}");
+        }
+    };
+    post(
+        "/_sim/scan",
+        json!({"qr": qr, "phone": phone, "name": "Kinds"}),
+    )
+    .await;
+    wait_status(p, "e2e_kinds_reload", "connected").await;
+
+    post("/_sim/faults", json!({"lose_sends": true})).await;
+    let poll = json!({"question": "Lunch?", "choices": ["Pizza", "Sushi"]});
+    let contact = json!({"vcards": [ANN]});
+    let mut ids = Vec::new();
+    for (kind, options) in [("poll", &poll), ("contact", &contact)] {
+        ids.push(
+            sqlx::query_scalar::<_, i64>(
+                "insert into wa_message (session_id, recipient, kind, options)
+                 values ('e2e_kinds_reload', '15550200135', $1, $2) returning id",
+            )
+            .bind(kind)
+            .bind(options)
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        );
+    }
+    wait_for("a send lost on its way", STEP, || async {
+        let v: Value = http
+            .get(format!("{url}/_sim/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["faults"]["lost_sends"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    post("/_sim/reload", json!({"phone": phone})).await;
+    post("/_sim/faults", json!({"lose_sends": false})).await;
+
+    wait_for("both sent", Duration::from_secs(120), || async {
+        let mut done = 0;
+        for id in &ids {
+            let s = msg(p, *id).await.0;
+            assert!(s != "failed", "message {id} failed");
+            done += usize::from(["sent", "delivered", "read"].contains(&s.as_str()));
+        }
+        (done == ids.len()).then_some(())
+    })
+    .await;
+    let recorded: Value = http
+        .get(format!("{url}/_sim/messages?phone={phone}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recorded = recorded["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let (_, _, wa_id) = msg(p, ids[0]).await;
+    let m = recorded_once(&recorded, &wa_id.unwrap());
+    assert_eq!(
+        m["poll"],
+        json!({"name": "Lunch?", "options": ["Pizza", "Sushi"], "selectable": 1})
+    );
+    let (_, _, wa_id) = msg(p, ids[1]).await;
+    let m = recorded_once(&recorded, &wa_id.unwrap());
+    assert_eq!(
+        m["contacts"],
+        json!([{"display_name": "Ann Lee", "vcard": ANN}])
+    );
+    r.shutdown().await.unwrap();
+}
