@@ -223,6 +223,20 @@ pub struct Phone {
     pub read_marks: Vec<ReadMark>,
     /// Chat states this account's pages sent (WAWebChatStateBridge).
     pub chat_states: Vec<ChatStateMark>,
+    /// Reactions this account's pages set or removed (WAWebSendReactionMsgAction), in order.
+    pub reactions: Vec<ReactionMark>,
+}
+
+/// A reaction as the server saw it: on which message (its bare id, and whether it is one of
+/// this account's own), in which chat (phone JID; a LID chat mapped back), and the emoji (`""`
+/// removes the reaction).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReactionMark {
+    pub parent_id: String,
+    pub parent_from_me: bool,
+    pub chat: String,
+    pub text: String,
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 /// A chat this account marked read, as the server saw the receipt.

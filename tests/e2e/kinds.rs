@@ -529,3 +529,93 @@ async fn a_poll_and_a_contact_lost_in_a_reload_arrive_once_with_their_content() 
     );
     r.shutdown().await.unwrap();
 }
+
+// ---- reactions ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_reach_the_message_once_each_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_react", "15550100136").await;
+    let to = "+1 555 020 0136";
+    let first = send_rows(
+        p,
+        "e2e_kinds_react",
+        to,
+        &[("text", Some("react to me"), json!({}))],
+    )
+    .await;
+    let never = send_rows(
+        p,
+        "e2e_kinds_react",
+        "hello",
+        &[("text", Some("no"), json!({}))],
+    )
+    .await;
+    let (status, _, wa_id) = msg(p, first[0]).await;
+    assert_ne!(status, "failed");
+    let wa_id = wa_id.expect("wa_message_id");
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("reaction", Some("👍"), json!({})),
+        (
+            "reaction",
+            Some("👍"),
+            json!({"target_id": first[0], "target_wa_id": wa_id}),
+        ),
+        ("reaction", Some("👍"), json!({"target_id": 999_999_999})),
+        ("reaction", Some("👍"), json!({"target_id": never[0]})),
+        ("reaction", Some("👍"), json!({"target_id": "1"})),
+        ("reaction", Some("👍"), json!({"target_wa_id": "nonsense"})),
+        ("reaction", Some("ok"), json!({"target_id": first[0]})),
+        ("reaction", None, json!({"target_id": first[0]})),
+        (
+            "reaction",
+            Some("👍"),
+            json!({"target_id": first[0], "reply_to": "x"}),
+        ),
+        ("reaction", Some("👍"), json!({"target_id": first[0]})),
+        ("reaction", Some("❤️"), json!({"target_wa_id": wa_id})),
+        ("reaction", Some(""), json!({"target_id": first[0]})),
+    ];
+    let ids = send_rows(p, "e2e_kinds_react", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "target"),
+            (ids[1], "target"),
+            (ids[2], "no wa_message"),
+            (ids[3], "has not gone out"),
+            (ids[4], "target_id"),
+            (ids[5], "target_wa_id"),
+            (ids[6], "emoji"),
+            (ids[7], "body"),
+            (ids[8], "reply_to"),
+        ],
+    )
+    .await;
+    for id in &ids[9..] {
+        let (status, _, _) = msg(p, *id).await;
+        assert_eq!(status, "sent", "reaction row {id}");
+    }
+    let all = sim().await.get("/_sim/messages?phone=15550100136").await;
+    let reactions = all["reactions"].as_array().cloned().unwrap_or_default();
+    let mut texts: Vec<&str> = reactions
+        .iter()
+        .map(|r| {
+            assert_eq!(r["parent_id"], bare_id(&wa_id), "{r}");
+            assert_eq!(r["parent_from_me"], true, "{r}");
+            assert_eq!(r["chat"], "15550200136@c.us", "{r}");
+            r["text"].as_str().unwrap()
+        })
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        vec!["", "❤️", "👍"],
+        "each good reaction once: {reactions:?}"
+    );
+    // Only the text message itself went out as a message.
+    assert_eq!(sim().await.sent_by("15550100136").await.len(), 1);
+    r.shutdown().await.unwrap();
+}
