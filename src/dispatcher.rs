@@ -311,12 +311,24 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         None
     };
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
-    let data = crate::kinds::take_kind_data(kind, &mut obj, row.body.as_deref())?;
+    let data = if kind == MessageKind::Reaction {
+        Some(
+            crate::kinds::take_reaction(
+                &shared.pool,
+                &row.session_id,
+                &mut obj,
+                row.body.as_deref(),
+            )
+            .await?,
+        )
+    } else {
+        crate::kinds::take_kind_data(kind, &mut obj, row.body.as_deref())?
+    };
     crate::kinds::normalize_mentions(kind, &mut obj)?;
     for (k, v) in &obj {
         let ok = match k.as_str() {
-            "reply_to" => v.is_string(),
-            "link_preview" => v.is_boolean(),
+            "reply_to" => v.is_string() && kind != MessageKind::Reaction,
+            "link_preview" => v.is_boolean() && kind != MessageKind::Reaction,
             "mentions" => v.is_array(),
             _ => false,
         };
@@ -326,6 +338,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                     "latitude, longitude numbers, name, address, reply_to strings"
                 }
                 MessageKind::Contact => "vcards array of vCard strings, reply_to string",
+                MessageKind::Reaction => "target_id number or target_wa_id string",
                 MessageKind::Poll => {
                     "question string, choices array of strings, selectable_count number, reply_to string"
                 }
@@ -339,7 +352,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     }
     let media = if matches!(
         kind,
-        MessageKind::Location | MessageKind::Contact | MessageKind::Poll
+        MessageKind::Location | MessageKind::Contact | MessageKind::Poll | MessageKind::Reaction
     ) {
         None
     } else if kind == MessageKind::Text {
@@ -784,7 +797,7 @@ pub const RECOVERY_TRIES: u32 = 5;
 /// runner still owning the session.
 async fn recover_session(shared: Arc<Shared>, session_id: String, session: Arc<dyn Session>) {
     let rows = bounded(
-        sqlx::query("select id, chat_id, wa_message_id, attempts, max_attempts from wa_message where session_id = $1 and status = 'sending' order by id")
+        sqlx::query("select id, kind, chat_id, wa_message_id, attempts, max_attempts from wa_message where session_id = $1 and status = 'sending' order by id")
             .bind(&session_id)
             .fetch_all(&shared.pool),
     )
@@ -839,6 +852,12 @@ async fn recover_row(
     let wa_id: Option<String> = r.get("wa_message_id");
     let attempts: i32 = r.get("attempts");
     let max_attempts: i32 = r.get("max_attempts");
+    // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
+    // never sent twice.
+    if r.get::<String, _>("kind") == "reaction" {
+        return settle(shared, session_id, id, "failed", Some("send_failed"),
+            Some("a reaction interrupted mid-send: the page gives it a key of its own, so whether it was set cannot be asked; it may or may not have been, and is not sent again"), None, false).await;
+    }
     let found = match (&chat, &wa_id) {
         (Some(c), Some(w)) => {
             match tokio::time::timeout(shared.cfg.send_timeout, session.find_message(c, w)).await {

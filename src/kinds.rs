@@ -29,8 +29,15 @@ pub struct Poll {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KindData {
-    Contact { cards: Vec<ContactCard> },
+    Contact {
+        cards: Vec<ContactCard>,
+    },
     Poll(Poll),
+    /// `target`: the serialized WhatsApp id of the message; `emoji`: `""` removes ours.
+    Reaction {
+        target: String,
+        emoji: String,
+    },
 }
 
 /// At most this many cards in one `contact` message (our bound: one message, one screen).
@@ -296,6 +303,91 @@ pub fn normalize_mentions(
     }
     obj.insert("mentions".into(), Value::Array(jids));
     Ok(())
+}
+
+// ---- reactions --------------------------------------------------------------------------------
+
+/// The `options` keys that name a reaction's message.
+pub const REACTION_KEYS: &[&str] = &["target_id", "target_wa_id"];
+/// Our bound on a reaction's emoji (one emoji, even a family of joined ones, is far shorter).
+pub const MAX_REACTION_CHARS: usize = 32;
+
+/// A `reaction` row: `body` the emoji (`""` removes our reaction), and exactly one of
+/// `options.target_id` (one of this session's `wa_message` rows that went out) or
+/// `options.target_wa_id` (a WhatsApp message id as the page serializes it, e.g. an incoming
+/// message's `wa_event` id). Its keys leave `options`.
+pub async fn take_reaction(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<KindData, DriverError> {
+    let emoji = match body {
+        None => {
+            return Err(bad(
+                "a reaction needs body: the emoji, or an empty string to remove ours",
+            ))
+        }
+        Some(e)
+            if e.chars().count() > MAX_REACTION_CHARS
+                || e.chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c.is_ascii_alphanumeric()) =>
+        {
+            return Err(bad(format!(
+                "body must be one emoji (or empty to remove the reaction), got {e:?}"
+            )))
+        }
+        Some(e) => e.to_string(),
+    };
+    let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
+        (Some(id), None) => {
+            let id = id.as_i64().ok_or_else(|| {
+                bad(format!("options.target_id must be a wa_message id (a whole number), got {id}"))
+            })?;
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "select session_id, wa_message_id, status from wa_message where id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| {
+                DriverError::transient(ErrorCode::SendFailed, format!("reading the target row: {e}"))
+            })?;
+            match row {
+                None => return Err(bad(format!("options.target_id: no wa_message {id}"))),
+                Some((s, _, _)) if s != session_id => {
+                    return Err(bad(format!(
+                        "options.target_id: message {id} belongs to another session"
+                    )))
+                }
+                Some((_, Some(w), st))
+                    if ["sent", "delivered", "read", "played"].contains(&st.as_str()) =>
+                {
+                    w
+                }
+                Some((_, _, st)) => {
+                    return Err(bad(format!(
+                        "options.target_id: message {id} has not gone out (status {st})"
+                    )))
+                }
+            }
+        }
+        (None, Some(Value::String(w))) if w.split('_').count() >= 3 && w.len() <= 256 => w.clone(),
+        (None, Some(w)) => {
+            return Err(bad(format!(
+                "options.target_wa_id must be a serialized WhatsApp id like true_15551234567@c.us_3EB0…, got {w}"
+            )))
+        }
+        _ => {
+            return Err(bad(
+                "a reaction needs exactly one of options.target_id or options.target_wa_id",
+            ))
+        }
+    };
+    for k in REACTION_KEYS {
+        obj.remove(*k);
+    }
+    Ok(KindData::Reaction { target, emoji })
 }
 
 fn type_name(v: &Value) -> &'static str {

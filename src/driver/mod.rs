@@ -83,6 +83,9 @@ pub enum MessageKind {
     Contact,
     /// A poll: `OutgoingMessage::data` (`KindData::Poll`).
     Poll,
+    /// An emoji on a message (`body`; `""` removes it): `OutgoingMessage::data`
+    /// (`KindData::Reaction`).
+    Reaction,
 }
 
 impl MessageKind {
@@ -97,6 +100,7 @@ impl MessageKind {
             "location" => Self::Location,
             "contact" => Self::Contact,
             "poll" => Self::Poll,
+            "reaction" => Self::Reaction,
             _ => return None,
         })
     }
@@ -104,7 +108,7 @@ impl MessageKind {
     pub fn has_media(self) -> bool {
         !matches!(
             self,
-            Self::Text | Self::Location | Self::Contact | Self::Poll
+            Self::Text | Self::Location | Self::Contact | Self::Poll | Self::Reaction
         )
     }
     pub fn as_str(self) -> &'static str {
@@ -118,6 +122,7 @@ impl MessageKind {
             Self::Location => "location",
             Self::Contact => "contact",
             Self::Poll => "poll",
+            Self::Reaction => "reaction",
         }
     }
 }

@@ -316,6 +316,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "upload" => upload(st, conn, &v),
         "seen" | "chatstate" => chat_mark(st, conn, &v),
         "contact" | "about" | "picture" => profile_query(st, conn, &v),
+        "react" => react(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -493,6 +494,49 @@ fn deliver_offline(w: &mut World, dev: &str) {
 }
 
 /// A read receipt or a chat state from a page, recorded on its account for `GET /_sim/chat_state`.
+/// A reaction from a page (WAWebSendReactionMsgAction.sendReactionToMsg): recorded on the
+/// account, as the phone on the other side would show it. A reaction names a message by its key;
+/// the emoji is at most a few characters (`""` removes it).
+fn react(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(phone) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let (Some(parent_id), Some(raw), Some(text)) = (s(v, "parent_id"), s(v, "chat"), s(v, "text"))
+    else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "a reaction needs parent_id, chat and text"}),
+        );
+        return;
+    };
+    if parent_id.is_empty() || text.chars().count() > 32 {
+        reply(&w, conn, &req, json!({"error": "bad reaction"}));
+        return;
+    }
+    let chat = match raw.strip_suffix("@lid").map(|l| w.lids.get(l).cloned()) {
+        Some(Some(p)) => format!("{p}@c.us"),
+        _ => raw,
+    };
+    let now = chrono::Utc::now();
+    w.phones
+        .entry(phone)
+        .or_default()
+        .reactions
+        .push(crate::sim::world::ReactionMark {
+            parent_id,
+            parent_from_me: v.get("from_me").and_then(Value::as_bool).unwrap_or(false),
+            chat,
+            text,
+            time: now,
+        });
+    reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+}
+
 fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
     let req = v.get("req").cloned().unwrap_or(Value::Null);
     let mut w = st.world();
@@ -1101,12 +1145,12 @@ async fn messages(
 ) -> ApiResult {
     let phone = phone_query(&q)?;
     let w = st.world();
-    let (sent, received) = match w.phones.get(&phone) {
-        Some(p) => (json!(p.sent), json!(p.inbox)),
-        None => (json!([]), json!([])),
+    let (sent, received, reactions) = match w.phones.get(&phone) {
+        Some(p) => (json!(p.sent), json!(p.inbox), json!(p.reactions)),
+        None => (json!([]), json!([]), json!([])),
     };
     Ok(Json(
-        json!({"phone": phone, "messages": sent, "received": received}),
+        json!({"phone": phone, "messages": sent, "received": received, "reactions": reactions}),
     ))
 }
 

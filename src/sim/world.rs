@@ -227,6 +227,8 @@ pub struct Phone {
     pub profile: PublicProfile,
     /// This account's address book: phone → the name it saved the contact under.
     pub address_book: std::collections::BTreeMap<String, String>,
+    /// Reactions this account's pages set or removed (WAWebSendReactionMsgAction), in order.
+    pub reactions: Vec<ReactionMark>,
 }
 
 /// What WhatsApp's servers tell other accounts about one account: its about text (None: hidden
@@ -237,6 +239,18 @@ pub struct PublicProfile {
     pub about: Option<String>,
     pub business: bool,
     pub picture_id: Option<u64>,
+}
+
+/// A reaction as the server saw it: on which message (its bare id, and whether it is one of
+/// this account's own), in which chat (phone JID; a LID chat mapped back), and the emoji (`""`
+/// removes the reaction).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReactionMark {
+    pub parent_id: String,
+    pub parent_from_me: bool,
+    pub chat: String,
+    pub text: String,
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 /// A chat this account marked read, as the server saw the receipt.

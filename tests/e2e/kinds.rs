@@ -417,3 +417,205 @@ async fn mentions_reach_the_page_as_jids_and_bad_ones_fail_with_invalid_options(
     assert!(m.get("mentions").is_none(), "no mentions recorded: {m}");
     r.shutdown().await.unwrap();
 }
+
+/// A page reloaded while a poll and a contact card were on their way (the server never got
+/// them): the rows are settled by asking the page under their own keys and sent again under
+/// them, and each arrives exactly once with its content intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_and_a_contact_lost_in_a_reload_arrive_once_with_their_content() {
+    let db = test_db().await;
+    // A simulator of this test's own: its faults must not touch the other tests.
+    let (url, _sim) = wa_outbox::sim::spawn("127.0.0.1:0", wa_outbox::sim::SimConfig::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (r, _) = start_runner_at(&db, &url).await;
+    let p = &db.pool;
+    let phone = "15550100135";
+    sqlx::query("insert into wa_session (id) values ('e2e_kinds_reload')")
+        .execute(p)
+        .await
+        .unwrap();
+    let qr = wait_for("the QR", STEP, || async {
+        match session(p, "e2e_kinds_reload").await {
+            (s, Some(q), ..) if s == "qr_pending" => Some(q),
+            _ => None,
+        }
+    })
+    .await;
+    let post = |path: &'static str, body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}");
+        }
+    };
+    post(
+        "/_sim/scan",
+        json!({"qr": qr, "phone": phone, "name": "Kinds"}),
+    )
+    .await;
+    wait_status(p, "e2e_kinds_reload", "connected").await;
+
+    post("/_sim/faults", json!({"lose_sends": true})).await;
+    let poll = json!({"question": "Lunch?", "choices": ["Pizza", "Sushi"]});
+    let contact = json!({"vcards": [ANN]});
+    let mut ids = Vec::new();
+    for (kind, options) in [("poll", &poll), ("contact", &contact)] {
+        ids.push(
+            sqlx::query_scalar::<_, i64>(
+                "insert into wa_message (session_id, recipient, kind, options)
+                 values ('e2e_kinds_reload', '15550200135', $1, $2) returning id",
+            )
+            .bind(kind)
+            .bind(options)
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        );
+    }
+    wait_for("a send lost on its way", STEP, || async {
+        let v: Value = http
+            .get(format!("{url}/_sim/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["faults"]["lost_sends"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    post("/_sim/reload", json!({"phone": phone})).await;
+    post("/_sim/faults", json!({"lose_sends": false})).await;
+
+    wait_for("both sent", Duration::from_secs(120), || async {
+        let mut done = 0;
+        for id in &ids {
+            let s = msg(p, *id).await.0;
+            assert!(s != "failed", "message {id} failed");
+            done += usize::from(["sent", "delivered", "read"].contains(&s.as_str()));
+        }
+        (done == ids.len()).then_some(())
+    })
+    .await;
+    let recorded: Value = http
+        .get(format!("{url}/_sim/messages?phone={phone}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recorded = recorded["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let (_, _, wa_id) = msg(p, ids[0]).await;
+    let m = recorded_once(&recorded, &wa_id.unwrap());
+    assert_eq!(
+        m["poll"],
+        json!({"name": "Lunch?", "options": ["Pizza", "Sushi"], "selectable": 1})
+    );
+    let (_, _, wa_id) = msg(p, ids[1]).await;
+    let m = recorded_once(&recorded, &wa_id.unwrap());
+    assert_eq!(
+        m["contacts"],
+        json!([{"display_name": "Ann Lee", "vcard": ANN}])
+    );
+    r.shutdown().await.unwrap();
+}
+
+// ---- reactions ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_reach_the_message_once_each_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_react", "15550100136").await;
+    let to = "+1 555 020 0136";
+    let first = send_rows(
+        p,
+        "e2e_kinds_react",
+        to,
+        &[("text", Some("react to me"), json!({}))],
+    )
+    .await;
+    let never = send_rows(
+        p,
+        "e2e_kinds_react",
+        "hello",
+        &[("text", Some("no"), json!({}))],
+    )
+    .await;
+    let (status, _, wa_id) = msg(p, first[0]).await;
+    assert_ne!(status, "failed");
+    let wa_id = wa_id.expect("wa_message_id");
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("reaction", Some("👍"), json!({})),
+        (
+            "reaction",
+            Some("👍"),
+            json!({"target_id": first[0], "target_wa_id": wa_id}),
+        ),
+        ("reaction", Some("👍"), json!({"target_id": 999_999_999})),
+        ("reaction", Some("👍"), json!({"target_id": never[0]})),
+        ("reaction", Some("👍"), json!({"target_id": "1"})),
+        ("reaction", Some("👍"), json!({"target_wa_id": "nonsense"})),
+        ("reaction", Some("ok"), json!({"target_id": first[0]})),
+        ("reaction", None, json!({"target_id": first[0]})),
+        (
+            "reaction",
+            Some("👍"),
+            json!({"target_id": first[0], "reply_to": "x"}),
+        ),
+        ("reaction", Some("👍"), json!({"target_id": first[0]})),
+        ("reaction", Some("❤️"), json!({"target_wa_id": wa_id})),
+        ("reaction", Some(""), json!({"target_id": first[0]})),
+    ];
+    let ids = send_rows(p, "e2e_kinds_react", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "target"),
+            (ids[1], "target"),
+            (ids[2], "no wa_message"),
+            (ids[3], "has not gone out"),
+            (ids[4], "target_id"),
+            (ids[5], "target_wa_id"),
+            (ids[6], "emoji"),
+            (ids[7], "body"),
+            (ids[8], "reply_to"),
+        ],
+    )
+    .await;
+    for id in &ids[9..] {
+        let (status, _, _) = msg(p, *id).await;
+        assert_eq!(status, "sent", "reaction row {id}");
+    }
+    let all = sim().await.get("/_sim/messages?phone=15550100136").await;
+    let reactions = all["reactions"].as_array().cloned().unwrap_or_default();
+    let mut texts: Vec<&str> = reactions
+        .iter()
+        .map(|r| {
+            assert_eq!(r["parent_id"], bare_id(&wa_id), "{r}");
+            assert_eq!(r["parent_from_me"], true, "{r}");
+            assert_eq!(r["chat"], "15550200136@c.us", "{r}");
+            r["text"].as_str().unwrap()
+        })
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        vec!["", "❤️", "👍"],
+        "each good reaction once: {reactions:?}"
+    );
+    // Only the text message itself went out as a message.
+    assert_eq!(sim().await.sent_by("15550100136").await.len(), 1);
+    r.shutdown().await.unwrap();
+}

@@ -466,3 +466,34 @@ def test_contacts_pictures_chats_and_history_against_a_real_runner(stack, user_c
     answer = svc.get_chat_history("e2e_contacts", RECIPIENT, 5, timeout=60)
     assert answer["success"] is True, f"{answer}\n{stack.logs()}"
     assert [(m["body"], m["from_me"]) for m in answer["messages"]] == [("hello history", False)]
+
+
+def test_react_against_a_real_runner(stack, user_client):
+    """WhatsAppService.react on a message we sent (by its Message id) and again by its WhatsApp
+    id, then removed: the simulated server records the three reactions on that message."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_react")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        sent = svc.send_text_message("e2e_react", RECIPIENT, "react to me")
+        assert sent["success"] is True, f"{sent}\n{stack.logs()}"
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=sent["messageId"], status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        answers = [
+            svc.react("e2e_react", RECIPIENT, row.pk, "👍"),
+            svc.react("e2e_react", RECIPIENT, row.wa_message_id, "❤️"),
+            svc.react("e2e_react", RECIPIENT, row.pk, ""),
+        ]
+    for answer in answers:
+        assert answer["success"] is True and answer["status"] == "sent", f"{answer}"
+    bare = row.wa_message_id.split("_")[2]
+    reactions = stack.sim_call(f"/_sim/messages?phone={PHONE}")["reactions"]
+    mine = [r["text"] for r in reactions if r["parent_id"] == bare]
+    assert sorted(mine) == sorted(["👍", "❤️", ""]), reactions

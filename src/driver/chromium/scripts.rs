@@ -28,6 +28,7 @@ const JS_PROFILE_PICTURE: &str = include_str!("profile_picture.js");
 // Chats and history (issue 14).
 const JS_CHATS: &str = include_str!("chats.js");
 const JS_HISTORY: &str = include_str!("history.js");
+const JS_REACT: &str = include_str!("react.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -59,6 +60,7 @@ pub(super) static FN_PROFILE_PICTURE: LazyLock<String> =
     LazyLock::new(|| with_lib(JS_PROFILE_PICTURE));
 pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHATS));
 pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
+pub(super) static FN_REACT: LazyLock<String> = LazyLock::new(|| with_lib(JS_REACT));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as

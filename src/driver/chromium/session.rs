@@ -23,7 +23,7 @@ use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
     FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
-    FN_PROFILE_PICTURE, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -48,6 +48,50 @@ pub struct ChromiumSession {
 }
 
 impl ChromiumSession {
+    /// A `reaction` row (react.js): the page's own sendReactionToMsg on the target message. The
+    /// row keeps the key the runner gave it (the page makes the reaction's own).
+    async fn react(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
+        let Some(crate::kinds::KindData::Reaction { target, emoji }) = &msg.data else {
+            return Err(DriverError::permanent(
+                ErrorCode::InvalidOptions,
+                "a reaction needs its target message and emoji",
+            ));
+        };
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let _one = self.send_lock.lock().await;
+        let args = vec![
+            serde_json::json!(msg.chat_id),
+            serde_json::json!(target),
+            serde_json::json!(emoji),
+        ];
+        let v = match self.call(&FN_REACT, args, self.config.send_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(e, ErrorCode::SendTimeout, "reacting")
+                    .await)
+            }
+        };
+        let r: SendResult = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("unexpected reaction result: {e}"),
+            )
+        })?;
+        if r.error.is_some() {
+            return Err(DriverError::permanent(
+                ErrorCode::InvalidOptions,
+                format!("the target message {target} is not on the page"),
+            ));
+        }
+        Ok(Sent {
+            wa_message_id: msg.wa_message_id.clone(),
+            chat_id: r.chat.unwrap_or_else(|| msg.chat_id.clone()),
+        })
+    }
+
     pub(super) async fn open(
         config: Arc<ChromiumConfig>,
         spec: SessionSpec,
@@ -411,6 +455,9 @@ impl Session for ChromiumSession {
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
+        if msg.kind == MessageKind::Reaction {
+            return self.react(msg).await;
+        }
         if let Some(body) = &msg.body {
             if body.chars().count() > MAX_BODY_CHARS {
                 return Err(DriverError::permanent(

@@ -45,6 +45,7 @@ class MessageKind(models.TextChoices):
     LOCATION = "location", "Location"
     CONTACT = "contact", "Contact card"
     POLL = "poll", "Poll"
+    REACTION = "reaction", "Reaction"
 
 
 class MessageStatus(models.TextChoices):

@@ -53,7 +53,14 @@ READY_STATUSES = frozenset({SessionStatus.CONNECTED, SessionStatus.HIBERNATED})
 MEDIA_TYPES = tuple(
     k
     for k in MessageKind.values
-    if k not in (MessageKind.TEXT, MessageKind.LOCATION, MessageKind.CONTACT, MessageKind.POLL)
+    if k
+    not in (
+        MessageKind.TEXT,
+        MessageKind.LOCATION,
+        MessageKind.CONTACT,
+        MessageKind.POLL,
+        MessageKind.REACTION,
+    )
 )
 # The runner's bounds on contact cards and polls (src/kinds.rs); checked here too so a bad call
 # fails before a row is stored.
@@ -659,6 +666,43 @@ class WhatsAppService:
             recipient,
             kind=MessageKind.POLL,
             options={"question": question, "choices": clean, "selectable_count": selectable_count},
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def react(
+        self,
+        session_id: str,
+        recipient: str,
+        message: int | str,
+        emoji: str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a reaction (kind `reaction`): `emoji` on `message` in the chat `recipient`; an
+        empty `emoji` removes ours. `message` is one of this session's Message ids (an int, a row
+        that went out) or a WhatsApp message id string (e.g. an incoming message's, from its
+        Event). Returns {"success", "messageId", "status"}; see _queue()."""
+        if isinstance(message, bool) or not isinstance(message, (int, str)) or message == "":
+            raise InvalidInputError(
+                "message", f"expected a Message id or a WhatsApp message id, got {message!r}"
+            )
+        if (
+            not isinstance(emoji, str)
+            or len(emoji) > 32
+            or any(c.isspace() or (c.isascii() and c.isalnum()) for c in emoji)
+        ):
+            raise InvalidInputError(
+                "emoji", f"expected one emoji, or '' to remove the reaction, got {emoji!r}"
+            )
+        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.REACTION,
+            body=emoji,
+            options=target,
             idempotency_key=idempotency_key,
             wait=wait,
         )
