@@ -38,13 +38,25 @@ pub async fn run(shared: Arc<Shared>) {
                 retry
             }
         };
-        tokio::select! {
-            _ = shared.leases_done.cancelled() => break,
-            _ = tokio::time::sleep(next) => {}
-            _ = shared.reconcile_wake.notified(), if !shared.draining.is_cancelled() => {}
+        let until = Instant::now() + next;
+        // Claim-only wake-ups (work for an unowned session) run the claim and keep waiting for
+        // the tick: the heartbeat and the renewal of every lease keep their own pace.
+        loop {
+            tokio::select! {
+                _ = shared.leases_done.cancelled() => {
+                    fence.abort();
+                    return;
+                }
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shared.reconcile_wake.notified(), if !shared.draining.is_cancelled() => break,
+                _ = shared.claim_wake.notified(), if !shared.draining.is_cancelled() => {
+                    if let Err(e) = bounded_by(tick, claim(&shared)).await {
+                        tracing::warn!(runner = %shared.id, error = %e, "claiming sessions failed");
+                    }
+                }
+            }
         }
     }
-    fence.abort();
 }
 
 /// The fence: once the leases may have passed to another runner (half the TTL after the last
