@@ -7,12 +7,17 @@
 -- The payloads are unchanged. A notification stays a hint: runners also poll.
 
 -- The channel for a session: its owner's while the lease is live, else the shared one.
+-- PL/pgSQL, not SQL: its plan is cached per connection (an SQL function called per row from a
+-- trigger is planned on every call, which made a 1 M-row insert hit the statement timeout).
 create or replace function wa_outbox_channel(p_session_id text) returns text
-language sql stable as $$
-  select coalesce((select 'wa_outbox_' || s.runner_id::text from wa_session s
-                   where s.id = p_session_id and s.runner_id is not null and s.lease_until > now()),
-                  'wa_outbox')
-$$;
+language plpgsql stable as $$
+declare
+  owner uuid;
+begin
+  select s.runner_id into owner from wa_session s
+   where s.id = p_session_id and s.runner_id is not null and s.lease_until > now();
+  return case when owner is null then 'wa_outbox' else 'wa_outbox_' || owner::text end;
+end $$;
 
 create or replace function wa_notify_outbox() returns trigger language plpgsql as $$
 begin
