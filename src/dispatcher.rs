@@ -29,9 +29,12 @@ use crate::shared::{backoff, status_for_ack, Shared};
 pub use crate::driver::MAX_BODY_CHARS;
 pub use crate::shared::{RETRY_BASE, RETRY_MAX};
 
-/// LISTEN wa_outbox: wake the dispatcher for our sessions' messages and the reconciler for
-/// session changes. Notifications are only a hint; both loops also poll.
+/// LISTEN on this runner's own channel `wa_outbox_<id>` (work for the sessions it holds) and on
+/// `wa_outbox` (sessions without a live owner, to claim). The triggers pick the channel
+/// (migrations/20261203000021_wakeups.sql), so an insert wakes one runner whatever the fleet's
+/// size. Notifications are only a hint; every loop also polls.
 pub async fn listen(shared: Arc<Shared>) {
+    let own = format!("wa_outbox_{}", shared.id);
     loop {
         let mut listener = match bounded(PgListener::connect_with(&shared.pool)).await {
             Ok(l) => l,
@@ -41,7 +44,7 @@ pub async fn listen(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(e) = bounded(listener.listen("wa_outbox")).await {
+        if let Err(e) = bounded(listener.listen_all(["wa_outbox", own.as_str()])).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -53,25 +56,15 @@ pub async fn listen(shared: Arc<Shared>) {
         // Ok(None) or an error: the connection dropped; reconnect, then look again.
         while let Ok(Some(n)) = listener.try_recv().await {
             let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap_or_default();
+            let sid = v["session_id"].as_str().unwrap_or_default();
+            let ours = shared.sessions().contains_key(sid);
             match v["kind"].as_str() {
-                Some("message") => {
-                    let sid = v["session_id"].as_str().unwrap_or_default();
-                    if shared.sessions().contains_key(sid) {
-                        shared.dispatch_wake.notify_one();
-                    } else {
-                        // A message may wake a hibernated session.
-                        shared.reconcile_wake.notify_one();
-                    }
-                }
-                Some("command") => {
-                    let sid = v["session_id"].as_str().unwrap_or_default();
-                    if shared.sessions().contains_key(sid) {
-                        shared.command_wake.notify_one();
-                    } else {
-                        // A command may wake a hibernated session.
-                        shared.reconcile_wake.notify_one();
-                    }
-                }
+                Some("message") if ours => shared.dispatch_wake.notify_one(),
+                Some("command") if ours => shared.command_wake.notify_one(),
+                // Work for a session nobody holds (a hibernated one), or one we just let go of
+                // while the row was written: a claim, not a full tick.
+                Some("message" | "command" | "released") => shared.claim_wake.notify_one(),
+                // A desired_state change: the renewal passes it to the session's actor.
                 _ => shared.reconcile_wake.notify_one(),
             }
         }

@@ -16,8 +16,13 @@ use tokio::time::Instant;
 use crate::db::bounded_by;
 use crate::shared::{SessionCmd, Shared};
 
-/// Statuses in which a session holds (or is getting) a browser.
-const LIVE: &str = "('new', 'starting', 'qr_pending', 'pairing', 'connected')";
+/// Sessions that need an owner whatever their queue holds: the predicate of
+/// `wa_session_claim_idx` (migrations/20261203000020_scale.sql), word for word, so PostgreSQL
+/// can prove the claim implies it. Running sessions in a live status, or stopped and asked to
+/// run again before the stop was written; sessions to stop or to log out.
+const CLAIMABLE: &str = "(c.desired_state = 'running' and c.status in ('new', 'starting', 'qr_pending', 'pairing', 'connected', 'stopped'))
+     or (c.desired_state = 'stopped' and c.status not in ('stopped', 'logged_out', 'failed'))
+     or (c.desired_state = 'logged_out' and c.status <> 'logged_out')";
 
 /// Renews leases (and claims, unless draining) until the drain is over.
 pub async fn run(shared: Arc<Shared>) {
@@ -33,13 +38,25 @@ pub async fn run(shared: Arc<Shared>) {
                 retry
             }
         };
-        tokio::select! {
-            _ = shared.leases_done.cancelled() => break,
-            _ = tokio::time::sleep(next) => {}
-            _ = shared.reconcile_wake.notified(), if !shared.draining.is_cancelled() => {}
+        let until = Instant::now() + next;
+        // Claim-only wake-ups (work for an unowned session) run the claim and keep waiting for
+        // the tick: the heartbeat and the renewal of every lease keep their own pace.
+        loop {
+            tokio::select! {
+                _ = shared.leases_done.cancelled() => {
+                    fence.abort();
+                    return;
+                }
+                _ = tokio::time::sleep_until(until) => break,
+                _ = shared.reconcile_wake.notified(), if !shared.draining.is_cancelled() => break,
+                _ = shared.claim_wake.notified(), if !shared.draining.is_cancelled() => {
+                    if let Err(e) = bounded_by(tick, claim(&shared)).await {
+                        tracing::warn!(runner = %shared.id, error = %e, "claiming sessions failed");
+                    }
+                }
+            }
         }
     }
-    fence.abort();
 }
 
 /// The fence: once the leases may have passed to another runner (half the TTL after the last
@@ -162,26 +179,32 @@ async fn claim(shared: &Arc<Shared>) -> sqlx::Result<()> {
         return Ok(());
     }
     let ttl_ms = shared.cfg.lease_ttl.as_millis() as i64;
+    // Three index-served picks (wa_session_claim_idx by a null and by an expired lease,
+    // wa_session_hibernated_idx for hibernated sessions with due work), so a tick visits only
+    // sessions it could take: never the ones with a live lease, never the message history.
     let rows = sqlx::query(&format!(
-        "update wa_session s set runner_id = $1, lease_until = now() + make_interval(secs => $3::float8 / 1000),
-            status = case when s.desired_state = 'running' and s.status in ('new', 'hibernated', 'stopped') then 'starting' else s.status end
-         where s.id in (
+        "with unowned as (
            select c.id from wa_session c
-           where (c.runner_id is null or c.lease_until < now())
-             and (
-               (c.desired_state = 'running' and c.status in {LIVE})
-               -- Stopped, then asked to run again before the stop was written: run.
-               or (c.desired_state = 'running' and c.status = 'stopped')
-               or (c.desired_state = 'running' and c.status = 'hibernated' and (exists (
-                     select 1 from wa_message m where m.session_id = c.id and m.status = 'queued' and m.not_before <= now())
-                   or exists (
-                     select 1 from wa_command k where k.session_id = c.id and k.status = 'queued' and k.not_before <= now())))
-               or (c.desired_state = 'stopped' and c.status not in ('stopped', 'logged_out', 'failed'))
-               or (c.desired_state = 'logged_out' and c.status <> 'logged_out')
-             )
-           order by c.lease_until nulls first, c.id
-           limit $2
-           for update skip locked)
+           where c.lease_until is null and c.runner_id is null and ({CLAIMABLE})
+           order by c.lease_until nulls first, c.id limit $2 for update skip locked),
+         expired as (
+           select c.id from wa_session c
+           where c.lease_until < now() and ({CLAIMABLE})
+           order by c.lease_until, c.id limit $2 for update skip locked),
+         hibernated as (
+           select c.id from wa_session c
+           where c.desired_state = 'running' and c.status = 'hibernated'
+             and (c.runner_id is null or c.lease_until < now())
+             and c.id in (
+                   select m.session_id from wa_message m where m.status = 'queued' and m.not_before <= now()
+                   union
+                   select k.session_id from wa_command k where k.status = 'queued' and k.not_before <= now())
+           limit $2 for update skip locked),
+         pick as (
+           (select id from unowned) union all (select id from expired) union all (select id from hibernated) limit $2)
+         update wa_session s set runner_id = $1, lease_until = now() + make_interval(secs => $3::float8 / 1000),
+            status = case when s.desired_state = 'running' and s.status in ('new', 'hibernated', 'stopped') then 'starting' else s.status end
+         from pick where s.id = pick.id
          returning s.id, s.desired_state, s.status, s.pair_phone, s.restart_count"
     ))
     .bind(shared.id)

@@ -107,6 +107,7 @@ pub async fn spawn(parts: RunnerParts) -> anyhow::Result<RunnerHandle> {
         sessions: Mutex::new(HashMap::new()),
         dispatch_wake: Notify::new(),
         reconcile_wake: Notify::new(),
+        claim_wake: Notify::new(),
         command_wake: Notify::new(),
         draining: CancellationToken::new(),
         leases_done: CancellationToken::new(),

@@ -222,6 +222,9 @@ pub struct Shared {
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub dispatch_wake: Notify,
     pub reconcile_wake: Notify,
+    /// Wakes the reconciler for a claim only (a session without a live owner got work, or was
+    /// released): no heartbeat, no renewal.
+    pub claim_wake: Notify,
     /// Wakes the command loop (a new command for an owned session).
     pub command_wake: Notify,
     /// Cancelled when the runner starts draining: stop claiming.

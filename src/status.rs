@@ -8,30 +8,32 @@ use crate::config::Config;
 
 const RUNNERS: &str = "select id, host, pid, version, capacity, sessions, connected, draining,
     round(extract(epoch from heartbeat_age)::numeric, 1) as heartbeat_age_s from wa_runner_overview order by host, id";
+// wa_outbox_stats is read once (the `st` CTE) and feeds both the sessions and the queue totals:
+// at 10 M rows its one aggregation is the cost of the whole command (bench/run.sh).
 const SESSIONS: &str = "select o.id, o.status, o.desired_state, o.phone_number, coalesce(r.host, '') as runner,
     o.lease_live, o.queued, st.sending, st.sent + st.delivered + st.read + st.played as done, st.failed,
     round(extract(epoch from st.oldest_queued_age)::numeric, 1) as oldest_queued_s, o.error_code
-    from wa_session_overview o join wa_outbox_stats st on st.session_id = o.id
+    from wa_session_overview o join st on st.session_id = o.id
     left join wa_runner r on r.id = o.runner_id order by o.id";
-const QUEUE: &str =
-    "select status, count(*) as messages from wa_message group by status order by status";
+const QUEUE: &str = "select v.status, v.messages from (
+      select sum(queued) as queued, sum(sending) as sending, sum(sent) as sent, sum(delivered) as delivered,
+        sum(read) as read, sum(played) as played, sum(failed) as failed, sum(cancelled) as cancelled from st) a
+    cross join lateral (values ('cancelled', a.cancelled), ('delivered', a.delivered), ('failed', a.failed),
+      ('played', a.played), ('queued', a.queued), ('read', a.read), ('sending', a.sending), ('sent', a.sent))
+      v(status, messages)
+    where v.messages > 0 order by v.status";
 
-/// One query's rows as JSON objects, built by PostgreSQL itself.
-async fn rows(pool: &PgPool, sql: &str) -> anyhow::Result<Vec<Value>> {
-    let v: Value = sqlx::query_scalar(&format!(
-        "select coalesce(json_agg(t), '[]'::json) from ({sql}) t"
-    ))
-    .fetch_one(pool)
-    .await?;
-    Ok(v.as_array().cloned().unwrap_or_default())
-}
-
+/// Everything `status` shows, in one statement (one snapshot), built as JSON by PostgreSQL.
 pub async fn snapshot(pool: &PgPool) -> anyhow::Result<Value> {
-    Ok(serde_json::json!({
-        "runners": rows(pool, RUNNERS).await?,
-        "sessions": rows(pool, SESSIONS).await?,
-        "queue": rows(pool, QUEUE).await?,
-    }))
+    let list = |sql: &str| format!("(select coalesce(json_agg(t), '[]'::json) from ({sql}) t)");
+    let sql = format!(
+        "with st as materialized (select * from wa_outbox_stats)
+         select json_build_object('runners', {}, 'sessions', {}, 'queue', {})",
+        list(RUNNERS),
+        list(SESSIONS),
+        list(QUEUE)
+    );
+    Ok(sqlx::query_scalar(&sql).fetch_one(pool).await?)
 }
 
 fn cell(v: &Value) -> String {

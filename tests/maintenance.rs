@@ -623,3 +623,105 @@ async fn a_blocked_batch_times_out_and_the_other_tasks_still_run() {
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.prune.events.rows, 1);
 }
+
+/// What wa_outbox_stats shows, and what counting wa_message itself gives, per session and status.
+async fn counts_both_ways(
+    pool: &PgPool,
+) -> (
+    Vec<(String, i64, i64, i64, i64)>,
+    Vec<(String, i64, i64, i64, i64)>,
+) {
+    let shown = sqlx::query_as(
+        "select session_id, queued, sending, sent, failed from wa_outbox_stats order by session_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let counted = sqlx::query_as(
+        "select s.id, count(m.id) filter (where m.status = 'queued'), count(m.id) filter (where m.status = 'sending'),
+                count(m.id) filter (where m.status = 'sent'), count(m.id) filter (where m.status = 'failed')
+         from wa_session s left join wa_message m on m.session_id = s.id group by s.id order by s.id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (shown, counted)
+}
+
+#[tokio::test]
+async fn message_counts_follow_every_write_and_survive_compaction() {
+    let db = test_db().await;
+    exec(
+        &db.pool,
+        "insert into wa_session (id) values ('a'), ('b'), ('gone')",
+    )
+    .await;
+    // Bulk and single inserts, a status change of some rows, a delete, a cascade from a session.
+    exec(
+        &db.pool,
+        "insert into wa_message (session_id, recipient, body) select s, '1555', 'x' from unnest(array['a','b','gone']) s, generate_series(1, 5)",
+    )
+    .await;
+    exec(
+        &db.pool,
+        "update wa_message set status = 'sending' where session_id = 'a' and id % 2 = 0",
+    )
+    .await;
+    exec(
+        &db.pool,
+        "update wa_message set status = 'sent' where session_id = 'a' and status = 'sending'",
+    )
+    .await;
+    exec(
+        &db.pool,
+        "update wa_message set body = 'y' where session_id = 'b'",
+    )
+    .await;
+    exec(&db.pool, "update wa_message set status = 'cancelled' where session_id = 'b' and id = (select min(id) from wa_message where session_id = 'b')").await;
+    exec(&db.pool, "delete from wa_message where session_id = 'b' and status = 'queued' and id = (select max(id) from wa_message where session_id = 'b')").await;
+    exec(&db.pool, "delete from wa_session where id = 'gone'").await;
+    // A message for a logged-out session is inserted failed.
+    exec(
+        &db.pool,
+        "update wa_session set status = 'logged_out' where id = 'b'",
+    )
+    .await;
+    exec(
+        &db.pool,
+        "insert into wa_message (session_id, recipient, body) values ('b', '1555', 'late')",
+    )
+    .await;
+
+    let (shown, counted) = counts_both_ways(&db.pool).await;
+    assert_eq!(shown, counted);
+    assert_eq!(shown.len(), 2);
+    let rows_before: i64 = sqlx::query_scalar("select count(*) from wa_message_count")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+
+    let r = prune::compact_counts(&db.pool, &Batching::default()).await;
+    assert!(r.ok(), "{r:?}");
+    let (shown, counted) = counts_both_ways(&db.pool).await;
+    assert_eq!(shown, counted);
+    // Folded: one row per session and status still counted, none for the deleted session.
+    let left: Vec<(String, String, i32, i64)> = sqlx::query_as(
+        "select session_id, status, backend, n from wa_message_count order by session_id, status",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        left.iter()
+            .all(|(s, _, backend, n)| s != "gone" && *backend == 0 && *n > 0),
+        "{left:?}"
+    );
+    assert!(left.len() as i64 <= rows_before);
+    let wanted: i64 = sqlx::query_scalar(
+        "select count(*) from (select distinct session_id, status from wa_message) x",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left.len() as i64, wanted);
+}

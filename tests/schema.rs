@@ -331,3 +331,72 @@ async fn commands_notify_on_insert_and_completion_and_only_queued_ones_cancel() 
         ("failed", Some("session_logged_out"))
     );
 }
+
+/// Work for a session with a live lease is announced to its owner only; work for a session
+/// nobody holds goes to every runner (issue 16: wake-ups per insert do not grow with runners).
+#[tokio::test]
+async fn notifications_go_to_the_owner_while_its_lease_is_live() {
+    let db = test_db().await;
+    let owner = uuid::Uuid::new_v4();
+    let own = format!("wa_outbox_{owner}");
+    let mut l = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    l.listen_all(["wa_outbox", own.as_str()]).await.unwrap();
+    sqlx::query("insert into wa_session (id) values ('held'), ('free')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update wa_session set runner_id = $1, lease_until = now() + interval '1 minute' where id = 'held'")
+        .bind(owner)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Expired lease: nobody holds it.
+    sqlx::query("update wa_session set runner_id = $1, lease_until = now() - interval '1 second' where id = 'free'")
+        .bind(owner)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        // The two inserts of the sessions themselves.
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.channel(), "wa_outbox");
+    }
+    sqlx::query("insert into wa_message (session_id, recipient, body) values ('held', '1555', 'a'), ('free', '1555', 'b')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into wa_command (session_id, kind, args) values ('held', 'presence', '{\"state\": \"available\"}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("update wa_session set desired_state = 'stopped' where id in ('held', 'free')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), l.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(n.payload()).unwrap();
+        got.push((
+            n.channel().to_string(),
+            v["kind"].as_str().unwrap().to_string(),
+            v["session_id"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let mut want = vec![
+        (own.clone(), "message".to_string(), "held".to_string()),
+        ("wa_outbox".into(), "message".into(), "free".into()),
+        (own.clone(), "command".into(), "held".into()),
+        (own.clone(), "session".into(), "held".into()),
+        ("wa_outbox".into(), "session".into(), "free".into()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}

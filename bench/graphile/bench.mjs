@@ -47,6 +47,7 @@ function parseOptions(argv) {
       options: {
         jobs: { type: "string", default: "20000" },
         concurrency: { type: "string", default: "8" },
+        queues: { type: "string", default: "0" },
         "latency-samples": { type: "string", default: "0" },
         "latency-warmup": { type: "string", default: "10" },
         "max-pool-size": { type: "string" },
@@ -76,6 +77,7 @@ function parseOptions(argv) {
   const opts = {
     jobs: int("jobs", 0),
     concurrency: int("concurrency", 1),
+    queues: int("queues", 0),
     latencySamples: int("latency-samples", 0),
     latencyWarmup: int("latency-warmup", 0),
     maxPoolSize: v["max-pool-size"] === undefined ? undefined : int("max-pool-size", 1),
@@ -99,6 +101,8 @@ const USAGE = `usage: DATABASE_URL=postgres://... node bench.mjs [--jobs N] [--c
        [--phase-timeout-s T] [--schema NAME]
   --jobs N             no-op jobs for the throughput run (default 20000; 0 skips it)
   --concurrency C      worker concurrency (default 8)
+  --queues Q           spread the jobs over Q named queues (queueName: one job at a time per
+                       queue, graphile-worker's way to keep per-chat order); 0: no queue (default)
   --latency-samples K  add->start samples, one job at a time (default 0: skip)
   --latency-warmup W   unreported samples before the K measured ones (default 10)
   --max-pool-size P    graphile-worker's pg pool size (default: graphile-worker's, 10)
@@ -185,7 +189,10 @@ async function throughput(opts, connectionString, utils, state) {
   await phase("enqueue", T, (async () => {
     for (let from = 0; from < n; from += ENQUEUE_CHUNK) {
       const size = Math.min(ENQUEUE_CHUNK, n - from);
-      const specs = Array.from({ length: size }, () => ({ identifier: TASK, payload: {} }));
+      const specs = Array.from({ length: size }, (_, i) =>
+        opts.queues > 0
+          ? { identifier: TASK, payload: {}, queueName: `chat${(from + i) % opts.queues}` }
+          : { identifier: TASK, payload: {} });
       await utils.addJobs(specs);
     }
   })());
@@ -224,6 +231,7 @@ async function throughput(opts, connectionString, utils, state) {
     system: SYSTEM,
     version: VERSION,
     concurrency: opts.concurrency,
+    queues: opts.queues,
     jobs: n,
     jobs_per_s: Math.round((n / elapsedMs) * 1000),
     elapsed_ms: round2(elapsedMs),

@@ -31,5 +31,12 @@ for c in 8 64; do
   node bench.mjs --jobs "$jobs" --concurrency "$c" --max-pool-size "$pool" \
     --phase-timeout-s "$timeout_s"
 done
+# One named queue per chat (jobs of a queue run one at a time, in order), as many workers as
+# queues: the fair comparison with wa-outbox's per-session order (issue 16).
+for q in 8 64; do
+  pool=$(( q + 1 > 10 ? q + 1 : 10 ))
+  node bench.mjs --jobs "$jobs" --concurrency "$q" --queues "$q" --max-pool-size "$pool" \
+    --phase-timeout-s "$timeout_s"
+done
 node bench.mjs --jobs 0 --latency-samples "$samples" \
   --concurrency "$latency_concurrency" --phase-timeout-s "$timeout_s"

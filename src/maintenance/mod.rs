@@ -164,6 +164,8 @@ pub struct MaintenanceReport {
     /// Stored logins of logged-out sessions deleted (one the runner could not delete).
     pub deleted_logins: TaskReport,
     pub prune: prune::Report,
+    /// wa_message_count rows folded into backend 0 (or dropped at zero or with their session).
+    pub counts: TaskReport,
     /// True when the run stopped early (shutdown or leadership lost).
     pub interrupted: bool,
 }
@@ -178,6 +180,7 @@ impl MaintenanceReport {
             && self.deleted_logins.ok()
             && self.prune.events.ok()
             && self.prune.messages.ok()
+            && self.counts.ok()
     }
 }
 
@@ -202,6 +205,7 @@ pub async fn run_once_with(
     let failed_logged_out = fail_logged_out::run_once(pool, &cfg.fail_logged_out, stop).await;
     let deleted_logins = fail_logged_out::delete_logins(pool, &cfg.fail_logged_out, stop).await;
     let prune = prune::run_once(pool, &cfg.prune, stop).await;
+    let counts = prune::compact_counts(pool, &cfg.prune.batching).await;
     MaintenanceReport {
         runner_id: None,
         started_at,
@@ -212,6 +216,7 @@ pub async fn run_once_with(
         failed_logged_out,
         deleted_logins,
         prune,
+        counts,
         interrupted: stop.is_cancelled(),
     }
 }

@@ -112,3 +112,34 @@ pub async fn run_once(pool: &PgPool, cfg: &Config, stop: &CancellationToken) -> 
     }
     Report { events, messages }
 }
+
+/// Folds the per-backend rows of wa_message_count (migrations/20261203000022_message_counts.sql)
+/// into backend 0, so wa_outbox_stats sums about one row per session and status. Rows a
+/// transaction is writing are skipped (folded next time): nothing waits on this. Counts of
+/// deleted sessions and counts at zero go.
+pub async fn compact_counts(pool: &PgPool, batching: &Batching) -> TaskReport {
+    let mut report = TaskReport::default();
+    for sql in [
+        "with d as (
+           delete from wa_message_count where ctid in (
+             select ctid from wa_message_count where backend <> 0 for update skip locked)
+           returning session_id, status, n)
+         insert into wa_message_count (session_id, status, backend, n)
+         select session_id, status, 0, sum(n)::bigint from d group by 1, 2
+         on conflict (session_id, status, backend) do update set n = wa_message_count.n + excluded.n",
+        "delete from wa_message_count c where c.backend = 0
+           and (c.n = 0 or not exists (select 1 from wa_session s where s.id = c.session_id))",
+    ] {
+        match execute_bounded(pool, batching.timeout, sqlx::query(sql)).await {
+            Ok(n) => {
+                report.rows += n;
+                report.batches += 1;
+            }
+            Err(e) => {
+                report.error = Some(e);
+                break;
+            }
+        }
+    }
+    report
+}

@@ -114,6 +114,7 @@ mod tests {
             sessions: Mutex::new(Default::default()),
             dispatch_wake: Default::default(),
             reconcile_wake: Default::default(),
+            claim_wake: Default::default(),
             command_wake: Default::default(),
             draining: Default::default(),
             leases_done: Default::default(),
