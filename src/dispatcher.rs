@@ -311,7 +311,12 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         None
     };
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
-    let data = if kind == MessageKind::Reaction {
+    let data = if kind == MessageKind::Edit {
+        Some(
+            crate::kinds::take_edit(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
+                .await?,
+        )
+    } else if kind == MessageKind::Reaction {
         Some(
             crate::kinds::take_reaction(
                 &shared.pool,
@@ -327,8 +332,12 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     crate::kinds::normalize_mentions(kind, &mut obj)?;
     for (k, v) in &obj {
         let ok = match k.as_str() {
-            "reply_to" => v.is_string() && kind != MessageKind::Reaction,
-            "link_preview" => v.is_boolean() && kind != MessageKind::Reaction,
+            "reply_to" => {
+                v.is_string() && !matches!(kind, MessageKind::Reaction | MessageKind::Edit)
+            }
+            "link_preview" => {
+                v.is_boolean() && !matches!(kind, MessageKind::Reaction | MessageKind::Edit)
+            }
             "mentions" => v.is_array(),
             _ => false,
         };
@@ -338,7 +347,9 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                     "latitude, longitude numbers, name, address, reply_to strings"
                 }
                 MessageKind::Contact => "vcards array of vCard strings, reply_to string",
-                MessageKind::Reaction => "target_id number or target_wa_id string",
+                MessageKind::Reaction | MessageKind::Edit => {
+                    "target_id number or target_wa_id string"
+                }
                 MessageKind::Poll => {
                     "question string, choices array of strings, selectable_count number, reply_to string"
                 }
@@ -352,7 +363,11 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     }
     let media = if matches!(
         kind,
-        MessageKind::Location | MessageKind::Contact | MessageKind::Poll | MessageKind::Reaction
+        MessageKind::Location
+            | MessageKind::Contact
+            | MessageKind::Poll
+            | MessageKind::Reaction
+            | MessageKind::Edit
     ) {
         None
     } else if kind == MessageKind::Text {
@@ -854,9 +869,10 @@ async fn recover_row(
     let max_attempts: i32 = r.get("max_attempts");
     // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
     // never sent twice.
-    if r.get::<String, _>("kind") == "reaction" {
+    let kind: String = r.get("kind");
+    if kind == "reaction" || kind == "edit" {
         return settle(shared, session_id, id, "failed", Some("send_failed"),
-            Some("a reaction interrupted mid-send: the page gives it a key of its own, so whether it was set cannot be asked; it may or may not have been, and is not sent again"), None, false).await;
+            Some(&format!("a {kind} interrupted mid-send: the page gives it a key of its own, so whether it went out cannot be asked; it may or may not have, and is not sent again")), None, false).await;
     }
     let found = match (&chat, &wa_id) {
         (Some(c), Some(w)) => {

@@ -315,6 +315,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "upload" => upload(st, conn, &v),
         "seen" | "chatstate" => chat_mark(st, conn, &v),
         "react" => react(st, conn, &v),
+        "edit" => edit(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -528,6 +529,51 @@ fn react(st: &SimState, conn: ConnId, v: &Value) {
         .push(crate::sim::world::ReactionMark {
             parent_id,
             parent_from_me: v.get("from_me").and_then(Value::as_bool).unwrap_or(false),
+            chat,
+            text,
+            time: now,
+        });
+    reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+}
+
+/// An edit from a page (WAWebSendMessageEditAction.sendMessageEdit): only of a message this
+/// account sent, within WhatsApp's 15 minutes, as the server enforces it.
+fn edit(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(phone) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let (Some(parent_id), Some(text)) = (s(v, "parent_id"), s(v, "text")) else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "an edit needs parent_id and text"}),
+        );
+        return;
+    };
+    let now = chrono::Utc::now();
+    let Some(orig) = w
+        .phones
+        .get(&phone)
+        .and_then(|p| p.sent.iter().find(|m| m.id == parent_id))
+    else {
+        reply(&w, conn, &req, json!({"error": "no such message of yours"}));
+        return;
+    };
+    if (now - orig.time).num_seconds() > 15 * 60 || text.trim().is_empty() {
+        reply(&w, conn, &req, json!({"error": "edit refused"}));
+        return;
+    }
+    let chat = orig.to.clone();
+    w.phones
+        .entry(phone)
+        .or_default()
+        .edits
+        .push(crate::sim::world::EditMark {
+            parent_id,
             chat,
             text,
             time: now,
@@ -1041,12 +1087,18 @@ async fn messages(
 ) -> ApiResult {
     let phone = phone_query(&q)?;
     let w = st.world();
-    let (sent, received, reactions) = match w.phones.get(&phone) {
-        Some(p) => (json!(p.sent), json!(p.inbox), json!(p.reactions)),
-        None => (json!([]), json!([]), json!([])),
+    let (sent, received, reactions, edits) = match w.phones.get(&phone) {
+        Some(p) => (
+            json!(p.sent),
+            json!(p.inbox),
+            json!(p.reactions),
+            json!(p.edits),
+        ),
+        None => (json!([]), json!([]), json!([]), json!([])),
     };
     Ok(Json(
-        json!({"phone": phone, "messages": sent, "received": received, "reactions": reactions}),
+        json!({"phone": phone, "messages": sent, "received": received,
+        "reactions": reactions, "edits": edits}),
     ))
 }
 

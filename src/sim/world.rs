@@ -225,6 +225,17 @@ pub struct Phone {
     pub chat_states: Vec<ChatStateMark>,
     /// Reactions this account's pages set or removed (WAWebSendReactionMsgAction), in order.
     pub reactions: Vec<ReactionMark>,
+    /// Edits this account's pages sent (WAWebSendMessageEditAction), in order.
+    pub edits: Vec<EditMark>,
+}
+
+/// An edit as the server saw it: which of the account's messages (bare id), and its new text.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditMark {
+    pub parent_id: String,
+    pub chat: String,
+    pub text: String,
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 /// A reaction as the server saw it: on which message (its bare id, and whether it is one of

@@ -23,6 +23,7 @@ const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
 const JS_MARK_READ: &str = include_str!("mark_read.js");
 const JS_PRESENCE: &str = include_str!("presence.js");
 const JS_REACT: &str = include_str!("react.js");
+const JS_EDIT: &str = include_str!("edit.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -50,6 +51,7 @@ pub(super) static FN_INBOUND_SINCE: LazyLock<String> = LazyLock::new(|| with_lib
 pub(super) static FN_MARK_READ: LazyLock<String> = LazyLock::new(|| with_lib(JS_MARK_READ));
 pub(super) static FN_PRESENCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_PRESENCE));
 pub(super) static FN_REACT: LazyLock<String> = LazyLock::new(|| with_lib(JS_REACT));
+pub(super) static FN_EDIT: LazyLock<String> = LazyLock::new(|| with_lib(JS_EDIT));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
