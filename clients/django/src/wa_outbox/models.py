@@ -46,6 +46,7 @@ class MessageKind(models.TextChoices):
     CONTACT = "contact", "Contact card"
     POLL = "poll", "Poll"
     REACTION = "reaction", "Reaction"
+    EDIT = "edit", "Edit"
 
 
 class MessageStatus(models.TextChoices):
