@@ -311,7 +311,12 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         None
     };
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
-    let data = if kind == MessageKind::Edit {
+    let data = if kind == MessageKind::Revoke {
+        Some(
+            crate::kinds::take_revoke(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
+                .await?,
+        )
+    } else if kind == MessageKind::Edit {
         Some(
             crate::kinds::take_edit(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
                 .await?,
@@ -333,10 +338,18 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     for (k, v) in &obj {
         let ok = match k.as_str() {
             "reply_to" => {
-                v.is_string() && !matches!(kind, MessageKind::Reaction | MessageKind::Edit)
+                v.is_string()
+                    && !matches!(
+                        kind,
+                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                    )
             }
             "link_preview" => {
-                v.is_boolean() && !matches!(kind, MessageKind::Reaction | MessageKind::Edit)
+                v.is_boolean()
+                    && !matches!(
+                        kind,
+                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                    )
             }
             "mentions" => v.is_array(),
             _ => false,
@@ -347,7 +360,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                     "latitude, longitude numbers, name, address, reply_to strings"
                 }
                 MessageKind::Contact => "vcards array of vCard strings, reply_to string",
-                MessageKind::Reaction | MessageKind::Edit => {
+                MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke => {
                     "target_id number or target_wa_id string"
                 }
                 MessageKind::Poll => {
@@ -368,6 +381,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             | MessageKind::Poll
             | MessageKind::Reaction
             | MessageKind::Edit
+            | MessageKind::Revoke
     ) {
         None
     } else if kind == MessageKind::Text {
@@ -870,7 +884,7 @@ async fn recover_row(
     // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
     // never sent twice.
     let kind: String = r.get("kind");
-    if kind == "reaction" || kind == "edit" {
+    if ["reaction", "edit", "revoke"].contains(&kind.as_str()) {
         return settle(shared, session_id, id, "failed", Some("send_failed"),
             Some(&format!("a {kind} interrupted mid-send: the page gives it a key of its own, so whether it went out cannot be asked; it may or may not have, and is not sent again")), None, false).await;
     }

@@ -43,6 +43,10 @@ pub enum KindData {
         target: String,
         text: String,
     },
+    /// `target`: the serialized id of a message we sent, deleted for everyone.
+    Revoke {
+        target: String,
+    },
 }
 
 /// At most this many cards in one `contact` message (our bound: one message, one screen).
@@ -415,6 +419,20 @@ pub async fn take_edit(
         Some(b) if !b.trim().is_empty() => b.to_string(),
         _ => return Err(bad("an edit needs body: the message's new text")),
     };
+    let target = own_target(pool, session_id, obj, Some(EDIT_WINDOW_SECS), "an edit").await?;
+    Ok(KindData::Edit { target, text })
+}
+
+/// The message this account sent that an edit or revoke names (`options.target_id` or a
+/// `true_…` `options.target_wa_id`), younger than `window` seconds by its row's `sent_at` when
+/// given. Its keys leave `options`.
+async fn own_target(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    window: Option<i64>,
+    what: &str,
+) -> Result<String, DriverError> {
     let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
         (Some(id), None) => {
             let id = id.as_i64().ok_or_else(|| {
@@ -446,10 +464,13 @@ pub async fn take_edit(
                 Some((_, Some(w), st, age))
                     if ["sent", "delivered", "read", "played"].contains(&st.as_str()) =>
                 {
-                    if age.is_some_and(|a| a > EDIT_WINDOW_SECS as f64) {
-                        return Err(bad(format!(
-                            "options.target_id: message {id} went out more than 15 minutes ago; WhatsApp's edit window has passed"
-                        )));
+                    if let Some(win) = window {
+                        if age.is_some_and(|a| a > win as f64) {
+                            return Err(bad(format!(
+                                "options.target_id: message {id} went out more than {} minutes ago; WhatsApp's window for this has passed",
+                                win / 60
+                            )));
+                        }
                     }
                     w
                 }
@@ -471,15 +492,30 @@ pub async fn take_edit(
         )))
         }
         _ => {
-            return Err(bad(
-                "an edit needs exactly one of options.target_id or options.target_wa_id",
-            ))
+            return Err(bad(format!(
+                "{what} needs exactly one of options.target_id or options.target_wa_id"
+            )))
         }
     };
     for k in REACTION_KEYS {
         obj.remove(*k);
     }
-    Ok(KindData::Edit { target, text })
+    Ok(target)
+}
+
+/// A `revoke` row (delete for everyone): no body, the target as an edit's (no window checked
+/// here; the page's canSenderRevokeMsg decides).
+pub async fn take_revoke(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<KindData, DriverError> {
+    if body.is_some_and(|b| !b.is_empty()) {
+        return Err(bad("a revoke has no body; it names its message in options.target_id or options.target_wa_id"));
+    }
+    let target = own_target(pool, session_id, obj, None, "a revoke").await?;
+    Ok(KindData::Revoke { target })
 }
 
 fn type_name(v: &Value) -> &'static str {

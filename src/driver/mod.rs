@@ -88,6 +88,8 @@ pub enum MessageKind {
     Reaction,
     /// New text (`body`) for a message we sent: `OutgoingMessage::data` (`KindData::Edit`).
     Edit,
+    /// Delete a message we sent for everyone: `OutgoingMessage::data` (`KindData::Revoke`).
+    Revoke,
 }
 
 impl MessageKind {
@@ -104,6 +106,7 @@ impl MessageKind {
             "poll" => Self::Poll,
             "reaction" => Self::Reaction,
             "edit" => Self::Edit,
+            "revoke" => Self::Revoke,
             _ => return None,
         })
     }
@@ -127,6 +130,7 @@ impl MessageKind {
             Self::Poll => "poll",
             Self::Reaction => "reaction",
             Self::Edit => "edit",
+            Self::Revoke => "revoke",
         }
     }
 }

@@ -315,7 +315,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "upload" => upload(st, conn, &v),
         "seen" | "chatstate" => chat_mark(st, conn, &v),
         "react" => react(st, conn, &v),
-        "edit" => edit(st, conn, &v),
+        "edit" | "revoke" => edit(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -545,7 +545,13 @@ fn edit(st: &SimState, conn: ConnId, v: &Value) {
         reply(&w, conn, &req, json!({"error": "not logged in"}));
         return;
     };
-    let (Some(parent_id), Some(text)) = (s(v, "parent_id"), s(v, "text")) else {
+    let revoke = v.get("t").and_then(Value::as_str) == Some("revoke");
+    let text = if revoke {
+        Some(String::new())
+    } else {
+        s(v, "text")
+    };
+    let (Some(parent_id), Some(text)) = (s(v, "parent_id"), text) else {
         reply(
             &w,
             conn,
@@ -563,21 +569,23 @@ fn edit(st: &SimState, conn: ConnId, v: &Value) {
         reply(&w, conn, &req, json!({"error": "no such message of yours"}));
         return;
     };
-    if (now - orig.time).num_seconds() > 15 * 60 || text.trim().is_empty() {
+    if !revoke && ((now - orig.time).num_seconds() > 15 * 60 || text.trim().is_empty()) {
         reply(&w, conn, &req, json!({"error": "edit refused"}));
         return;
     }
     let chat = orig.to.clone();
-    w.phones
-        .entry(phone)
-        .or_default()
-        .edits
-        .push(crate::sim::world::EditMark {
-            parent_id,
-            chat,
-            text,
-            time: now,
-        });
+    let p = w.phones.entry(phone).or_default();
+    let mark = crate::sim::world::EditMark {
+        parent_id,
+        chat,
+        text,
+        time: now,
+    };
+    if revoke {
+        p.revokes.push(mark);
+    } else {
+        p.edits.push(mark);
+    }
     reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
 }
 
@@ -1087,18 +1095,19 @@ async fn messages(
 ) -> ApiResult {
     let phone = phone_query(&q)?;
     let w = st.world();
-    let (sent, received, reactions, edits) = match w.phones.get(&phone) {
+    let (sent, received, reactions, edits, revokes) = match w.phones.get(&phone) {
         Some(p) => (
             json!(p.sent),
             json!(p.inbox),
             json!(p.reactions),
             json!(p.edits),
+            json!(p.revokes),
         ),
-        None => (json!([]), json!([]), json!([]), json!([])),
+        None => (json!([]), json!([]), json!([]), json!([]), json!([])),
     };
     Ok(Json(
         json!({"phone": phone, "messages": sent, "received": received,
-        "reactions": reactions, "edits": edits}),
+        "reactions": reactions, "edits": edits, "revokes": revokes}),
     ))
 }
 

@@ -227,6 +227,8 @@ pub struct Phone {
     pub reactions: Vec<ReactionMark>,
     /// Edits this account's pages sent (WAWebSendMessageEditAction), in order.
     pub edits: Vec<EditMark>,
+    /// Messages this account deleted for everyone (WAWebCmd.Cmd.sendRevokeMsgs): bare ids.
+    pub revokes: Vec<EditMark>,
 }
 
 /// An edit as the server saw it: which of the account's messages (bare id), and its new text.

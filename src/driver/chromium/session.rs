@@ -51,11 +51,15 @@ impl ChromiumSession {
     /// An `edit` row (edit.js): the page's own sendMessageEdit on a message we sent, within
     /// WhatsApp's window. The row keeps the key the runner gave it.
     async fn edit(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
-        let Some(crate::kinds::KindData::Edit { target, text }) = &msg.data else {
-            return Err(DriverError::permanent(
-                ErrorCode::InvalidOptions,
-                "an edit needs its target message and new text",
-            ));
+        let (target, text, revoke) = match &msg.data {
+            Some(crate::kinds::KindData::Edit { target, text }) => (target, Some(text), false),
+            Some(crate::kinds::KindData::Revoke { target }) => (target, None, true),
+            _ => {
+                return Err(DriverError::permanent(
+                    ErrorCode::InvalidOptions,
+                    "an edit or revoke needs its target message",
+                ))
+            }
         };
         if let Some(dead) = self.dead_error() {
             return Err(dead);
@@ -66,6 +70,7 @@ impl ChromiumSession {
             serde_json::json!(target),
             serde_json::json!(text),
             serde_json::json!(crate::kinds::EDIT_WINDOW_SECS),
+            serde_json::json!(revoke),
         ];
         let v = match self.call(&FN_EDIT, args, self.config.send_timeout).await {
             Ok(v) => v,
@@ -84,6 +89,9 @@ impl ChromiumSession {
         if let Some(err) = r.error {
             let why = match err.as_str() {
                 "not_ours" => format!("the target message {target} was not sent by this account"),
+                "too_old" if revoke => {
+                    format!("the page says {target} can no longer be deleted for everyone")
+                }
                 "too_old" => format!(
                     "the target message {target} went out more than 15 minutes ago; WhatsApp's edit window has passed"
                 ),
@@ -443,7 +451,7 @@ impl Session for ChromiumSession {
         if msg.kind == MessageKind::Reaction {
             return self.react(msg).await;
         }
-        if msg.kind == MessageKind::Edit {
+        if matches!(msg.kind, MessageKind::Edit | MessageKind::Revoke) {
             return self.edit(msg).await;
         }
         if let Some(body) = &msg.body {
