@@ -483,3 +483,28 @@ def test_edit_message_against_a_real_runner(stack, user_client):
     bare = row.wa_message_id.split("_")[2]
     edits = stack.sim_call(f"/_sim/messages?phone={PHONE}")["edits"]
     assert [(e["parent_id"], e["text"]) for e in edits] == [(bare, "the text")], edits
+
+
+def test_delete_message_against_a_real_runner(stack, user_client):
+    """WhatsAppService.delete_message on a message we sent: the simulated server records it
+    deleted for everyone, once."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_revoke")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        sent = svc.send_text_message("e2e_revoke", RECIPIENT, "oops")
+        assert sent["success"] is True, f"{sent}\n{stack.logs()}"
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=sent["messageId"], status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        deleted = svc.delete_message("e2e_revoke", RECIPIENT, row.wa_message_id)
+    assert deleted["success"] is True and deleted["status"] == "sent", deleted
+    bare = row.wa_message_id.split("_")[2]
+    revokes = stack.sim_call(f"/_sim/messages?phone={PHONE}")["revokes"]
+    assert [r["parent_id"] for r in revokes] == [bare], revokes

@@ -69,6 +69,8 @@ svc = WhatsAppService()
         (lambda: svc.edit_message("s1", "15551234567", 1, " "), "text"),
         (lambda: svc.edit_message("s1", "15551234567", "false_x@c.us_AB", "hi"), "message"),
         (lambda: svc.edit_message("s1", "15551234567", None, "hi"), "message"),
+        (lambda: svc.delete_message("s1", "15551234567", "false_x@c.us_AB"), "message"),
+        (lambda: svc.delete_message("s1", "15551234567", 1.5), "message"),
         (lambda: svc.react("s1", "15551234567", 1, "ok"), "emoji"),
         (lambda: svc.react("s1", "15551234567", 1, None), "emoji"),
         (lambda: svc.react("s1", "15551234567", True, "👍"), "message"),

@@ -47,6 +47,7 @@ class MessageKind(models.TextChoices):
     POLL = "poll", "Poll"
     REACTION = "reaction", "Reaction"
     EDIT = "edit", "Edit"
+    REVOKE = "revoke", "Delete for everyone"
 
 
 class MessageStatus(models.TextChoices):
