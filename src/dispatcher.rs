@@ -304,7 +304,17 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         None
     };
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
-    let data = if kind == MessageKind::Reaction {
+    let data = if kind == MessageKind::Revoke {
+        Some(
+            crate::kinds::take_revoke(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
+                .await?,
+        )
+    } else if kind == MessageKind::Edit {
+        Some(
+            crate::kinds::take_edit(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
+                .await?,
+        )
+    } else if kind == MessageKind::Reaction {
         Some(
             crate::kinds::take_reaction(
                 &shared.pool,
@@ -320,8 +330,20 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     crate::kinds::normalize_mentions(kind, &mut obj)?;
     for (k, v) in &obj {
         let ok = match k.as_str() {
-            "reply_to" => v.is_string() && kind != MessageKind::Reaction,
-            "link_preview" => v.is_boolean() && kind != MessageKind::Reaction,
+            "reply_to" => {
+                v.is_string()
+                    && !matches!(
+                        kind,
+                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                    )
+            }
+            "link_preview" => {
+                v.is_boolean()
+                    && !matches!(
+                        kind,
+                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                    )
+            }
             "mentions" => v.is_array(),
             _ => false,
         };
@@ -331,7 +353,9 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                     "latitude, longitude numbers, name, address, reply_to strings"
                 }
                 MessageKind::Contact => "vcards array of vCard strings, reply_to string",
-                MessageKind::Reaction => "target_id number or target_wa_id string",
+                MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke => {
+                    "target_id number or target_wa_id string"
+                }
                 MessageKind::Poll => {
                     "question string, choices array of strings, selectable_count number, reply_to string"
                 }
@@ -345,7 +369,12 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     }
     let media = if matches!(
         kind,
-        MessageKind::Location | MessageKind::Contact | MessageKind::Poll | MessageKind::Reaction
+        MessageKind::Location
+            | MessageKind::Contact
+            | MessageKind::Poll
+            | MessageKind::Reaction
+            | MessageKind::Edit
+            | MessageKind::Revoke
     ) {
         None
     } else if kind == MessageKind::Text {
@@ -847,9 +876,10 @@ async fn recover_row(
     let max_attempts: i32 = r.get("max_attempts");
     // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
     // never sent twice.
-    if r.get::<String, _>("kind") == "reaction" {
+    let kind: String = r.get("kind");
+    if ["reaction", "edit", "revoke"].contains(&kind.as_str()) {
         return settle(shared, session_id, id, "failed", Some("send_failed"),
-            Some("a reaction interrupted mid-send: the page gives it a key of its own, so whether it was set cannot be asked; it may or may not have been, and is not sent again"), None, false).await;
+            Some(&format!("a {kind} interrupted mid-send: the page gives it a key of its own, so whether it went out cannot be asked; it may or may not have, and is not sent again")), None, false).await;
     }
     let found = match (&chat, &wa_id) {
         (Some(c), Some(w)) => {

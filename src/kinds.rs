@@ -25,7 +25,7 @@ pub struct Poll {
     pub selectable_count: u32,
 }
 
-/// What a `contact` or `poll` row carries to the page besides its key.
+/// What a `contact`, `poll`, `reaction` or `edit` row carries to the page besides its key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KindData {
@@ -37,6 +37,15 @@ pub enum KindData {
     Reaction {
         target: String,
         emoji: String,
+    },
+    /// `target`: the serialized id of a message we sent; `text`: its new text.
+    Edit {
+        target: String,
+        text: String,
+    },
+    /// `target`: the serialized id of a message we sent, deleted for everyone.
+    Revoke {
+        target: String,
     },
 }
 
@@ -388,6 +397,125 @@ pub async fn take_reaction(
         obj.remove(*k);
     }
     Ok(KindData::Reaction { target, emoji })
+}
+
+// ---- edits ------------------------------------------------------------------------------------
+
+/// WhatsApp lets a sender edit a message for 15 minutes (its FAQ, as quoted in
+/// go-whatsapp-web-multidevice PR #119 and mautrix/whatsapp#780; whatsmeow allows 20: we keep the
+/// stricter bound).
+pub const EDIT_WINDOW_SECS: i64 = 15 * 60;
+
+/// An `edit` row: `body` the new text, and exactly one of `options.target_id` (one of this
+/// session's rows that went out, within the edit window) or `options.target_wa_id` (the
+/// serialized id of a message this account sent: `true_…`). Its keys leave `options`.
+pub async fn take_edit(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<KindData, DriverError> {
+    let text = match body {
+        Some(b) if !b.trim().is_empty() => b.to_string(),
+        _ => return Err(bad("an edit needs body: the message's new text")),
+    };
+    let target = own_target(pool, session_id, obj, Some(EDIT_WINDOW_SECS), "an edit").await?;
+    Ok(KindData::Edit { target, text })
+}
+
+/// The message this account sent that an edit or revoke names (`options.target_id` or a
+/// `true_…` `options.target_wa_id`), younger than `window` seconds by its row's `sent_at` when
+/// given. Its keys leave `options`.
+async fn own_target(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    window: Option<i64>,
+    what: &str,
+) -> Result<String, DriverError> {
+    let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
+        (Some(id), None) => {
+            let id = id.as_i64().ok_or_else(|| {
+                bad(format!(
+                    "options.target_id must be a wa_message id (a whole number), got {id}"
+                ))
+            })?;
+            let row: Option<(String, Option<String>, String, Option<f64>)> = sqlx::query_as(
+                "select session_id, wa_message_id, status,
+                        extract(epoch from now() - sent_at)::float8
+                 from wa_message where id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| {
+                DriverError::transient(
+                    ErrorCode::SendFailed,
+                    format!("reading the target row: {e}"),
+                )
+            })?;
+            match row {
+                None => return Err(bad(format!("options.target_id: no wa_message {id}"))),
+                Some((s, ..)) if s != session_id => {
+                    return Err(bad(format!(
+                        "options.target_id: message {id} belongs to another session"
+                    )))
+                }
+                Some((_, Some(w), st, age))
+                    if ["sent", "delivered", "read", "played"].contains(&st.as_str()) =>
+                {
+                    if let Some(win) = window {
+                        if age.is_some_and(|a| a > win as f64) {
+                            return Err(bad(format!(
+                                "options.target_id: message {id} went out more than {} minutes ago; WhatsApp's window for this has passed",
+                                win / 60
+                            )));
+                        }
+                    }
+                    w
+                }
+                Some((_, _, st, _)) => {
+                    return Err(bad(format!(
+                        "options.target_id: message {id} has not gone out (status {st})"
+                    )))
+                }
+            }
+        }
+        (None, Some(Value::String(w)))
+            if w.starts_with("true_") && w.split('_').count() >= 3 && w.len() <= 256 =>
+        {
+            w.clone()
+        }
+        (None, Some(w)) => {
+            return Err(bad(format!(
+            "options.target_wa_id must be the id of a message this account sent (true_…), got {w}"
+        )))
+        }
+        _ => {
+            return Err(bad(format!(
+                "{what} needs exactly one of options.target_id or options.target_wa_id"
+            )))
+        }
+    };
+    for k in REACTION_KEYS {
+        obj.remove(*k);
+    }
+    Ok(target)
+}
+
+/// A `revoke` row (delete for everyone): no body, the target as an edit's (no window checked
+/// here; the page's canSenderRevokeMsg decides).
+pub async fn take_revoke(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<KindData, DriverError> {
+    if body.is_some_and(|b| !b.is_empty()) {
+        return Err(bad("a revoke has no body; it names its message in options.target_id or options.target_wa_id"));
+    }
+    let target = own_target(pool, session_id, obj, None, "a revoke").await?;
+    Ok(KindData::Revoke { target })
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -86,6 +86,10 @@ pub enum MessageKind {
     /// An emoji on a message (`body`; `""` removes it): `OutgoingMessage::data`
     /// (`KindData::Reaction`).
     Reaction,
+    /// New text (`body`) for a message we sent: `OutgoingMessage::data` (`KindData::Edit`).
+    Edit,
+    /// Delete a message we sent for everyone: `OutgoingMessage::data` (`KindData::Revoke`).
+    Revoke,
 }
 
 impl MessageKind {
@@ -101,6 +105,8 @@ impl MessageKind {
             "contact" => Self::Contact,
             "poll" => Self::Poll,
             "reaction" => Self::Reaction,
+            "edit" => Self::Edit,
+            "revoke" => Self::Revoke,
             _ => return None,
         })
     }
@@ -108,7 +114,7 @@ impl MessageKind {
     pub fn has_media(self) -> bool {
         !matches!(
             self,
-            Self::Text | Self::Location | Self::Contact | Self::Poll | Self::Reaction
+            Self::Text | Self::Location | Self::Contact | Self::Poll | Self::Reaction | Self::Edit
         )
     }
     pub fn as_str(self) -> &'static str {
@@ -123,6 +129,8 @@ impl MessageKind {
             Self::Contact => "contact",
             Self::Poll => "poll",
             Self::Reaction => "reaction",
+            Self::Edit => "edit",
+            Self::Revoke => "revoke",
         }
     }
 }

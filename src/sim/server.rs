@@ -317,6 +317,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "seen" | "chatstate" => chat_mark(st, conn, &v),
         "contact" | "about" | "picture" => profile_query(st, conn, &v),
         "react" => react(st, conn, &v),
+        "edit" | "revoke" => edit(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -534,6 +535,59 @@ fn react(st: &SimState, conn: ConnId, v: &Value) {
             text,
             time: now,
         });
+    reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+}
+
+/// An edit from a page (WAWebSendMessageEditAction.sendMessageEdit): only of a message this
+/// account sent, within WhatsApp's 15 minutes, as the server enforces it.
+fn edit(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(phone) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let revoke = v.get("t").and_then(Value::as_str) == Some("revoke");
+    let text = if revoke {
+        Some(String::new())
+    } else {
+        s(v, "text")
+    };
+    let (Some(parent_id), Some(text)) = (s(v, "parent_id"), text) else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "an edit needs parent_id and text"}),
+        );
+        return;
+    };
+    let now = chrono::Utc::now();
+    let Some(orig) = w
+        .phones
+        .get(&phone)
+        .and_then(|p| p.sent.iter().find(|m| m.id == parent_id))
+    else {
+        reply(&w, conn, &req, json!({"error": "no such message of yours"}));
+        return;
+    };
+    if !revoke && ((now - orig.time).num_seconds() > 15 * 60 || text.trim().is_empty()) {
+        reply(&w, conn, &req, json!({"error": "edit refused"}));
+        return;
+    }
+    let chat = orig.to.clone();
+    let p = w.phones.entry(phone).or_default();
+    let mark = crate::sim::world::EditMark {
+        parent_id,
+        chat,
+        text,
+        time: now,
+    };
+    if revoke {
+        p.revokes.push(mark);
+    } else {
+        p.edits.push(mark);
+    }
     reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
 }
 
@@ -1145,12 +1199,19 @@ async fn messages(
 ) -> ApiResult {
     let phone = phone_query(&q)?;
     let w = st.world();
-    let (sent, received, reactions) = match w.phones.get(&phone) {
-        Some(p) => (json!(p.sent), json!(p.inbox), json!(p.reactions)),
-        None => (json!([]), json!([]), json!([])),
+    let (sent, received, reactions, edits, revokes) = match w.phones.get(&phone) {
+        Some(p) => (
+            json!(p.sent),
+            json!(p.inbox),
+            json!(p.reactions),
+            json!(p.edits),
+            json!(p.revokes),
+        ),
+        None => (json!([]), json!([]), json!([]), json!([]), json!([])),
     };
     Ok(Json(
-        json!({"phone": phone, "messages": sent, "received": received, "reactions": reactions}),
+        json!({"phone": phone, "messages": sent, "received": received,
+        "reactions": reactions, "edits": edits, "revokes": revokes}),
     ))
 }
 

@@ -229,6 +229,19 @@ pub struct Phone {
     pub address_book: std::collections::BTreeMap<String, String>,
     /// Reactions this account's pages set or removed (WAWebSendReactionMsgAction), in order.
     pub reactions: Vec<ReactionMark>,
+    /// Edits this account's pages sent (WAWebSendMessageEditAction), in order.
+    pub edits: Vec<EditMark>,
+    /// Messages this account deleted for everyone (WAWebCmd.Cmd.sendRevokeMsgs): bare ids.
+    pub revokes: Vec<EditMark>,
+}
+
+/// An edit as the server saw it: which of the account's messages (bare id), and its new text.
+#[derive(Debug, Clone, Serialize)]
+pub struct EditMark {
+    pub parent_id: String,
+    pub chat: String,
+    pub text: String,
+    pub time: chrono::DateTime<chrono::Utc>,
 }
 
 /// What WhatsApp's servers tell other accounts about one account: its about text (None: hidden

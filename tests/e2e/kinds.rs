@@ -619,3 +619,134 @@ async fn reactions_reach_the_message_once_each_and_bad_ones_fail_with_invalid_op
     assert_eq!(sim().await.sent_by("15550100136").await.len(), 1);
     r.shutdown().await.unwrap();
 }
+
+// ---- edits -------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_our_message_once_within_the_window_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_edit", "15550100138").await;
+    let to = "+1 555 020 0138";
+    let first = send_rows(
+        p,
+        "e2e_kinds_edit",
+        to,
+        &[
+            ("text", Some("teh first"), json!({})),
+            ("text", Some("an old one"), json!({})),
+        ],
+    )
+    .await;
+    let (_, _, wa_id) = msg(p, first[0]).await;
+    let wa_id = wa_id.expect("wa_message_id");
+    // The second one went out long ago, as far as the row says.
+    sqlx::query("update wa_message set sent_at = now() - interval '16 minutes' where id = $1")
+        .bind(first[1])
+        .execute(p)
+        .await
+        .unwrap();
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("edit", Some("x"), json!({})),
+        ("edit", None, json!({"target_id": first[0]})),
+        ("edit", Some("  "), json!({"target_id": first[0]})),
+        ("edit", Some("x"), json!({"target_id": first[1]})),
+        (
+            "edit",
+            Some("x"),
+            json!({"target_wa_id": "false_15550200138@c.us_3EB0AB"}),
+        ),
+        (
+            "edit",
+            Some("x"),
+            json!({"target_id": first[0], "reply_to": "y"}),
+        ),
+        ("edit", Some("the first"), json!({"target_id": first[0]})),
+        (
+            "edit",
+            Some("the first, again"),
+            json!({"target_wa_id": wa_id}),
+        ),
+    ];
+    let ids = send_rows(p, "e2e_kinds_edit", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "target"),
+            (ids[1], "body"),
+            (ids[2], "body"),
+            (ids[3], "15 minutes"),
+            (ids[4], "target_wa_id"),
+            (ids[5], "reply_to"),
+        ],
+    )
+    .await;
+    for id in &ids[6..] {
+        assert_eq!(msg(p, *id).await.0, "sent", "edit row {id}");
+    }
+    let all = sim().await.get("/_sim/messages?phone=15550100138").await;
+    let edits = all["edits"].as_array().cloned().unwrap_or_default();
+    let mut texts: Vec<&str> = edits
+        .iter()
+        .map(|e| {
+            assert_eq!(e["parent_id"], bare_id(&wa_id), "{e}");
+            assert_eq!(e["chat"], "15550200138@c.us", "{e}");
+            e["text"].as_str().unwrap()
+        })
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(texts, vec!["the first", "the first, again"], "{edits:?}");
+    assert_eq!(sim().await.sent_by("15550100138").await.len(), 2);
+    r.shutdown().await.unwrap();
+}
+
+// ---- revokes -----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revokes_delete_our_message_for_everyone_once_and_bad_ones_fail_with_invalid_options() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_revoke", "15550100139").await;
+    let to = "+1 555 020 0139";
+    let first = send_rows(
+        p,
+        "e2e_kinds_revoke",
+        to,
+        &[("text", Some("oops"), json!({}))],
+    )
+    .await;
+    let (_, _, wa_id) = msg(p, first[0]).await;
+    let wa_id = wa_id.expect("wa_message_id");
+    let rows: Vec<(&str, Option<&str>, Value)> = vec![
+        ("revoke", None, json!({})),
+        ("revoke", Some("why"), json!({"target_id": first[0]})),
+        (
+            "revoke",
+            None,
+            json!({"target_wa_id": "false_15550200139@c.us_3EB0AB"}),
+        ),
+        ("revoke", None, json!({"target_id": 999_999_999})),
+        ("revoke", None, json!({"target_id": first[0]})),
+    ];
+    let ids = send_rows(p, "e2e_kinds_revoke", to, &rows).await;
+    assert_invalid(
+        p,
+        &[
+            (ids[0], "target"),
+            (ids[1], "body"),
+            (ids[2], "target_wa_id"),
+            (ids[3], "no wa_message"),
+        ],
+    )
+    .await;
+    assert_eq!(msg(p, ids[4]).await.0, "sent");
+    let all = sim().await.get("/_sim/messages?phone=15550100139").await;
+    let revokes = all["revokes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0]["parent_id"], bare_id(&wa_id));
+    assert_eq!(revokes[0]["chat"], "15550200139@c.us");
+    assert_eq!(sim().await.sent_by("15550100139").await.len(), 1);
+    r.shutdown().await.unwrap();
+}

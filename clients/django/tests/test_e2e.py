@@ -15,12 +15,14 @@ import signal
 import subprocess
 import threading
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
 from django.urls import reverse
+from django.utils import timezone
 
 from wa_outbox import signals
 from wa_outbox.listener import EventListener
@@ -497,3 +499,56 @@ def test_react_against_a_real_runner(stack, user_client):
     reactions = stack.sim_call(f"/_sim/messages?phone={PHONE}")["reactions"]
     mine = [r["text"] for r in reactions if r["parent_id"] == bare]
     assert sorted(mine) == sorted(["👍", "❤️", ""]), reactions
+
+
+def test_edit_message_against_a_real_runner(stack, user_client):
+    """WhatsAppService.edit_message on a message we just sent: the simulated server records the
+    new text on that message; an edit of one sent 16 minutes ago (by its row) is refused."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_edit")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        sent = svc.send_text_message("e2e_edit", RECIPIENT, "teh text")
+        assert sent["success"] is True, f"{sent}\n{stack.logs()}"
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=sent["messageId"], status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        edited = svc.edit_message("e2e_edit", RECIPIENT, row.pk, "the text")
+        assert edited["success"] is True and edited["status"] == "sent", edited
+        Message.objects.filter(pk=row.pk).update(sent_at=timezone.now() - timedelta(minutes=16))
+        late = svc.edit_message("e2e_edit", RECIPIENT, row.pk, "too late")
+    assert late["success"] is False and late["errorCode"] == "invalid_options", late
+    bare = row.wa_message_id.split("_")[2]
+    edits = stack.sim_call(f"/_sim/messages?phone={PHONE}")["edits"]
+    assert [(e["parent_id"], e["text"]) for e in edits] == [(bare, "the text")], edits
+
+
+def test_delete_message_against_a_real_runner(stack, user_client):
+    """WhatsAppService.delete_message on a message we sent: the simulated server records it
+    deleted for everyone, once."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_revoke")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        sent = svc.send_text_message("e2e_revoke", RECIPIENT, "oops")
+        assert sent["success"] is True, f"{sent}\n{stack.logs()}"
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=sent["messageId"], status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        deleted = svc.delete_message("e2e_revoke", RECIPIENT, row.wa_message_id)
+    assert deleted["success"] is True and deleted["status"] == "sent", deleted
+    bare = row.wa_message_id.split("_")[2]
+    revokes = stack.sim_call(f"/_sim/messages?phone={PHONE}")["revokes"]
+    assert [r["parent_id"] for r in revokes] == [bare], revokes

@@ -29,6 +29,7 @@ const JS_PROFILE_PICTURE: &str = include_str!("profile_picture.js");
 const JS_CHATS: &str = include_str!("chats.js");
 const JS_HISTORY: &str = include_str!("history.js");
 const JS_REACT: &str = include_str!("react.js");
+const JS_EDIT: &str = include_str!("edit.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -61,6 +62,7 @@ pub(super) static FN_PROFILE_PICTURE: LazyLock<String> =
 pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHATS));
 pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
 pub(super) static FN_REACT: LazyLock<String> = LazyLock::new(|| with_lib(JS_REACT));
+pub(super) static FN_EDIT: LazyLock<String> = LazyLock::new(|| with_lib(JS_EDIT));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as

@@ -22,8 +22,8 @@ use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
-    FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
-    FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_EDIT, FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS,
+    FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -48,6 +48,63 @@ pub struct ChromiumSession {
 }
 
 impl ChromiumSession {
+    /// An `edit` row (edit.js): the page's own sendMessageEdit on a message we sent, within
+    /// WhatsApp's window. The row keeps the key the runner gave it.
+    async fn edit(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
+        let (target, text, revoke) = match &msg.data {
+            Some(crate::kinds::KindData::Edit { target, text }) => (target, Some(text), false),
+            Some(crate::kinds::KindData::Revoke { target }) => (target, None, true),
+            _ => {
+                return Err(DriverError::permanent(
+                    ErrorCode::InvalidOptions,
+                    "an edit or revoke needs its target message",
+                ))
+            }
+        };
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let _one = self.send_lock.lock().await;
+        let args = vec![
+            serde_json::json!(msg.chat_id),
+            serde_json::json!(target),
+            serde_json::json!(text),
+            serde_json::json!(crate::kinds::EDIT_WINDOW_SECS),
+            serde_json::json!(revoke),
+        ];
+        let v = match self.call(&FN_EDIT, args, self.config.send_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(e, ErrorCode::SendTimeout, "editing")
+                    .await)
+            }
+        };
+        let r: SendResult = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("unexpected edit result: {e}"),
+            )
+        })?;
+        if let Some(err) = r.error {
+            let why = match err.as_str() {
+                "not_ours" => format!("the target message {target} was not sent by this account"),
+                "too_old" if revoke => {
+                    format!("the page says {target} can no longer be deleted for everyone")
+                }
+                "too_old" => format!(
+                    "the target message {target} went out more than 15 minutes ago; WhatsApp's edit window has passed"
+                ),
+                _ => format!("the target message {target} is not on the page"),
+            };
+            return Err(DriverError::permanent(ErrorCode::InvalidOptions, why));
+        }
+        Ok(Sent {
+            wa_message_id: msg.wa_message_id.clone(),
+            chat_id: r.chat.unwrap_or_else(|| msg.chat_id.clone()),
+        })
+    }
+
     /// A `reaction` row (react.js): the page's own sendReactionToMsg on the target message. The
     /// row keeps the key the runner gave it (the page makes the reaction's own).
     async fn react(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
@@ -457,6 +514,9 @@ impl Session for ChromiumSession {
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
         if msg.kind == MessageKind::Reaction {
             return self.react(msg).await;
+        }
+        if matches!(msg.kind, MessageKind::Edit | MessageKind::Revoke) {
+            return self.edit(msg).await;
         }
         if let Some(body) = &msg.body {
             if body.chars().count() > MAX_BODY_CHARS {

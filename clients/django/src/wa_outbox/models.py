@@ -46,6 +46,8 @@ class MessageKind(models.TextChoices):
     CONTACT = "contact", "Contact card"
     POLL = "poll", "Poll"
     REACTION = "reaction", "Reaction"
+    EDIT = "edit", "Edit"
+    REVOKE = "revoke", "Delete for everyone"
 
 
 class MessageStatus(models.TextChoices):

@@ -60,6 +60,8 @@ MEDIA_TYPES = tuple(
         MessageKind.CONTACT,
         MessageKind.POLL,
         MessageKind.REACTION,
+        MessageKind.EDIT,
+        MessageKind.REVOKE,
     )
 )
 # The runner's bounds on contact cards and polls (src/kinds.rs); checked here too so a bad call
@@ -702,6 +704,67 @@ class WhatsAppService:
             recipient,
             kind=MessageKind.REACTION,
             body=emoji,
+            options=target,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def edit_message(
+        self,
+        session_id: str,
+        recipient: str,
+        message: int | str,
+        text: str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue an edit (kind `edit`): `text` replaces the text of `message`, one this account
+        sent within the last 15 minutes (WhatsApp's window) — a Message id (an int) or its
+        WhatsApp id (`true_…`). Past the window the runner refuses it (errorCode
+        invalid_options). Returns {"success", "messageId", "status"}; see _queue()."""
+        if isinstance(message, bool) or not (
+            isinstance(message, int) or (isinstance(message, str) and message.startswith("true_"))
+        ):
+            raise InvalidInputError(
+                "message",
+                f"expected a Message id or a WhatsApp id of ours (true_…), got {message!r}",
+            )
+        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.EDIT,
+            body=_validate_text(text, "text", required=True),
+            options=target,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
+    def delete_message(
+        self,
+        session_id: str,
+        recipient: str,
+        message: int | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a delete for everyone (kind `revoke`) of `message`, one this account sent: a
+        Message id (an int) or its WhatsApp id (`true_…`). Returns {"success", "messageId",
+        "status"}; see _queue()."""
+        if isinstance(message, bool) or not (
+            isinstance(message, int) or (isinstance(message, str) and message.startswith("true_"))
+        ):
+            raise InvalidInputError(
+                "message",
+                f"expected a Message id or a WhatsApp id of ours (true_…), got {message!r}",
+            )
+        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.REVOKE,
             options=target,
             idempotency_key=idempotency_key,
             wait=wait,
