@@ -595,9 +595,24 @@ async fn send_one(
             chat_id: chat,
             ..msg
         };
-        let sent = tokio::time::timeout(timeout, session.send(&msg))
-            .await
-            .map_err(bounded("send"))??;
+        let kind = msg.kind;
+        let sent = match tokio::time::timeout(timeout, session.send(&msg)).await {
+            Ok(r) => r,
+            Err(e) => Err(bounded("send")(e)),
+        };
+        // A reaction, edit or revoke that may have reached the page is never tried again: its key
+        // is the page's own, so a retry could not ask first whether the first try went out.
+        let sent = match sent {
+            Err(DriverError::Transient { code, message }) if kind.page_keyed() => Err(permanent(
+                ErrorCode::SendFailed,
+                format!(
+                    "the {} failed mid-send ({code}: {message}); it may or may not have gone out, \
+                     and is not sent again",
+                    kind.as_str()
+                ),
+            )),
+            other => other,
+        }?;
         Ok(Done::Sent(sent))
     }
     .await;
@@ -877,7 +892,7 @@ async fn recover_row(
     // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
     // never sent twice.
     let kind: String = r.get("kind");
-    if ["reaction", "edit", "revoke"].contains(&kind.as_str()) {
+    if MessageKind::parse(&kind).is_some_and(MessageKind::page_keyed) {
         return settle(shared, session_id, id, "failed", Some("send_failed"),
             Some(&format!("a {kind} interrupted mid-send: the page gives it a key of its own, so whether it went out cannot be asked; it may or may not have, and is not sent again")), None, false).await;
     }

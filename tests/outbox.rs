@@ -556,3 +556,50 @@ async fn the_runner_survives_its_connections_being_killed() {
     assert!(sent_counts(&world).values().all(|&n| n == 1));
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaction_that_fails_mid_send_is_never_tried_again() {
+    // A reaction's key is the page's own: after a send that may have reached the page, nothing
+    // can ask whether it went out, so a transient failure ends it instead of a retry.
+    let db = test_db().await;
+    sessions(&db.pool, 1).await;
+    let p = &db.pool;
+    let world = MemoryWorld::new();
+    let parent = insert(p, "s000", "15550000001", "react to me").await;
+    let r = start(
+        &db,
+        MemoryDriver::new(world.clone()),
+        cfg(5, Duration::from_secs(5)),
+    )
+    .await;
+    wait_for("parent sent", Duration::from_secs(30), || async {
+        (status_of(p, parent).await.0 == "sent").then_some(())
+    })
+    .await;
+    world.push_fault("s000", SendFault::Transient(ErrorCode::SendTimeout));
+    let reaction: i64 = sqlx::query_scalar(
+        "insert into wa_message (session_id, recipient, kind, body, options)
+         values ('s000', '15550000001', 'reaction', '👍', jsonb_build_object('target_id', $1::bigint))
+         returning id",
+    )
+    .bind(parent)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    wait_for("reaction settled", Duration::from_secs(30), || async {
+        (status_of(p, reaction).await.0 == "failed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_of(p, reaction).await,
+        ("failed".into(), Some("send_failed".into()), 1)
+    );
+    let wa_id: String = sqlx::query_scalar("select wa_message_id from wa_message where id = $1")
+        .bind(reaction)
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(world.send_calls(&wa_id).len(), 1, "tried again");
+    assert_eq!(world.sent_count(), 1, "only the parent reached the server");
+    r.shutdown().await.unwrap();
+}

@@ -114,8 +114,19 @@ impl MessageKind {
     pub fn has_media(self) -> bool {
         !matches!(
             self,
-            Self::Text | Self::Location | Self::Contact | Self::Poll | Self::Reaction | Self::Edit
+            Self::Text
+                | Self::Location
+                | Self::Contact
+                | Self::Poll
+                | Self::Reaction
+                | Self::Edit
+                | Self::Revoke
         )
+    }
+    /// Kinds the page sends under a key of its own making (reactions, edits, revokes): once one
+    /// may have reached the page, nothing can ask whether it went out, so it is never sent again.
+    pub fn page_keyed(self) -> bool {
+        matches!(self, Self::Reaction | Self::Edit | Self::Revoke)
     }
     pub fn as_str(self) -> &'static str {
         match self {
