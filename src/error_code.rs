@@ -46,6 +46,7 @@ error_codes! {
     InvalidCommand => "invalid_command": "a command's kind or args are not what the runner accepts (the error says which)",
     CommandFailed => "command_failed": "the page refused or failed the command",
     CommandTimeout => "command_timeout": "the page did not finish the command in time (after 3 attempts)",
+    CommandInterrupted => "command_interrupted": "a command that changes the world was interrupted and the page cannot tell whether it happened: check before asking again",
 }
 
 impl std::fmt::Display for ErrorCode {

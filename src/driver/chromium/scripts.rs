@@ -28,6 +28,10 @@ const JS_PROFILE_PICTURE: &str = include_str!("profile_picture.js");
 // Chats and history (issue 14).
 const JS_CHATS: &str = include_str!("chats.js");
 const JS_HISTORY: &str = include_str!("history.js");
+// Groups (issue 14).
+const JS_GROUP_CREATE: &str = include_str!("group_create.js");
+const JS_GROUP_INFO: &str = include_str!("group_info.js");
+const JS_GROUPS_ALL: &str = include_str!("groups_all.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -59,6 +63,9 @@ pub(super) static FN_PROFILE_PICTURE: LazyLock<String> =
     LazyLock::new(|| with_lib(JS_PROFILE_PICTURE));
 pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHATS));
 pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
+pub(super) static FN_GROUP_CREATE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_CREATE));
+pub(super) static FN_GROUP_INFO: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_INFO));
+pub(super) static FN_GROUPS_ALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUPS_ALL));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -205,6 +212,9 @@ mod tests {
             JS_PROFILE_PICTURE,
             JS_CHATS,
             JS_HISTORY,
+            JS_GROUP_CREATE,
+            JS_GROUP_INFO,
+            JS_GROUPS_ALL,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,
