@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn every_code_is_in_the_migration_domain() {
         // The latest definition of the domain's check.
-        let sql = include_str!("../migrations/20261202000005_commands.sql");
+        let sql = include_str!("../migrations/20261203000012_group_commands.sql");
         let start = sql
             .find("alter domain wa_error_code add constraint")
             .unwrap();

@@ -616,22 +616,36 @@ async fn group_create_and_group_info_run_through_rows_and_the_simulator_sees_the
 /// Exactly once: the runner is SIGKILLed while the page's createGroup is held on the server; a
 /// second runner takes the session over and, finding the row `running`, asks the page instead of
 /// creating again. The server ends with exactly one group, and the row done from it or failed
-/// `command_interrupted`, never a second group.
+/// `command_interrupted`, never a second group. Held 8 s the create is on the server by the time
+/// the second runner looks (done, recovered); held 45 s it is not (command_interrupted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
+    let (short, long) = tokio::join!(
+        group_create_killed("15550190011", "e2e_group_kill", 8_000),
+        group_create_killed("15550190021", "e2e_group_kill2", 45_000),
+    );
+    assert!(short == "done" || short == "failed", "{short}");
+    assert_eq!(long, "failed", "held 45 s, the create cannot be seen yet");
+}
+
+/// One run: returns the row's final status.
+async fn group_create_killed(me: &str, session: &str, hold_ms: u64) -> String {
     use crate::fleet::runner_proc;
     let db = test_db().await;
     let p = &db.pool;
-    let (me, friend) = ("15550190011", "15550190012");
+    let friend = "15550190012";
     let r1 = runner_proc(&db, 10, "6s").await;
-    crate::fleet::link_all(p, &[("e2e_group_kill".to_string(), me.to_string())]).await;
+    crate::fleet::link_all(p, &[(session.to_string(), me.to_string())]).await;
     sim()
         .await
-        .post("/_sim/faults", json!({"phone": me, "group_delay_ms": 8000}))
+        .post(
+            "/_sim/faults",
+            json!({"phone": me, "group_delay_ms": hold_ms}),
+        )
         .await;
     let id = command(
         p,
-        "e2e_group_kill",
+        session,
         "group_create",
         json!({"subject": "Once only", "participants": [friend]}),
     )
@@ -645,10 +659,13 @@ async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
     r1.signal(libc::SIGKILL);
     let r2 = runner_proc(&db, 10, "6s").await;
     let (status, result, code, error) = finished(p, id).await;
+    let held_when_settled = groups_of(me).await["pending"] == 1;
     // The held creation completes on the server whatever happened to the page.
-    wait_for("the held create done", STEP, || async {
-        (groups_of(me).await["pending"] == 0).then_some(())
-    })
+    wait_for(
+        "the held create done",
+        std::time::Duration::from_millis(hold_ms) + STEP,
+        || async { (groups_of(me).await["pending"] == 0).then_some(()) },
+    )
     .await;
     let groups = groups_of(me).await["groups"].as_array().unwrap().clone();
     let once: Vec<&Value> = groups
@@ -658,6 +675,10 @@ async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
     assert_eq!(once.len(), 1, "exactly one group created: {groups:?}");
     match status.as_str() {
         "done" => {
+            assert!(
+                !held_when_settled,
+                "done from a group that was not there yet"
+            );
             let r = result.unwrap();
             assert_eq!(r["id"], once[0]["id"]);
             assert_eq!(r["recovered"], true);
@@ -668,8 +689,13 @@ async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
         }
         other => panic!("status {other}"),
     }
-    eprintln!("FIGURE group_create after SIGKILL: {status} ({code:?})");
-    // Nothing more is created afterwards either.
+    if held_when_settled {
+        assert_eq!(
+            status, "failed",
+            "the group was not there: it cannot be done"
+        );
+    }
+    eprintln!("FIGURE group_create after SIGKILL, held {hold_ms} ms: {status} ({code:?})");
     let attempts: i32 = sqlx::query_scalar("select attempts from wa_command where id = $1")
         .bind(id)
         .fetch_one(p)
@@ -682,4 +708,5 @@ async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
         .await;
     r2.drain(std::time::Duration::from_secs(60)).await;
     drop(r1);
+    status
 }
