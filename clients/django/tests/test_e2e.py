@@ -466,3 +466,26 @@ def test_contacts_pictures_chats_and_history_against_a_real_runner(stack, user_c
     answer = svc.get_chat_history("e2e_contacts", RECIPIENT, 5, timeout=60)
     assert answer["success"] is True, f"{answer}\n{stack.logs()}"
     assert [(m["body"], m["from_me"]) for m in answer["messages"]] == [("hello history", False)]
+
+
+def test_create_group_and_group_info_against_a_real_runner(stack, user_client):
+    """create_group makes exactly one group on the simulated server; get_group_info reads it
+    back with the creator as superadmin."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_groups")
+    svc = WhatsAppService()
+    answer = svc.create_group("e2e_groups", "Django group", [f"+{RECIPIENT}"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    r = answer["result"]
+    assert r["id"].endswith("@g.us") and r["subject"] == "Django group", r
+    assert (r["added"], r["failed"], r["recovered"]) == ([f"{RECIPIENT}@c.us"], [], False), r
+    groups = stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"]
+    assert [g["id"] for g in groups if g["subject"] == "Django group"] == [r["id"]]
+
+    answer = svc.get_group_info("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    info = answer["result"]
+    assert (info["found"], info["subject"], info["owner"]) == (True, "Django group", f"{PHONE}@c.us")
+    flags = {p["id"]: (p["is_admin"], p["is_super_admin"]) for p in info["participants"]}
+    assert flags == {f"{PHONE}@c.us": (True, True), f"{RECIPIENT}@c.us": (False, False)}, flags
