@@ -1,11 +1,12 @@
--- Commands as rows, groups (issue 14): group_create changes the world, so a row left `running`
--- is settled by asking the page instead of being run again; group_info only reads.
+-- Commands as rows, groups (issue 14): group_create and group_leave change the world, so a row
+-- left `running` is settled by asking the page instead of being run again; group_info and
+-- group_invite_link only read.
 alter table wa_command drop constraint wa_command_kind_check;
 alter table wa_command add constraint wa_command_kind_check check (kind in (
   'check_numbers', 'mark_read', 'presence',
   'contact_info', 'profile_picture',
   'chats', 'history',
-  'group_create', 'group_info'
+  'group_create', 'group_info', 'group_invite_link', 'group_leave'
 ));
 
 -- An interrupted command that changes the world, which the page could not settle.

@@ -39,9 +39,11 @@ pub const KINDS: &[&str] = &[
     "history",
     "group_create",
     "group_info",
+    "group_invite_link",
+    "group_leave",
 ];
 /// The kinds that change the world: never run twice (see [`settle_interrupted`]).
-pub const SIDE_EFFECTS: &[&str] = &["group_create"];
+pub const SIDE_EFFECTS: &[&str] = &["group_create", "group_leave"];
 /// Participants one `group_create` may name.
 pub const MAX_PARTICIPANTS: usize = 256;
 /// Characters of a group subject (the server refuses a longer one with 406: WAWebCreateGroupAction).
@@ -286,6 +288,8 @@ enum Request {
     History(String, usize),
     GroupCreate(String, Vec<String>),
     GroupInfo(String),
+    GroupInviteLink(String),
+    GroupLeave(String),
 }
 
 /// Validates a row's kind and args; the error is the sentence for the `error` column.
@@ -301,7 +305,7 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         "chats" => &["limit"],
         "history" => &["chat", "limit"],
         "group_create" => &["subject", "participants"],
-        "group_info" => &["group"],
+        "group_info" | "group_invite_link" | "group_leave" => &["group"],
         other => {
             return Err(format!(
                 "unknown kind `{other}` (this runner knows {})",
@@ -316,7 +320,9 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         ));
     }
     match kind {
-        "group_create" | "group_info" => parse_group(kind, obj),
+        "group_create" | "group_info" | "group_invite_link" | "group_leave" => {
+            parse_group(kind, obj)
+        }
         "contact_info" | "profile_picture" => parse_contact(kind, obj),
         "chats" => Ok(Request::Chats(parse_limit(obj, DEFAULT_CHATS, MAX_CHATS)?)),
         "history" => {
@@ -371,7 +377,7 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
 // ---- groups (issue 14)
 
 fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Request, String> {
-    if kind == "group_info" {
+    if kind != "group_create" {
         let Some(raw) = obj.get("group").and_then(Value::as_str) else {
             return Err("args.group must be a group JID (…@g.us)".into());
         };
@@ -379,7 +385,12 @@ fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Reque
         if !jid.is_group() {
             return Err(format!("args.group: `{raw}` is not a group JID (…@g.us)"));
         }
-        return Ok(Request::GroupInfo(jid.as_str().to_string()));
+        let jid = jid.as_str().to_string();
+        return Ok(match kind {
+            "group_info" => Request::GroupInfo(jid),
+            "group_invite_link" => Request::GroupInviteLink(jid),
+            _ => Request::GroupLeave(jid),
+        });
     }
     let subject = obj
         .get("subject")
@@ -492,6 +503,7 @@ const CREATION_SLACK: chrono::Duration = chrono::Duration::seconds(2);
 async fn settle_interrupted(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outcome {
     let (subject, asked) = match parse(&row.kind, &row.args) {
         Ok(Request::GroupCreate(s, p)) => (s, p),
+        Ok(Request::GroupLeave(group)) => return settle_leave(shared, session, &group).await,
         Ok(_) => {
             return Outcome::Failed(
                 ErrorCode::CommandInterrupted,
@@ -548,6 +560,35 @@ async fn settle_interrupted(shared: &Shared, session: &dyn Session, row: &Claime
                 many.len(),
                 many.iter().filter_map(|g| g.get("id").and_then(Value::as_str)).collect::<Vec<_>>().join(", ")
             ),
+        ),
+    }
+}
+
+/// An interrupted group_leave: the group no longer among the account's groups is left (done);
+/// still there, the leave may yet arrive (command_interrupted).
+async fn settle_leave(shared: &Shared, session: &dyn Session, group: &str) -> Outcome {
+    match tokio::time::timeout(shared.cfg.send_timeout, session.groups_all()).await {
+        Ok(Ok(all)) => {
+            let member = all.as_array().is_some_and(|gs| {
+                gs.iter()
+                    .any(|g| g.get("id").and_then(Value::as_str) == Some(group))
+            });
+            if member {
+                Outcome::Failed(
+                    ErrorCode::CommandInterrupted,
+                    format!("interrupted while leaving {group}; the account is still in it, but the page may still have sent the leave: check before asking again"),
+                )
+            } else {
+                Outcome::Done(json!({"group": group, "left": true, "recovered": true}))
+            }
+        }
+        Ok(Err(e)) => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            format!("interrupted, and the page could not list the groups to check: {e}"),
+        ),
+        Err(_) => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            "interrupted, and listing the groups to check took too long".into(),
         ),
     }
 }
@@ -804,6 +845,22 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
                     .map_err(bounded_call("reading the group"))??;
                 Ok(group_info_result(&group, &v))
             }
+            Request::GroupInviteLink(group) => {
+                let v = tokio::time::timeout(timeout, session.group_invite_code(&group))
+                    .await
+                    .map_err(bounded_call("reading the invite link"))??;
+                let code = v
+                    .as_str()
+                    .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .ok_or_else(|| DriverError::permanent(ErrorCode::CommandFailed, "the page answered no invite code"))?;
+                Ok(json!({"group": group, "code": code, "link": format!("https://chat.whatsapp.com/{code}")}))
+            }
+            Request::GroupLeave(group) => {
+                tokio::time::timeout(timeout, session.group_leave(&group))
+                    .await
+                    .map_err(bounded_call("leaving the group"))??;
+                Ok(json!({"group": group, "left": true, "recovered": false}))
+            }
             Request::History(chat, limit) => {
                 let v = tokio::time::timeout(timeout, session.history(&chat, limit))
                     .await
@@ -879,6 +936,8 @@ pub fn result_keys(kind: &str) -> &'static [&'static str] {
             "created_at",
             "participants",
         ],
+        "group_invite_link" => &["group", "code", "link"],
+        "group_leave" => &["group", "left", "recovered"],
         _ => &[],
     }
 }

@@ -383,6 +383,22 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot read groups",
         ))
     }
+    /// The group's current invite code (the account must be an admin).
+    async fn group_invite_code(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = group_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read invite links",
+        ))
+    }
+    /// Leave the group.
+    async fn group_leave(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = group_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot leave groups",
+        ))
+    }
     /// Every group the account is in, from the server: `[{id, subject, owner, creation,
     /// participants: [{id, admin}]}]`.
     async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {

@@ -319,6 +319,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "contact" | "about" | "picture" => profile_query(st, conn, &v),
         "group_create" => group_create(st, conn, &v),
         "group_query" | "group_all" => group_query(st, conn, &v),
+        "group_invite" | "group_leave" => group_member_op(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -617,6 +618,10 @@ fn group_create(st: &SimState, conn: ConnId, v: &Value) {
         owner: me,
         creation: 0,
         participants: members,
+        invite_code: {
+            use rand::distr::{Alphanumeric, SampleString};
+            Alphanumeric.sample_string(&mut rand::rng(), 22)
+        },
     };
     let delay = Duration::from_millis(
         w.faults
@@ -683,6 +688,49 @@ fn group_query(st: &SimState, conn: ConnId, v: &Value) {
     }
 }
 
+/// `group_invite` (WAWebGroupInviteJob.queryGroupInviteCode): the code, for an admin only (else
+/// not-authorized, 401). `group_leave` (WAWebExitGroupAction.sendExitGroup): the asker leaves;
+/// a group it is not in is item-not-found (404).
+fn group_member_op(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let id = s(v, "id").unwrap_or_default();
+    let leave = s(v, "t").as_deref() == Some("group_leave");
+    let Some(g) = w
+        .groups
+        .get_mut(&id)
+        .filter(|g| g.participants.contains_key(&me))
+    else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "item-not-found", "status": 404}),
+        );
+        return;
+    };
+    if leave {
+        g.participants.remove(&me);
+        reply(&w, conn, &req, json!({"ok": true}));
+        return;
+    }
+    if g.participants.get(&me).cloned().flatten().is_none() {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "not-authorized", "status": 401}),
+        );
+        return;
+    }
+    let code = g.invite_code.clone();
+    reply(&w, conn, &req, json!({"ok": true, "code": code}));
+}
+
 /// The groups `phone` is in, as the server holds them, and how many creations are still held.
 async fn groups(
     State(st): State<SimState>,
@@ -694,7 +742,11 @@ async fn groups(
         .groups
         .values()
         .filter(|g| g.participants.contains_key(&phone))
-        .map(group_json)
+        .map(|g| {
+            let mut j = group_json(g);
+            j["invite_code"] = json!(g.invite_code);
+            j
+        })
         .collect();
     Ok(Json(json!({"phone": phone, "groups": groups,
                "pending": w.groups_pending.get(&phone).copied().unwrap_or(0)})))

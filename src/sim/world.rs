@@ -344,6 +344,8 @@ pub struct Group {
     pub owner: String,
     pub creation: i64,
     pub participants: std::collections::BTreeMap<String, Option<String>>,
+    /// The current invite code (chat.whatsapp.com/<code>), 22 letters and digits.
+    pub invite_code: String,
 }
 
 pub fn random_token(bytes: usize) -> String {

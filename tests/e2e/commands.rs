@@ -610,6 +610,41 @@ async fn group_create_and_group_info_run_through_rows_and_the_simulator_sees_the
     }
     // None of those reached the server.
     assert_eq!(groups_of(me).await["groups"].as_array().unwrap().len(), 1);
+
+    // The invite link: the code the server holds for the group.
+    let id = command(p, "e2e_groups", "group_invite_link", json!({"group": gid})).await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    let result = result.unwrap();
+    let invite = groups_of(me).await["groups"][0]["invite_code"].clone();
+    assert_eq!(result["code"], invite);
+    assert_eq!(
+        result["link"],
+        format!("https://chat.whatsapp.com/{}", invite.as_str().unwrap()).as_str()
+    );
+
+    // Leaving: the server drops the account from the group; the friend stays in it.
+    let id = command(p, "e2e_groups", "group_leave", json!({"group": gid})).await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    assert_eq!(
+        result.unwrap(),
+        json!({"group": gid, "left": true, "recovered": false})
+    );
+    assert_eq!(groups_of(me).await["groups"], json!([]));
+    let theirs = groups_of(friend).await["groups"].clone();
+    assert_eq!(theirs[0]["id"], gid.as_str());
+    assert_eq!(theirs[0]["participants"].as_array().unwrap().len(), 1);
+    // Leaving again: the server refuses, the page finds the account no longer in it: done.
+    let id = command(p, "e2e_groups", "group_leave", json!({"group": gid})).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["left"], true);
+    // No longer in it, the invite link is refused with a sentence.
+    let id = command(p, "e2e_groups", "group_invite_link", json!({"group": gid})).await;
+    let (status, _, code, error) = finished(p, id).await;
+    assert_eq!(status, "failed");
+    assert!(code.is_some() && error.is_some());
     r.shutdown().await.unwrap();
 }
 
