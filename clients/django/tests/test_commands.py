@@ -186,9 +186,17 @@ def test_group_commands_write_the_args_the_runner_reads_and_refuse_bad_input():
         (lambda: svc.create_group("s1", "ok", ["120363012345678901@g.us"]), "participants"),
         (lambda: svc.create_group("s1", "ok", ["15551234567", "+1 555 123 4567"]), "participants"),
         (lambda: svc.get_group_info("s1", "15551234567"), "group"),
+        (lambda: svc.get_group_invite_link("s1", "15551234567"), "group"),
+        (lambda: svc.leave_group("s1", "not a group"), "group"),
     ]
     for call, field in bad:
         with pytest.raises(InvalidInputError) as e:
             call()
         assert e.value.field == field
     assert Command.objects.count() == 2
+    for call, kind in [
+        (svc.get_group_invite_link, "group_invite_link"),
+        (svc.leave_group, "group_leave"),
+    ]:
+        cmd = Command.objects.get(pk=call("s1", "120363012345678901@g.us", timeout=0)["commandId"])
+        assert (cmd.kind, cmd.args) == (kind, {"group": "120363012345678901@g.us"})

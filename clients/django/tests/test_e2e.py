@@ -489,3 +489,13 @@ def test_create_group_and_group_info_against_a_real_runner(stack, user_client):
     assert (info["found"], info["subject"], info["owner"]) == (True, "Django group", f"{PHONE}@c.us")
     flags = {p["id"]: (p["is_admin"], p["is_super_admin"]) for p in info["participants"]}
     assert flags == {f"{PHONE}@c.us": (True, True), f"{RECIPIENT}@c.us": (False, False)}, flags
+
+    answer = svc.get_group_invite_link("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    code = stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"][0]["invite_code"]
+    assert answer["result"]["link"] == f"https://chat.whatsapp.com/{code}"
+
+    answer = svc.leave_group("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert answer["result"] == {"group": r["id"], "left": True, "recovered": False}
+    assert stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"] == []

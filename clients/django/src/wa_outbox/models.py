@@ -108,9 +108,11 @@ class CommandKind(models.TextChoices):
     PROFILE_PICTURE = "profile_picture", "Profile picture"
     CHATS = "chats", "Chats"
     HISTORY = "history", "History"
-    # Groups (migrations/20261203000012): group_create runs exactly once.
+    # Groups (migrations/20261203000012): group_create and group_leave run exactly once.
     GROUP_CREATE = "group_create", "Group create"
     GROUP_INFO = "group_info", "Group info"
+    GROUP_INVITE_LINK = "group_invite_link", "Group invite link"
+    GROUP_LEAVE = "group_leave", "Group leave"
 
 
 class CommandStatus(models.TextChoices):

@@ -924,10 +924,29 @@ class WhatsAppService:
         """A group's subject, owner, creation and participants with admin flags, from the
         server: {"success", "commandId", "status", "result": {"group", "found", "subject",
         "owner", "created_at", "participants": [{"id", "is_admin", "is_super_admin"}]}}."""
-        g = validate_recipient(group, field="group")
-        if not g.endswith("@g.us"):
-            raise InvalidInputError("group", f"{group!r} is not a group JID (…@g.us)")
-        return self._command(session_id, CommandKind.GROUP_INFO, {"group": g}, timeout=timeout)
+        return self._command(
+            session_id, CommandKind.GROUP_INFO, {"group": _group_arg(group)}, timeout=timeout
+        )
+
+    def get_group_invite_link(
+        self, session_id: str, group: str, *, timeout: float | None = None
+    ) -> dict:
+        """The group's invite link (the account must be an admin): {"success", "commandId",
+        "status", "result": {"group", "code", "link"}} once done."""
+        return self._command(
+            session_id,
+            CommandKind.GROUP_INVITE_LINK,
+            {"group": _group_arg(group)},
+            timeout=timeout,
+        )
+
+    def leave_group(self, session_id: str, group: str, *, timeout: float | None = None) -> dict:
+        """Leave the group, exactly once: {"success", "commandId", "status", "result": {"group",
+        "left", "recovered"}} once done; an interrupted leave the page cannot settle fails with
+        errorCode "command_interrupted"."""
+        return self._command(
+            session_id, CommandKind.GROUP_LEAVE, {"group": _group_arg(group)}, timeout=timeout
+        )
 
     def get_command_status(self, command_id: int) -> dict:
         """{"success", "commandId", "status", "result", "errorCode", "error"} of a command row."""
@@ -1028,6 +1047,13 @@ def _contact_arg(contact: str, *, groups: bool) -> str:
     if r.endswith("@g.us") and not groups:
         raise InvalidInputError("contact", f"{contact!r} is a group, not a contact")
     return r
+
+
+def _group_arg(group: str) -> str:
+    g = validate_recipient(group, field="group")
+    if not g.endswith("@g.us"):
+        raise InvalidInputError("group", f"{group!r} is not a group JID (…@g.us)")
+    return g
 
 
 def _limit_arg(limit: int, most: int) -> int:

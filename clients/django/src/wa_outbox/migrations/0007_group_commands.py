@@ -1,4 +1,4 @@
-# wa_command.kind gains group_create and group_info, wa_error_code gains command_interrupted
+# wa_command.kind gains group_create, group_info, group_invite_link and group_leave, wa_error_code gains command_interrupted
 # (migrations/20261203000012_group_commands.sql). Unmanaged: this only brings Django's state in
 # step with the choices.
 
@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='command',
             name='kind',
-            field=models.CharField(choices=[('check_numbers', 'Check numbers'), ('mark_read', 'Mark read'), ('presence', 'Presence'), ('contact_info', 'Contact info'), ('profile_picture', 'Profile picture'), ('chats', 'Chats'), ('history', 'History'), ('group_create', 'Group create'), ('group_info', 'Group info')], max_length=32),
+            field=models.CharField(choices=[('check_numbers', 'Check numbers'), ('mark_read', 'Mark read'), ('presence', 'Presence'), ('contact_info', 'Contact info'), ('profile_picture', 'Profile picture'), ('chats', 'Chats'), ('history', 'History'), ('group_create', 'Group create'), ('group_info', 'Group info'), ('group_invite_link', 'Group invite link'), ('group_leave', 'Group leave')], max_length=32),
         ),
         migrations.AlterField(
             model_name='command',
