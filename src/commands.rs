@@ -37,7 +37,17 @@ pub const KINDS: &[&str] = &[
     "profile_picture",
     "chats",
     "history",
+    "group_create",
+    "group_info",
+    "group_invite_link",
+    "group_leave",
 ];
+/// The kinds that change the world: never run twice (see [`settle_interrupted`]).
+pub const SIDE_EFFECTS: &[&str] = &["group_create", "group_leave"];
+/// Participants one `group_create` may name.
+pub const MAX_PARTICIPANTS: usize = 256;
+/// Characters of a group subject (the server refuses a longer one with 406: WAWebCreateGroupAction).
+pub const MAX_SUBJECT: usize = 100;
 /// Chats one `chats` command lists at most (and its default).
 pub const MAX_CHATS: usize = 200;
 pub const DEFAULT_CHATS: usize = 50;
@@ -45,12 +55,19 @@ pub const DEFAULT_CHATS: usize = 50;
 pub const MAX_HISTORY: usize = 500;
 pub const DEFAULT_HISTORY: usize = 50;
 
+#[derive(Clone)]
 struct Claimed {
     id: i64,
     session_id: String,
     kind: String,
     args: Value,
     attempts: i32,
+    /// The row was `running` when claimed: an earlier claim may have asked the page already.
+    was_running: bool,
+    /// `started_at` of that earlier claim.
+    prev_started: Option<chrono::DateTime<chrono::Utc>>,
+    /// `started_at` of this claim.
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 /// How one command ended.
@@ -99,7 +116,10 @@ pub async fn run(shared: Arc<Shared>) {
                         let sh = shared.clone();
                         let busy = busy.clone();
                         tokio::spawn(async move {
-                            let outcome = if row.attempts > MAX_ATTEMPTS {
+                            let side_effect = SIDE_EFFECTS.contains(&row.kind.as_str());
+                            let outcome = if side_effect && row.was_running {
+                                settle_interrupted(&sh, &*handle, &row).await
+                            } else if row.attempts > MAX_ATTEMPTS {
                                 Outcome::Failed(
                                     ErrorCode::CommandFailed,
                                     format!(
@@ -145,9 +165,9 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
     let q = sqlx::query(
         "with ready as (select unnest($2::text[]) as sid),
          picked as (
-           select k.id from ready r
+           select k.id, k.status, k.started_at from ready r
            cross join lateral (
-             select id from wa_command
+             select id, status, started_at from wa_command
              where session_id = r.sid
                and ((status = 'queued' and not_before <= now()) or status = 'running')
              order by id limit 1
@@ -157,7 +177,8 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
            started_at = now()
          from picked p, wa_session s
          where c.id = p.id and s.id = c.session_id and s.runner_id = $1 and s.lease_until > now()
-         returning c.id, c.session_id, c.kind, c.args, c.attempts",
+         returning c.id, c.session_id, c.kind, c.args, c.attempts,
+           c.started_at, p.status = 'running' as was_running, p.started_at as prev_started",
     )
     .bind(shared.id)
     .bind(ready);
@@ -170,6 +191,9 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
             kind: r.get("kind"),
             args: r.get("args"),
             attempts: r.get("attempts"),
+            was_running: r.get("was_running"),
+            prev_started: r.get("prev_started"),
+            started: r.get("started_at"),
         })
         .collect())
 }
@@ -262,6 +286,10 @@ enum Request {
     ProfilePicture(String),
     Chats(usize),
     History(String, usize),
+    GroupCreate(String, Vec<String>),
+    GroupInfo(String),
+    GroupInviteLink(String),
+    GroupLeave(String),
 }
 
 /// Validates a row's kind and args; the error is the sentence for the `error` column.
@@ -276,6 +304,8 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         "contact_info" | "profile_picture" => &["contact"],
         "chats" => &["limit"],
         "history" => &["chat", "limit"],
+        "group_create" => &["subject", "participants"],
+        "group_info" | "group_invite_link" | "group_leave" => &["group"],
         other => {
             return Err(format!(
                 "unknown kind `{other}` (this runner knows {})",
@@ -290,6 +320,9 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         ));
     }
     match kind {
+        "group_create" | "group_info" | "group_invite_link" | "group_leave" => {
+            parse_group(kind, obj)
+        }
         "contact_info" | "profile_picture" => parse_contact(kind, obj),
         "chats" => Ok(Request::Chats(parse_limit(obj, DEFAULT_CHATS, MAX_CHATS)?)),
         "history" => {
@@ -339,6 +372,268 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
             Ok(Request::Presence(jid.as_str().to_string(), state))
         }
     }
+}
+
+// ---- groups (issue 14)
+
+fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Request, String> {
+    if kind != "group_create" {
+        let Some(raw) = obj.get("group").and_then(Value::as_str) else {
+            return Err("args.group must be a group JID (…@g.us)".into());
+        };
+        let jid = crate::recipient::normalize(raw).map_err(|e| format!("args.group: {e}"))?;
+        if !jid.is_group() {
+            return Err(format!("args.group: `{raw}` is not a group JID (…@g.us)"));
+        }
+        let jid = jid.as_str().to_string();
+        return Ok(match kind {
+            "group_info" => Request::GroupInfo(jid),
+            "group_invite_link" => Request::GroupInviteLink(jid),
+            _ => Request::GroupLeave(jid),
+        });
+    }
+    let subject = obj
+        .get("subject")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("");
+    let n = subject.chars().count();
+    if n == 0 || n > MAX_SUBJECT {
+        return Err(format!(
+            "args.subject must be a text of 1 to {MAX_SUBJECT} characters (it has {n})"
+        ));
+    }
+    if subject.chars().any(char::is_control) {
+        return Err("args.subject must not hold control characters (newlines, tabs)".into());
+    }
+    let Some(list) = obj.get("participants").and_then(Value::as_array) else {
+        return Err("args.participants must be a list of phone numbers or c.us JIDs".into());
+    };
+    if list.is_empty() || list.len() > MAX_PARTICIPANTS {
+        return Err(format!(
+            "args.participants must hold 1 to {MAX_PARTICIPANTS} numbers (it holds {})",
+            list.len()
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let Some(s) = p.as_str() else {
+            return Err(format!("args.participants[{i}] is not a string"));
+        };
+        let jid =
+            crate::recipient::normalize(s).map_err(|e| format!("args.participants[{i}]: {e}"))?;
+        if jid.is_group() {
+            return Err(format!("args.participants[{i}] is a group, not a person"));
+        }
+        let jid = jid.as_str().to_string();
+        if out.contains(&jid) {
+            return Err(format!("args.participants[{i}] repeats {jid}"));
+        }
+        out.push(jid);
+    }
+    Ok(Request::GroupCreate(subject.to_string(), out))
+}
+
+/// The `result` of group_create from the page's answer: `{id, subject, added, failed:
+/// [{wid, code}], recovered}`. A participant the answer does not mention counts as added (the
+/// page reports only the ones it could not add with their code).
+fn group_create_result(subject: &str, asked: &[String], v: &Value, recovered: bool) -> Value {
+    let mut codes = std::collections::HashMap::new();
+    for p in v
+        .get("participants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(w) = p.get("wid").and_then(Value::as_str) {
+            let code = p.get("code").and_then(Value::as_str).unwrap_or("200");
+            codes.insert(w.to_string(), code.to_string());
+        }
+    }
+    let mut added = Vec::new();
+    let mut failed = Vec::new();
+    for w in asked {
+        match codes.get(w).map(String::as_str) {
+            None | Some("200") => added.push(json!(w)),
+            Some(c) => failed.push(json!({"wid": w, "code": c})),
+        }
+    }
+    json!({
+        "id": v.get("id").and_then(Value::as_str),
+        "subject": subject,
+        "added": added,
+        "failed": failed,
+        "recovered": recovered,
+    })
+}
+
+/// The `result` of group_info.
+fn group_info_result(group: &str, v: &Value) -> Value {
+    let found = v.get("found").and_then(Value::as_bool).unwrap_or(false);
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(1024).collect::<String>())
+    };
+    json!({
+        "group": group,
+        "found": found,
+        "subject": if found { text("subject") } else { None },
+        "owner": if found { text("owner") } else { None },
+        "created_at": v.get("creation").and_then(Value::as_i64)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "participants": if found {
+            pick_items(v.get("participants"), &["id", "is_admin", "is_super_admin"], MAX_PARTICIPANTS * 4)
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// How far before the row's `started_at` a group's `creation` (server seconds, truncated) may lie
+/// and still be the one this row asked for.
+const CREATION_SLACK: chrono::Duration = chrono::Duration::seconds(2);
+
+/// A side-effecting row found `running` from an earlier claim (a runner died mid-call, a lease
+/// moved), or whose page call failed without a clear answer: it is never asked of the page
+/// again. The page is asked whether the effect is there (README, "the rule the group commands
+/// follow"): one group with this subject created since the row started, holding the asked
+/// participants, settles it `done`; anything else fails it `command_interrupted`.
+async fn settle_interrupted(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outcome {
+    let (subject, asked) = match parse(&row.kind, &row.args) {
+        Ok(Request::GroupCreate(s, p)) => (s, p),
+        Ok(Request::GroupLeave(group)) => return settle_leave(shared, session, &group).await,
+        Ok(_) => {
+            return Outcome::Failed(
+                ErrorCode::CommandInterrupted,
+                "interrupted; this kind cannot be checked on the page".into(),
+            )
+        }
+        Err(m) => return invalid(m),
+    };
+    let since = row.prev_started.unwrap_or_else(chrono::Utc::now) - CREATION_SLACK;
+    let all = match tokio::time::timeout(shared.cfg.send_timeout, session.groups_all()).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Outcome::Failed(
+                ErrorCode::CommandInterrupted,
+                format!("interrupted, and the page could not list the groups to check: {e}"),
+            )
+        }
+        Err(_) => {
+            return Outcome::Failed(
+                ErrorCode::CommandInterrupted,
+                "interrupted, and listing the groups to check took too long".into(),
+            )
+        }
+    };
+    let matches = find_created(&all, &subject, &asked, since);
+    match matches.as_slice() {
+        [g] => {
+            let gid = g.get("id").and_then(Value::as_str).unwrap_or("");
+            tracing::info!(command_id = row.id, group = gid, "an interrupted group_create had created its group");
+            let members: Vec<Value> = asked
+                .iter()
+                .filter(|w| has_member(g, w))
+                .map(|w| json!({"wid": w, "code": "200"}))
+                .chain(
+                    asked
+                        .iter()
+                        .filter(|w| !has_member(g, w))
+                        .map(|w| json!({"wid": w, "code": "unknown"})),
+                )
+                .collect();
+            let v = json!({"id": g.get("id"), "participants": members});
+            Outcome::Done(group_create_result(&subject, &asked, &v, true))
+        }
+        [] => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            format!(
+                "interrupted while creating the group; no group `{subject}` created since the command started is there yet, but the page may still have sent it: check before asking again"
+            ),
+        ),
+        many => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            format!(
+                "interrupted; {} groups `{subject}` were created since the command started ({}), which one is this command's is unknown",
+                many.len(),
+                many.iter().filter_map(|g| g.get("id").and_then(Value::as_str)).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+    }
+}
+
+/// An interrupted group_leave: the group no longer among the account's groups is left (done);
+/// still there, the leave may yet arrive (command_interrupted).
+async fn settle_leave(shared: &Shared, session: &dyn Session, group: &str) -> Outcome {
+    match tokio::time::timeout(shared.cfg.send_timeout, session.groups_all()).await {
+        Ok(Ok(all)) => {
+            let member = all.as_array().is_some_and(|gs| {
+                gs.iter()
+                    .any(|g| g.get("id").and_then(Value::as_str) == Some(group))
+            });
+            if member {
+                Outcome::Failed(
+                    ErrorCode::CommandInterrupted,
+                    format!("interrupted while leaving {group}; the account is still in it, but the page may still have sent the leave: check before asking again"),
+                )
+            } else {
+                Outcome::Done(json!({"group": group, "left": true, "recovered": true}))
+            }
+        }
+        Ok(Err(e)) => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            format!("interrupted, and the page could not list the groups to check: {e}"),
+        ),
+        Err(_) => Outcome::Failed(
+            ErrorCode::CommandInterrupted,
+            "interrupted, and listing the groups to check took too long".into(),
+        ),
+    }
+}
+
+fn has_member(g: &Value, wid: &str) -> bool {
+    g.get("participants")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p.get("id").and_then(Value::as_str) == Some(wid))
+        })
+}
+
+/// The groups of `all` (the answer of `groups_all`) that this group_create made: the subject,
+/// created since `since`, and every asked participant in it (or the page names members by LID,
+/// which cannot be compared with a number).
+fn find_created<'a>(
+    all: &'a Value,
+    subject: &str,
+    asked: &[String],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<&'a Value> {
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g.get("subject").and_then(Value::as_str) == Some(subject))
+        .filter(|g| {
+            g.get("creation")
+                .and_then(Value::as_i64)
+                .is_some_and(|t| t >= since.timestamp())
+        })
+        .filter(|g| {
+            let by_lid = g
+                .get("participants")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.get("id")
+                            .and_then(Value::as_str)
+                            .is_some_and(|i| i.ends_with("@lid"))
+                    })
+                });
+            by_lid || asked.iter().all(|w| has_member(g, w))
+        })
+        .collect()
 }
 
 // ---- contacts and profile pictures (issue 14)
@@ -537,6 +832,35 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
                     .map_err(bounded_call("listing the chats"))??;
                 Ok(json!({"chats": pick_items(Some(&v), CHAT_KEYS, limit)}))
             }
+            Request::GroupCreate(subject, participants) => {
+                let v =
+                    tokio::time::timeout(timeout, session.group_create(&subject, &participants))
+                        .await
+                        .map_err(bounded_call("creating the group"))??;
+                Ok(group_create_result(&subject, &participants, &v, false))
+            }
+            Request::GroupInfo(group) => {
+                let v = tokio::time::timeout(timeout, session.group_info(&group))
+                    .await
+                    .map_err(bounded_call("reading the group"))??;
+                Ok(group_info_result(&group, &v))
+            }
+            Request::GroupInviteLink(group) => {
+                let v = tokio::time::timeout(timeout, session.group_invite_code(&group))
+                    .await
+                    .map_err(bounded_call("reading the invite link"))??;
+                let code = v
+                    .as_str()
+                    .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .ok_or_else(|| DriverError::permanent(ErrorCode::CommandFailed, "the page answered no invite code"))?;
+                Ok(json!({"group": group, "code": code, "link": format!("https://chat.whatsapp.com/{code}")}))
+            }
+            Request::GroupLeave(group) => {
+                tokio::time::timeout(timeout, session.group_leave(&group))
+                    .await
+                    .map_err(bounded_call("leaving the group"))??;
+                Ok(json!({"group": group, "left": true, "recovered": false}))
+            }
             Request::History(chat, limit) => {
                 let v = tokio::time::timeout(timeout, session.history(&chat, limit))
                     .await
@@ -555,6 +879,14 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
     match r {
         Ok(v) => Outcome::Done(v),
         Err(DriverError::Permanent { code, message }) => Outcome::Failed(code, message),
+        // The page may have done it before the call failed: checked, never asked again.
+        Err(_) if SIDE_EFFECTS.contains(&row.kind.as_str()) => {
+            let row = Claimed {
+                prev_started: Some(row.prev_started.unwrap_or(row.started)),
+                ..row.clone()
+            };
+            settle_interrupted(shared, session, &row).await
+        }
         Err(e) => {
             let code = match e.code() {
                 ErrorCode::CommandTimeout | ErrorCode::SendTimeout => ErrorCode::CommandTimeout,
@@ -595,6 +927,17 @@ pub fn result_keys(kind: &str) -> &'static [&'static str] {
         "profile_picture" => &["contact", "found", "url", "expires_at"],
         "chats" => &["chats"],
         "history" => &["chat", "found", "page_chat", "messages"],
+        "group_create" => &["id", "subject", "added", "failed", "recovered"],
+        "group_info" => &[
+            "group",
+            "found",
+            "subject",
+            "owner",
+            "created_at",
+            "participants",
+        ],
+        "group_invite_link" => &["group", "code", "link"],
+        "group_leave" => &["group", "left", "recovered"],
         _ => &[],
     }
 }
@@ -733,7 +1076,7 @@ mod tests {
     #[test]
     fn kinds_match_the_migration() {
         // The latest migration that redefines the kinds.
-        let sql = include_str!("../migrations/20261203000011_chat_commands.sql");
+        let sql = include_str!("../migrations/20261203000012_group_commands.sql");
         for k in KINDS {
             assert!(sql.contains(&format!("'{k}'")), "{k}");
             assert!(!result_keys(k).is_empty());

@@ -46,6 +46,7 @@ error_codes! {
     InvalidCommand => "invalid_command": "a command's kind or args are not what the runner accepts (the error says which)",
     CommandFailed => "command_failed": "the page refused or failed the command",
     CommandTimeout => "command_timeout": "the page did not finish the command in time (after 3 attempts)",
+    CommandInterrupted => "command_interrupted": "a command that changes the world was interrupted and the page cannot tell whether it happened: check before asking again",
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -61,7 +62,7 @@ mod tests {
     #[test]
     fn every_code_is_in_the_migration_domain() {
         // The latest definition of the domain's check.
-        let sql = include_str!("../migrations/20261202000005_commands.sql");
+        let sql = include_str!("../migrations/20261203000012_group_commands.sql");
         let start = sql
             .find("alter domain wa_error_code add constraint")
             .unwrap();

@@ -385,6 +385,52 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot read chat history",
         ))
     }
+    // ---- groups (issue 14)
+    /// Create a group: `{id, participants: [{wid, code}]}` (code "200" added).
+    async fn group_create(
+        &self,
+        subject: &str,
+        participants: &[String],
+    ) -> Result<serde_json::Value, DriverError> {
+        let _ = (subject, participants);
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot create groups",
+        ))
+    }
+    /// A group's metadata from the server: `{found, id, subject, owner, creation, participants:
+    /// [{id, is_admin, is_super_admin}]}`.
+    async fn group_info(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = group_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read groups",
+        ))
+    }
+    /// The group's current invite code (the account must be an admin).
+    async fn group_invite_code(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = group_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot read invite links",
+        ))
+    }
+    /// Leave the group.
+    async fn group_leave(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        let _ = group_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot leave groups",
+        ))
+    }
+    /// Every group the account is in, from the server: `[{id, subject, owner, creation,
+    /// participants: [{id, admin}]}]`.
+    async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot list groups",
+        ))
+    }
     /// Unlink the device. A `LoggedOut` event follows.
     async fn logout(&self) -> Result<(), DriverError>;
     /// Close the page (and its browser). Idempotent. The profile on disk is kept (a

@@ -99,6 +99,7 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/ack", post(ack))
         .route("/_sim/unregistered", post(unregistered))
         .route("/_sim/faults", get(get_faults).post(faults))
+        .route("/_sim/groups", get(groups))
         .route("/_sim/reload", post(reload))
         .route("/_sim/state", post(set_state))
         .route("/_sim/media/{id}", get(media))
@@ -318,6 +319,9 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "contact" | "about" | "picture" => profile_query(st, conn, &v),
         "react" => react(st, conn, &v),
         "edit" | "revoke" => edit(st, conn, &v),
+        "group_create" => group_create(st, conn, &v),
+        "group_query" | "group_all" => group_query(st, conn, &v),
+        "group_invite" | "group_leave" => group_member_op(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -630,6 +634,220 @@ fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
         });
     }
     reply(&w, conn, &req, json!({"ok": true}));
+}
+
+// ---------------------------------------------------------------- groups (issue 14)
+
+/// A participant as a page names it (`user` + `server`, `c.us` or `lid`) → phone.
+fn participant_phone(w: &World, v: &Value) -> Option<String> {
+    let user = s(v, "user")?;
+    match s(v, "server").as_deref() {
+        Some("lid") => w.lids.get(&user).cloned(),
+        Some("c.us") | Some("s.whatsapp.net") => normalize_phone(&user),
+        _ => None,
+    }
+}
+
+fn group_json(g: &crate::sim::world::Group) -> Value {
+    json!({
+        "id": g.id, "subject": g.subject, "owner": format!("{}@c.us", g.owner),
+        "creation": g.creation,
+        "participants": g.participants.iter().map(|(p, role)| json!({
+            "id": format!("{p}@c.us"), "admin": role,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// WAWebGroupCreateJob.createGroup: the server makes the group with the asker as superadmin and
+/// every registered participant in it; one not on WhatsApp comes back with code "404". With the
+/// `group_delay_ms` fault the group is made and answered only after the delay, and is made even
+/// if the asking page is gone by then (the server had the request).
+fn group_create(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let subject = s(v, "subject").unwrap_or_default();
+    if subject.trim().is_empty() || subject.chars().count() > 100 {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "bad subject", "status": 406}),
+        );
+        return;
+    }
+    let mut members = std::collections::BTreeMap::new();
+    members.insert(me.clone(), Some("superadmin".to_string()));
+    let mut results = Vec::new();
+    for p in v
+        .get("participants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let user = s(p, "user").unwrap_or_default();
+        let server = s(p, "server").unwrap_or_default();
+        let code = match participant_phone(&w, p) {
+            Some(phone) if w.is_registered(&phone) => {
+                members.entry(phone).or_insert(None);
+                "200"
+            }
+            _ => "404",
+        };
+        results.push(json!({"user": user, "server": server, "code": code}));
+    }
+    let id = loop {
+        let mut b = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut b[..]);
+        let id = format!(
+            "120363{:012}@g.us",
+            u64::from_le_bytes(b) % 1_000_000_000_000
+        );
+        if !w.groups.contains_key(&id) {
+            break id;
+        }
+    };
+    let group = crate::sim::world::Group {
+        id: id.clone(),
+        subject,
+        owner: me,
+        creation: 0,
+        participants: members,
+        invite_code: {
+            use rand::distr::{Alphanumeric, SampleString};
+            Alphanumeric.sample_string(&mut rand::rng(), 22)
+        },
+    };
+    let delay = Duration::from_millis(
+        w.faults
+            .group_delay_by_phone
+            .get(&group.owner)
+            .copied()
+            .unwrap_or(w.faults.group_delay_ms),
+    );
+    *w.groups_pending.entry(group.owner.clone()).or_default() += 1;
+    drop(w);
+    let st = st.clone();
+    tokio::spawn(async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut w = st.world();
+        let mut group = group;
+        group.creation = chrono::Utc::now().timestamp();
+        if let Some(n) = w.groups_pending.get_mut(&group.owner) {
+            *n = n.saturating_sub(1);
+        }
+        w.groups.insert(id.clone(), group);
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"ok": true, "gid": id, "participants": results}),
+        );
+    });
+}
+
+/// WAWebGroupQueryJob: `group_query` (queryAndUpdateGroupMetadataById) answers one group the
+/// asker is in (else status 404); `group_all` (queryAllGroups) every group the asker is in.
+fn group_query(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    if s(v, "t").as_deref() == Some("group_all") {
+        let groups: Vec<Value> = w
+            .groups
+            .values()
+            .filter(|g| g.participants.contains_key(&me))
+            .map(group_json)
+            .collect();
+        reply(&w, conn, &req, json!({"ok": true, "groups": groups}));
+        return;
+    }
+    let id = s(v, "id").unwrap_or_default();
+    match w
+        .groups
+        .get(&id)
+        .filter(|g| g.participants.contains_key(&me))
+    {
+        Some(g) => reply(&w, conn, &req, json!({"ok": true, "group": group_json(g)})),
+        None => reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "item-not-found", "status": 404}),
+        ),
+    }
+}
+
+/// `group_invite` (WAWebGroupInviteJob.queryGroupInviteCode): the code, for an admin only (else
+/// not-authorized, 401). `group_leave` (WAWebExitGroupAction.sendExitGroup): the asker leaves;
+/// a group it is not in is item-not-found (404).
+fn group_member_op(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let id = s(v, "id").unwrap_or_default();
+    let leave = s(v, "t").as_deref() == Some("group_leave");
+    let Some(g) = w
+        .groups
+        .get_mut(&id)
+        .filter(|g| g.participants.contains_key(&me))
+    else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "item-not-found", "status": 404}),
+        );
+        return;
+    };
+    if leave {
+        g.participants.remove(&me);
+        reply(&w, conn, &req, json!({"ok": true}));
+        return;
+    }
+    if g.participants.get(&me).cloned().flatten().is_none() {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "not-authorized", "status": 401}),
+        );
+        return;
+    }
+    let code = g.invite_code.clone();
+    reply(&w, conn, &req, json!({"ok": true, "code": code}));
+}
+
+/// The groups `phone` is in, as the server holds them, and how many creations are still held.
+async fn groups(
+    State(st): State<SimState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult {
+    let phone = phone_query(&q)?;
+    let w = st.world();
+    let groups: Vec<Value> = w
+        .groups
+        .values()
+        .filter(|g| g.participants.contains_key(&phone))
+        .map(|g| {
+            let mut j = group_json(g);
+            j["invite_code"] = json!(g.invite_code);
+            j
+        })
+        .collect();
+    Ok(Json(json!({"phone": phone, "groups": groups,
+               "pending": w.groups_pending.get(&phone).copied().unwrap_or(0)})))
 }
 
 // ---------------------------------------------------------------- contacts and pictures (issue 14)
@@ -1282,7 +1500,7 @@ async fn unregistered(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultsReq {
-    /// Restrict drop_socket / crash_page / fail_sends to this phone.
+    /// Restrict drop_socket / crash_page / fail_sends / group_delay_ms to this phone.
     phone: Option<String>,
     #[serde(default)]
     drop_socket: bool,
@@ -1297,6 +1515,8 @@ struct FaultsReq {
     late_ms: Option<u64>,
     /// Sends lost in transit (never recorded, never answered) until set false again.
     lose_sends: Option<bool>,
+    /// Group creations are done and answered this long after the page asked (0: at once).
+    group_delay_ms: Option<u64>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -1341,6 +1561,16 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     let mut w = st.world();
     if let Some(d) = r.send_delay_ms {
         w.faults.send_delay_ms = d;
+    }
+    match (r.group_delay_ms, &phone) {
+        (Some(0), Some(p)) => {
+            w.faults.group_delay_by_phone.remove(p);
+        }
+        (Some(d), Some(p)) => {
+            w.faults.group_delay_by_phone.insert(p.clone(), d);
+        }
+        (Some(d), None) => w.faults.group_delay_ms = d,
+        (None, _) => {}
     }
     if let Some(lose) = r.lose_sends {
         w.faults.lose_sends = lose;

@@ -311,6 +311,10 @@ pub struct Faults {
     pub lose_sends: bool,
     /// How many sends were lost that way.
     pub lost_sends: u64,
+    /// Group creations are answered (and done) only this long after the page asked.
+    pub group_delay_ms: u64,
+    /// The same for one account's creations (by phone).
+    pub group_delay_by_phone: std::collections::BTreeMap<String, u64>,
 }
 
 impl Faults {
@@ -351,6 +355,24 @@ pub struct World {
     /// Per phone: how often a page resumed a login while another page still held it live (the
     /// older one is told it was replaced). Two runners driving one device shows here.
     pub takeovers: std::collections::BTreeMap<String, u64>,
+    /// Groups on the server, by id (`…@g.us`) (issue 14).
+    pub groups: std::collections::BTreeMap<String, Group>,
+    /// Group creations a page asked for that the server has not finished yet (held by the
+    /// `group_delay_ms` fault).
+    pub groups_pending: std::collections::BTreeMap<String, u64>,
+}
+
+/// A group as WhatsApp's server keeps it: subject, creator, creation time (seconds) and
+/// members by phone with their role (`superadmin` for the creator, `admin`, or none).
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub subject: String,
+    pub owner: String,
+    pub creation: i64,
+    pub participants: std::collections::BTreeMap<String, Option<String>>,
+    /// The current invite code (chat.whatsapp.com/<code>), 22 letters and digits.
+    pub invite_code: String,
 }
 
 pub fn random_token(bytes: usize) -> String {
@@ -399,6 +421,8 @@ impl World {
             unregistered: HashSet::new(),
             uploads: HashMap::new(),
             takeovers: Default::default(),
+            groups: Default::default(),
+            groups_pending: Default::default(),
             faults: Faults {
                 send_delay_ms: 0,
                 fail_sends: 0,
@@ -409,6 +433,8 @@ impl World {
                 late_phone: None,
                 lose_sends: false,
                 lost_sends: 0,
+                group_delay_ms: 0,
+                group_delay_by_phone: Default::default(),
             },
         }
     }

@@ -495,3 +495,253 @@ async fn chats_and_history_list_what_the_page_holds() {
     }
     r.shutdown().await.unwrap();
 }
+
+async fn groups_of(phone: &str) -> Value {
+    sim()
+        .await
+        .get(&format!("/_sim/groups?phone={phone}"))
+        .await
+}
+
+/// group_create makes the group on the simulator's server (the creator superadmin, a number
+/// without WhatsApp reported failed), group_info reads it back with the admin flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_create_and_group_info_run_through_rows_and_the_simulator_sees_the_group() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, friend, stranger) = ("15550190001", "15550190002", "15550190003");
+    link(p, "e2e_groups", me).await;
+    sim()
+        .await
+        .post("/_sim/unregistered", json!({"numbers": [stranger]}))
+        .await;
+    let id = command(
+        p,
+        "e2e_groups",
+        "group_create",
+        json!({"subject": "Team e2e", "participants": [format!("+{friend}"), stranger]}),
+    )
+    .await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    let result = result.unwrap();
+    let gid = result["id"].as_str().unwrap().to_string();
+    assert!(gid.ends_with("@g.us"), "{gid}");
+    assert_eq!(result["subject"], "Team e2e");
+    assert_eq!(result["added"], json!([format!("{friend}@c.us")]));
+    assert_eq!(
+        result["failed"],
+        json!([{"wid": format!("{stranger}@c.us"), "code": "404"}])
+    );
+    assert_eq!(result["recovered"], false);
+    let mut keys: Vec<&str> = result
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    let mut want = wa_outbox::commands::result_keys("group_create").to_vec();
+    want.sort();
+    assert_eq!(keys, want);
+
+    // The server holds exactly that group, for both members.
+    let mine = groups_of(me).await["groups"].as_array().unwrap().clone();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["id"], gid.as_str());
+    assert_eq!(mine[0]["subject"], "Team e2e");
+    assert_eq!(groups_of(friend).await["groups"][0]["id"], gid.as_str());
+
+    let id = command(p, "e2e_groups", "group_info", json!({"group": gid})).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let info = result.unwrap();
+    assert_eq!(info["found"], true);
+    assert_eq!(info["subject"], "Team e2e");
+    assert_eq!(info["owner"], format!("{me}@c.us").as_str());
+    assert!(info["created_at"].as_str().is_some());
+    let parts = info["participants"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let of = |w: String| {
+        parts
+            .iter()
+            .find(|x| x["id"] == w.as_str())
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of(format!("{me}@c.us"))["is_super_admin"], true);
+    assert_eq!(of(format!("{me}@c.us"))["is_admin"], true);
+    assert_eq!(of(format!("{friend}@c.us"))["is_admin"], false);
+
+    // A group the account is not in: found false, not an error.
+    let id = command(
+        p,
+        "e2e_groups",
+        "group_info",
+        json!({"group": "120363000000000001@g.us"}),
+    )
+    .await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["found"], false);
+
+    for (kind, args) in [
+        (
+            "group_create",
+            json!({"subject": "", "participants": [friend]}),
+        ),
+        (
+            "group_create",
+            json!({"subject": "x".repeat(101), "participants": [friend]}),
+        ),
+        ("group_create", json!({"subject": "ok", "participants": []})),
+        (
+            "group_create",
+            json!({"subject": "ok", "participants": [gid.clone()]}),
+        ),
+        ("group_info", json!({"group": friend})),
+    ] {
+        let id = command(p, "e2e_groups", kind, args.clone()).await;
+        let (status, _, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{kind} {args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"));
+        assert!(error.unwrap().starts_with("args"));
+    }
+    // None of those reached the server.
+    assert_eq!(groups_of(me).await["groups"].as_array().unwrap().len(), 1);
+
+    // The invite link: the code the server holds for the group.
+    let id = command(p, "e2e_groups", "group_invite_link", json!({"group": gid})).await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    let result = result.unwrap();
+    let invite = groups_of(me).await["groups"][0]["invite_code"].clone();
+    assert_eq!(result["code"], invite);
+    assert_eq!(
+        result["link"],
+        format!("https://chat.whatsapp.com/{}", invite.as_str().unwrap()).as_str()
+    );
+
+    // Leaving: the server drops the account from the group; the friend stays in it.
+    let id = command(p, "e2e_groups", "group_leave", json!({"group": gid})).await;
+    let (status, result, code, error) = finished(p, id).await;
+    assert_eq!((status.as_str(), code, error), ("done", None, None));
+    assert_eq!(
+        result.unwrap(),
+        json!({"group": gid, "left": true, "recovered": false})
+    );
+    assert_eq!(groups_of(me).await["groups"], json!([]));
+    let theirs = groups_of(friend).await["groups"].clone();
+    assert_eq!(theirs[0]["id"], gid.as_str());
+    assert_eq!(theirs[0]["participants"].as_array().unwrap().len(), 1);
+    // Leaving again: the server refuses, the page finds the account no longer in it: done.
+    let id = command(p, "e2e_groups", "group_leave", json!({"group": gid})).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["left"], true);
+    // No longer in it, the invite link is refused with a sentence.
+    let id = command(p, "e2e_groups", "group_invite_link", json!({"group": gid})).await;
+    let (status, _, code, error) = finished(p, id).await;
+    assert_eq!(status, "failed");
+    assert!(code.is_some() && error.is_some());
+    r.shutdown().await.unwrap();
+}
+
+/// Exactly once: the runner is SIGKILLed while the page's createGroup is held on the server; a
+/// second runner takes the session over and, finding the row `running`, asks the page instead of
+/// creating again. The server ends with exactly one group, and the row done from it or failed
+/// `command_interrupted`, never a second group. Held 8 s the create is on the server by the time
+/// the second runner looks (done, recovered); held 45 s it is not (command_interrupted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_create_interrupted_by_sigkill_is_settled_and_never_repeated() {
+    let (short, long) = tokio::join!(
+        group_create_killed("15550190011", "e2e_group_kill", 8_000),
+        group_create_killed("15550190021", "e2e_group_kill2", 45_000),
+    );
+    assert!(short == "done" || short == "failed", "{short}");
+    assert_eq!(long, "failed", "held 45 s, the create cannot be seen yet");
+}
+
+/// One run: returns the row's final status.
+async fn group_create_killed(me: &str, session: &str, hold_ms: u64) -> String {
+    use crate::fleet::runner_proc;
+    let db = test_db().await;
+    let p = &db.pool;
+    let friend = "15550190012";
+    let r1 = runner_proc(&db, 10, "6s").await;
+    crate::fleet::link_all(p, &[(session.to_string(), me.to_string())]).await;
+    sim()
+        .await
+        .post(
+            "/_sim/faults",
+            json!({"phone": me, "group_delay_ms": hold_ms}),
+        )
+        .await;
+    let id = command(
+        p,
+        session,
+        "group_create",
+        json!({"subject": "Once only", "participants": [friend]}),
+    )
+    .await;
+    // The page's call reached the server, which holds it.
+    wait_for("the create held on the server", STEP, || async {
+        (groups_of(me).await["pending"] == 1).then_some(())
+    })
+    .await;
+    assert_eq!(row(p, id).await.0, "running");
+    r1.signal(libc::SIGKILL);
+    let r2 = runner_proc(&db, 10, "6s").await;
+    let (status, result, code, error) = finished(p, id).await;
+    let held_when_settled = groups_of(me).await["pending"] == 1;
+    // The held creation completes on the server whatever happened to the page.
+    wait_for(
+        "the held create done",
+        std::time::Duration::from_millis(hold_ms) + STEP,
+        || async { (groups_of(me).await["pending"] == 0).then_some(()) },
+    )
+    .await;
+    let groups = groups_of(me).await["groups"].as_array().unwrap().clone();
+    let once: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["subject"] == "Once only")
+        .collect();
+    assert_eq!(once.len(), 1, "exactly one group created: {groups:?}");
+    match status.as_str() {
+        "done" => {
+            assert!(
+                !held_when_settled,
+                "done from a group that was not there yet"
+            );
+            let r = result.unwrap();
+            assert_eq!(r["id"], once[0]["id"]);
+            assert_eq!(r["recovered"], true);
+            assert_eq!(r["added"], json!([format!("{friend}@c.us")]));
+        }
+        "failed" => {
+            assert_eq!(code.as_deref(), Some("command_interrupted"), "{error:?}");
+        }
+        other => panic!("status {other}"),
+    }
+    if held_when_settled {
+        assert_eq!(
+            status, "failed",
+            "the group was not there: it cannot be done"
+        );
+    }
+    eprintln!("FIGURE group_create after SIGKILL, held {hold_ms} ms: {status} ({code:?})");
+    let attempts: i32 = sqlx::query_scalar("select attempts from wa_command where id = $1")
+        .bind(id)
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    sim()
+        .await
+        .post("/_sim/faults", json!({"phone": me, "group_delay_ms": 0}))
+        .await;
+    r2.drain(std::time::Duration::from_secs(60)).await;
+    drop(r1);
+    status
+}

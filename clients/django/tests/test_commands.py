@@ -162,3 +162,41 @@ def test_contact_picture_chats_and_history_write_the_args_the_runner_reads():
         assert (answer["success"], answer["status"]) == (False, "queued")
         cmd = Command.objects.get(pk=answer["commandId"])
         assert (cmd.kind, cmd.args) == (kind, args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_group_commands_write_the_args_the_runner_reads_and_refuse_bad_input():
+    Session.objects.create(id="s1")
+    answer = svc.create_group("s1", " Team ", ["+1 555 123 4567", "15557654321@c.us"], timeout=0)
+    assert (answer["success"], answer["status"]) == (False, "queued")
+    cmd = Command.objects.get(pk=answer["commandId"])
+    assert (cmd.kind, cmd.args) == (
+        "group_create",
+        {"subject": "Team", "participants": ["+1 555 123 4567", "15557654321@c.us"]},
+    )
+    answer = svc.get_group_info("s1", "120363012345678901@g.us", timeout=0)
+    cmd = Command.objects.get(pk=answer["commandId"])
+    assert (cmd.kind, cmd.args) == ("group_info", {"group": "120363012345678901@g.us"})
+    bad = [
+        (lambda: svc.create_group("s1", "", ["15551234567"]), "subject"),
+        (lambda: svc.create_group("s1", "x" * 101, ["15551234567"]), "subject"),
+        (lambda: svc.create_group("s1", "a\nb", ["15551234567"]), "subject"),
+        (lambda: svc.create_group("s1", "ok", []), "participants"),
+        (lambda: svc.create_group("s1", "ok", "15551234567"), "participants"),
+        (lambda: svc.create_group("s1", "ok", ["120363012345678901@g.us"]), "participants"),
+        (lambda: svc.create_group("s1", "ok", ["15551234567", "+1 555 123 4567"]), "participants"),
+        (lambda: svc.get_group_info("s1", "15551234567"), "group"),
+        (lambda: svc.get_group_invite_link("s1", "15551234567"), "group"),
+        (lambda: svc.leave_group("s1", "not a group"), "group"),
+    ]
+    for call, field in bad:
+        with pytest.raises(InvalidInputError) as e:
+            call()
+        assert e.value.field == field
+    assert Command.objects.count() == 2
+    for call, kind in [
+        (svc.get_group_invite_link, "group_invite_link"),
+        (svc.leave_group, "group_leave"),
+    ]:
+        cmd = Command.objects.get(pk=call("s1", "120363012345678901@g.us", timeout=0)["commandId"])
+        assert (cmd.kind, cmd.args) == (kind, {"group": "120363012345678901@g.us"})

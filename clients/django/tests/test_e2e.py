@@ -552,3 +552,36 @@ def test_delete_message_against_a_real_runner(stack, user_client):
     bare = row.wa_message_id.split("_")[2]
     revokes = stack.sim_call(f"/_sim/messages?phone={PHONE}")["revokes"]
     assert [r["parent_id"] for r in revokes] == [bare], revokes
+
+
+def test_create_group_and_group_info_against_a_real_runner(stack, user_client):
+    """create_group makes exactly one group on the simulated server; get_group_info reads it
+    back with the creator as superadmin."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_groups")
+    svc = WhatsAppService()
+    answer = svc.create_group("e2e_groups", "Django group", [f"+{RECIPIENT}"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    r = answer["result"]
+    assert r["id"].endswith("@g.us") and r["subject"] == "Django group", r
+    assert (r["added"], r["failed"], r["recovered"]) == ([f"{RECIPIENT}@c.us"], [], False), r
+    groups = stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"]
+    assert [g["id"] for g in groups if g["subject"] == "Django group"] == [r["id"]]
+
+    answer = svc.get_group_info("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    info = answer["result"]
+    assert (info["found"], info["subject"], info["owner"]) == (True, "Django group", f"{PHONE}@c.us")
+    flags = {p["id"]: (p["is_admin"], p["is_super_admin"]) for p in info["participants"]}
+    assert flags == {f"{PHONE}@c.us": (True, True), f"{RECIPIENT}@c.us": (False, False)}, flags
+
+    answer = svc.get_group_invite_link("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    code = stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"][0]["invite_code"]
+    assert answer["result"]["link"] == f"https://chat.whatsapp.com/{code}"
+
+    answer = svc.leave_group("e2e_groups", r["id"], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    assert answer["result"] == {"group": r["id"], "left": True, "recovered": False}
+    assert stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"] == []

@@ -30,6 +30,12 @@ const JS_CHATS: &str = include_str!("chats.js");
 const JS_HISTORY: &str = include_str!("history.js");
 const JS_REACT: &str = include_str!("react.js");
 const JS_EDIT: &str = include_str!("edit.js");
+// Groups (issue 14).
+const JS_GROUP_CREATE: &str = include_str!("group_create.js");
+const JS_GROUP_INFO: &str = include_str!("group_info.js");
+const JS_GROUPS_ALL: &str = include_str!("groups_all.js");
+const JS_GROUP_INVITE: &str = include_str!("group_invite.js");
+const JS_GROUP_LEAVE: &str = include_str!("group_leave.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -63,6 +69,11 @@ pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHAT
 pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
 pub(super) static FN_REACT: LazyLock<String> = LazyLock::new(|| with_lib(JS_REACT));
 pub(super) static FN_EDIT: LazyLock<String> = LazyLock::new(|| with_lib(JS_EDIT));
+pub(super) static FN_GROUP_CREATE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_CREATE));
+pub(super) static FN_GROUP_INFO: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_INFO));
+pub(super) static FN_GROUPS_ALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUPS_ALL));
+pub(super) static FN_GROUP_INVITE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_INVITE));
+pub(super) static FN_GROUP_LEAVE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_LEAVE));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -209,6 +220,11 @@ mod tests {
             JS_PROFILE_PICTURE,
             JS_CHATS,
             JS_HISTORY,
+            JS_GROUP_CREATE,
+            JS_GROUP_INFO,
+            JS_GROUPS_ALL,
+            JS_GROUP_INVITE,
+            JS_GROUP_LEAVE,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -22,8 +22,9 @@ use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
-    FN_EDIT, FN_FIND_MESSAGE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS,
-    FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_EDIT, FN_FIND_MESSAGE, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO, FN_GROUP_INVITE,
+    FN_GROUP_LEAVE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
+    FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -509,6 +510,40 @@ impl Session for ChromiumSession {
             "reading the chat's history",
         )
         .await
+    }
+
+    // ---- groups (issue 14)
+    async fn group_create(
+        &self,
+        subject: &str,
+        participants: &[String],
+    ) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_GROUP_CREATE,
+            vec![serde_json::json!(subject), serde_json::json!(participants)],
+            "creating the group",
+        )
+        .await
+    }
+
+    async fn group_info(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        self.command_call(&FN_GROUP_INFO, group_id, "reading the group")
+            .await
+    }
+
+    async fn group_invite_code(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        self.command_call(&FN_GROUP_INVITE, group_id, "reading the invite link")
+            .await
+    }
+
+    async fn group_leave(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
+        self.command_call(&FN_GROUP_LEAVE, group_id, "leaving the group")
+            .await
+    }
+
+    async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(&FN_GROUPS_ALL, vec![], "listing the groups")
+            .await
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {

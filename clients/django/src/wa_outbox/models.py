@@ -98,6 +98,8 @@ class ErrorCode(models.TextChoices):
     INVALID_COMMAND = "invalid_command"
     COMMAND_FAILED = "command_failed"
     COMMAND_TIMEOUT = "command_timeout"
+    # A group command interrupted that the page could not settle (migrations/20261203000012).
+    COMMAND_INTERRUPTED = "command_interrupted"
 
 
 class CommandKind(models.TextChoices):
@@ -109,6 +111,11 @@ class CommandKind(models.TextChoices):
     PROFILE_PICTURE = "profile_picture", "Profile picture"
     CHATS = "chats", "Chats"
     HISTORY = "history", "History"
+    # Groups (migrations/20261203000012): group_create and group_leave run exactly once.
+    GROUP_CREATE = "group_create", "Group create"
+    GROUP_INFO = "group_info", "Group info"
+    GROUP_INVITE_LINK = "group_invite_link", "Group invite link"
+    GROUP_LEAVE = "group_leave", "Group leave"
 
 
 class CommandStatus(models.TextChoices):

@@ -984,6 +984,77 @@ class WhatsAppService:
             answer["messages"] = (answer.get("result") or {}).get("messages", [])
         return answer
 
+    def create_group(
+        self,
+        session_id: str,
+        subject: str,
+        participants: list[str],
+        *,
+        timeout: float | None = None,
+    ) -> dict:
+        """Create a group, exactly once: {"success", "commandId", "status", "result": {"id",
+        "subject", "added", "failed": [{"wid", "code"}], "recovered"}} once done. A row a runner
+        was interrupted in is settled from the page, never run again; one the page cannot settle
+        fails with errorCode "command_interrupted" (the group may or may not exist: check with
+        get_group_info or get_chats before asking again)."""
+        if not isinstance(subject, str) or not 1 <= len(subject.strip()) <= MAX_SUBJECT:
+            raise InvalidInputError(
+                "subject", f"expected a text of 1 to {MAX_SUBJECT} characters, got {subject!r}"
+            )
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in subject):
+            raise InvalidInputError("subject", "must not hold control characters")
+        if (
+            isinstance(participants, str)
+            or not isinstance(participants, (list, tuple))
+            or not 1 <= len(participants) <= MAX_PARTICIPANTS
+        ):
+            raise InvalidInputError(
+                "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
+            )
+        seen = set()
+        for p in participants:
+            r = validate_recipient(p, field="participants")
+            if r.endswith("@g.us"):
+                raise InvalidInputError("participants", f"{p!r} is a group, not a person")
+            key = re.sub(r"\D", "", r.split("@")[0]) if r.endswith("@c.us") or "@" not in r else r
+            if key in seen:
+                raise InvalidInputError("participants", f"{p!r} is named twice")
+            seen.add(key)
+        return self._command(
+            session_id,
+            CommandKind.GROUP_CREATE,
+            {"subject": subject.strip(), "participants": list(participants)},
+            timeout=timeout,
+        )
+
+    def get_group_info(self, session_id: str, group: str, *, timeout: float | None = None) -> dict:
+        """A group's subject, owner, creation and participants with admin flags, from the
+        server: {"success", "commandId", "status", "result": {"group", "found", "subject",
+        "owner", "created_at", "participants": [{"id", "is_admin", "is_super_admin"}]}}."""
+        return self._command(
+            session_id, CommandKind.GROUP_INFO, {"group": _group_arg(group)}, timeout=timeout
+        )
+
+    def get_group_invite_link(
+        self, session_id: str, group: str, *, timeout: float | None = None
+    ) -> dict:
+        """The group's invite link (the account must be an admin): {"success", "commandId",
+        "status", "result": {"group", "code", "link"}} once done."""
+        return self._command(
+            session_id,
+            CommandKind.GROUP_INVITE_LINK,
+            {"group": _group_arg(group)},
+            timeout=timeout,
+        )
+
+    def leave_group(self, session_id: str, group: str, *, timeout: float | None = None) -> dict:
+        """Leave the group, exactly once: {"success", "commandId", "status", "result": {"group",
+        "left", "recovered"}} once done; an interrupted leave the page cannot settle fails with
+        errorCode "command_interrupted"."""
+        return self._command(
+            session_id, CommandKind.GROUP_LEAVE, {"group": _group_arg(group)}, timeout=timeout
+        )
+
     def get_command_status(self, command_id: int) -> dict:
         """{"success", "commandId", "status", "result", "errorCode", "error"} of a command row."""
         if isinstance(command_id, bool) or not isinstance(command_id, int):
@@ -1066,6 +1137,8 @@ _COMMAND_COLUMNS = ("id", "session_id", "kind", "status", "result", "error_code"
 
 
 MAX_CHATS = 200
+MAX_SUBJECT = 100
+MAX_PARTICIPANTS = 256
 MAX_HISTORY = 500
 
 
@@ -1081,6 +1154,13 @@ def _contact_arg(contact: str, *, groups: bool) -> str:
     if r.endswith("@g.us") and not groups:
         raise InvalidInputError("contact", f"{contact!r} is a group, not a contact")
     return r
+
+
+def _group_arg(group: str) -> str:
+    g = validate_recipient(group, field="group")
+    if not g.endswith("@g.us"):
+        raise InvalidInputError("group", f"{group!r} is not a group JID (…@g.us)")
+    return g
 
 
 def _limit_arg(limit: int, most: int) -> int:
