@@ -872,3 +872,70 @@ async fn group_participants_add_promote_demote_remove_change_the_group_on_the_se
     assert_eq!(role_in(me, &gid, &bw).await, None);
     r.shutdown().await.unwrap();
 }
+
+/// Exactly once for group_participants: a row found `running` (a runner died after asking the
+/// page) is never asked of the page again. The group already showing the change settles it
+/// `done` with `recovered: true`; the group not showing it fails it `command_interrupted`, and
+/// the simulator's server is left as it was (the change was not made by the check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_participants_row_found_running_is_checked_on_the_page_never_run_again() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, a, b) = ("15550192001", "15550192002", "15550192003");
+    let (aw, bw) = (format!("{a}@c.us"), format!("{b}@c.us"));
+    let id = {
+        link(p, "e2e_gparts_run", me).await;
+        command(
+            p,
+            "e2e_gparts_run",
+            "group_create",
+            json!({"subject": "Interrupted participants", "participants": [a]}),
+        )
+        .await
+    };
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let gid = result.unwrap()["id"].as_str().unwrap().to_string();
+    let leftover = |action: &'static str, who: &'static str| {
+        let gid = gid.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "insert into wa_command (session_id, kind, args, status, attempts, started_at)
+                 values ('e2e_gparts_run', 'group_participants', $1, 'running', 1, now())
+                 returning id",
+            )
+            .bind(json!({"group": gid, "action": action, "participants": [who]}))
+            .fetch_one(p)
+            .await
+            .unwrap()
+        }
+    };
+
+    // a is in the group: an interrupted add of a is settled done from the page.
+    let id = leftover("add", a).await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    assert_eq!(
+        result.unwrap(),
+        json!({"group": gid, "action": "add", "recovered": true,
+               "results": [{"wid": aw, "ok": true, "code": "200"}]})
+    );
+    // b was never added: an interrupted remove of b is settled done the same way.
+    let id = leftover("remove", b).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["recovered"], true);
+    assert_eq!(role_in(me, &gid, &bw).await, None);
+    // a is not an admin: an interrupted promote cannot be told apart from one still on its way,
+    // so it fails command_interrupted, and the check does not promote.
+    let id = leftover("promote", a).await;
+    let (status, _, code, error) = finished(p, id).await;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("command_interrupted"))
+    );
+    assert!(error.unwrap().contains("check before asking again"));
+    assert_eq!(role_in(me, &gid, &aw).await, Some(None), "never run again");
+    r.shutdown().await.unwrap();
+}
