@@ -41,9 +41,12 @@ pub const KINDS: &[&str] = &[
     "group_info",
     "group_invite_link",
     "group_leave",
+    "group_participants",
 ];
 /// The kinds that change the world: never run twice (see [`settle_interrupted`]).
-pub const SIDE_EFFECTS: &[&str] = &["group_create", "group_leave"];
+pub const SIDE_EFFECTS: &[&str] = &["group_create", "group_leave", "group_participants"];
+/// The actions of `group_participants` (WAWebModifyParticipantsGroupAction's four).
+pub const PARTICIPANT_ACTIONS: &[&str] = &["add", "remove", "promote", "demote"];
 /// Participants one `group_create` may name.
 pub const MAX_PARTICIPANTS: usize = 256;
 /// Characters of a group subject (the server refuses a longer one with 406: WAWebCreateGroupAction).
@@ -290,6 +293,7 @@ enum Request {
     GroupInfo(String),
     GroupInviteLink(String),
     GroupLeave(String),
+    GroupParticipants(String, String, Vec<String>),
 }
 
 /// Validates a row's kind and args; the error is the sentence for the `error` column.
@@ -306,6 +310,7 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         "history" => &["chat", "limit"],
         "group_create" => &["subject", "participants"],
         "group_info" | "group_invite_link" | "group_leave" => &["group"],
+        "group_participants" => &["group", "action", "participants"],
         other => {
             return Err(format!(
                 "unknown kind `{other}` (this runner knows {})",
@@ -320,9 +325,8 @@ fn parse(kind: &str, args: &Value) -> Result<Request, String> {
         ));
     }
     match kind {
-        "group_create" | "group_info" | "group_invite_link" | "group_leave" => {
-            parse_group(kind, obj)
-        }
+        "group_create" | "group_info" | "group_invite_link" | "group_leave"
+        | "group_participants" => parse_group(kind, obj),
         "contact_info" | "profile_picture" => parse_contact(kind, obj),
         "chats" => Ok(Request::Chats(parse_limit(obj, DEFAULT_CHATS, MAX_CHATS)?)),
         "history" => {
@@ -386,6 +390,18 @@ fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Reque
             return Err(format!("args.group: `{raw}` is not a group JID (…@g.us)"));
         }
         let jid = jid.as_str().to_string();
+        if kind == "group_participants" {
+            let action = obj.get("action").and_then(Value::as_str).unwrap_or("");
+            if !PARTICIPANT_ACTIONS.contains(&action) {
+                return Err(format!(
+                    "args.action must be one of {} (it is {})",
+                    PARTICIPANT_ACTIONS.join(", "),
+                    obj.get("action").unwrap_or(&Value::Null)
+                ));
+            }
+            let list = parse_participants(obj)?;
+            return Ok(Request::GroupParticipants(jid, action.to_string(), list));
+        }
         return Ok(match kind {
             "group_info" => Request::GroupInfo(jid),
             "group_invite_link" => Request::GroupInviteLink(jid),
@@ -406,6 +422,14 @@ fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Reque
     if subject.chars().any(char::is_control) {
         return Err("args.subject must not hold control characters (newlines, tabs)".into());
     }
+    Ok(Request::GroupCreate(
+        subject.to_string(),
+        parse_participants(obj)?,
+    ))
+}
+
+/// `args.participants`: 1 to [`MAX_PARTICIPANTS`] distinct people (numbers or c.us JIDs).
+fn parse_participants(obj: &serde_json::Map<String, Value>) -> Result<Vec<String>, String> {
     let Some(list) = obj.get("participants").and_then(Value::as_array) else {
         return Err("args.participants must be a list of phone numbers or c.us JIDs".into());
     };
@@ -431,7 +455,103 @@ fn parse_group(kind: &str, obj: &serde_json::Map<String, Value>) -> Result<Reque
         }
         out.push(jid);
     }
-    Ok(Request::GroupCreate(subject.to_string(), out))
+    Ok(out)
+}
+
+/// The `result` of group_participants from the page's answer: `{group, action, results: [{wid,
+/// ok, code}], recovered}`, one entry per asked participant in the asked order; `code` is the
+/// page's ("200" done, else its refusal: a server code such as "403" / "409", the page's own
+/// `ActionError`, `not_a_participant`, `unknown_contact`).
+fn participants_result(
+    group: &str,
+    action: &str,
+    asked: &[String],
+    v: &Value,
+    recovered: bool,
+) -> Value {
+    let mut codes = std::collections::HashMap::new();
+    for p in v
+        .get("participants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(w), Some(c)) = (
+            p.get("wid").and_then(Value::as_str),
+            p.get("code").and_then(Value::as_str),
+        ) {
+            codes.insert(w.to_string(), c.chars().take(64).collect::<String>());
+        }
+    }
+    let results: Vec<Value> = asked
+        .iter()
+        .map(|w| {
+            let code = codes.get(w).cloned().unwrap_or_else(|| "unknown".into());
+            json!({"wid": w, "ok": code == "200", "code": code})
+        })
+        .collect();
+    json!({"group": group, "action": action, "results": results, "recovered": recovered})
+}
+
+/// Whether `group` (an entry of `groups_all`) shows the asked change for every participant:
+/// add → in it, remove → not in it, promote → an admin, demote → in it and not an admin.
+fn participants_settled(group: Option<&Value>, action: &str, asked: &[String]) -> bool {
+    let Some(g) = group else {
+        return false;
+    };
+    let role = |w: &str| -> Option<Option<String>> {
+        g.get("participants")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|p| p.get("id").and_then(Value::as_str) == Some(w))
+            .map(|p| p.get("admin").and_then(Value::as_str).map(str::to_string))
+    };
+    asked.iter().all(|w| match (action, role(w)) {
+        ("add", r) => r.is_some(),
+        ("remove", r) => r.is_none(),
+        ("promote", Some(Some(_))) => true,
+        ("demote", Some(None)) => true,
+        _ => false,
+    })
+}
+
+/// An interrupted group_participants: the group as the server has it shows the change for every
+/// asked participant (done, `recovered`), or it does not (command_interrupted: the change may
+/// still arrive, or a participant refused).
+async fn settle_participants(
+    shared: &Shared,
+    session: &dyn Session,
+    group: &str,
+    action: &str,
+    asked: &[String],
+) -> Outcome {
+    let all = match tokio::time::timeout(shared.cfg.send_timeout, session.groups_all()).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Outcome::Failed(
+                ErrorCode::CommandInterrupted,
+                format!("interrupted, and the page could not list the groups to check: {e}"),
+            )
+        }
+        Err(_) => {
+            return Outcome::Failed(
+                ErrorCode::CommandInterrupted,
+                "interrupted, and listing the groups to check took too long".into(),
+            )
+        }
+    };
+    let g = all.as_array().and_then(|gs| {
+        gs.iter()
+            .find(|g| g.get("id").and_then(Value::as_str) == Some(group))
+    });
+    if participants_settled(g, action, asked) {
+        let v = json!({"participants": asked.iter().map(|w| json!({"wid": w, "code": "200"})).collect::<Vec<_>>()});
+        return Outcome::Done(participants_result(group, action, asked, &v, true));
+    }
+    Outcome::Failed(
+        ErrorCode::CommandInterrupted,
+        format!("interrupted during {action} in {group}; the group does not show it for every participant, but the page may still have sent it: check before asking again"),
+    )
 }
 
 /// The `result` of group_create from the page's answer: `{id, subject, added, failed:
@@ -504,6 +624,9 @@ async fn settle_interrupted(shared: &Shared, session: &dyn Session, row: &Claime
     let (subject, asked) = match parse(&row.kind, &row.args) {
         Ok(Request::GroupCreate(s, p)) => (s, p),
         Ok(Request::GroupLeave(group)) => return settle_leave(shared, session, &group).await,
+        Ok(Request::GroupParticipants(group, action, asked)) => {
+            return settle_participants(shared, session, &group, &action, &asked).await
+        }
         Ok(_) => {
             return Outcome::Failed(
                 ErrorCode::CommandInterrupted,
@@ -861,6 +984,21 @@ async fn execute(shared: &Shared, session: &dyn Session, row: &Claimed) -> Outco
                     .map_err(bounded_call("leaving the group"))??;
                 Ok(json!({"group": group, "left": true, "recovered": false}))
             }
+            Request::GroupParticipants(group, action, participants) => {
+                let v = tokio::time::timeout(
+                    timeout,
+                    session.group_participants(&group, &action, &participants),
+                )
+                .await
+                .map_err(bounded_call("changing the group's participants"))??;
+                if v.get("found").and_then(Value::as_bool) != Some(true) {
+                    return Err(DriverError::permanent(
+                        ErrorCode::CommandFailed,
+                        format!("the account is not in group {group} (or there is no such group)"),
+                    ));
+                }
+                Ok(participants_result(&group, &action, &participants, &v, false))
+            }
             Request::History(chat, limit) => {
                 let v = tokio::time::timeout(timeout, session.history(&chat, limit))
                     .await
@@ -938,6 +1076,7 @@ pub fn result_keys(kind: &str) -> &'static [&'static str] {
         ],
         "group_invite_link" => &["group", "code", "link"],
         "group_leave" => &["group", "left", "recovered"],
+        "group_participants" => &["group", "action", "results", "recovered"],
         _ => &[],
     }
 }
@@ -1074,9 +1213,68 @@ mod tests {
     }
 
     #[test]
+    fn group_participants_args_results_and_settling() {
+        assert_eq!(
+            parse(
+                "group_participants",
+                &json!({"group": "120363012345678901@g.us", "action": "promote", "participants": ["+1 555 123 4567"]})
+            ),
+            Ok(Request::GroupParticipants(
+                "120363012345678901@g.us".into(),
+                "promote".into(),
+                vec!["15551234567@c.us".into()]
+            ))
+        );
+        for args in [
+            json!({"group": "120363012345678901@g.us", "action": "kick", "participants": ["15551234567"]}),
+            json!({"group": "15551234567", "action": "add", "participants": ["15551234567"]}),
+            json!({"group": "120363012345678901@g.us", "action": "add", "participants": []}),
+            json!({"group": "120363012345678901@g.us", "action": "add"}),
+            json!({"group": "120363012345678901@g.us", "action": "add", "participants": ["1555", "1555"]}),
+            json!({"group": "120363012345678901@g.us", "action": "add", "participants": ["15551234567"], "x": 1}),
+        ] {
+            let e = parse("group_participants", &args).expect_err(&args.to_string());
+            assert!(e.len() > 10 && !e.contains('\n'), "{e}");
+        }
+        let asked = vec!["1@c.us".to_string(), "2@c.us".to_string()];
+        let r = participants_result(
+            "g@g.us",
+            "add",
+            &asked,
+            &json!({"participants": [{"wid": "1@c.us", "code": "200"}, {"wid": "2@c.us", "code": "403"}]}),
+            false,
+        );
+        assert_eq!(
+            r["results"][0],
+            json!({"wid": "1@c.us", "ok": true, "code": "200"})
+        );
+        assert_eq!(
+            r["results"][1],
+            json!({"wid": "2@c.us", "ok": false, "code": "403"})
+        );
+        let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        let mut want = result_keys("group_participants").to_vec();
+        want.sort();
+        assert_eq!(keys, want);
+        let g = json!({"id": "g@g.us", "participants": [{"id": "1@c.us", "admin": "admin"}, {"id": "2@c.us", "admin": null}]});
+        assert!(participants_settled(Some(&g), "add", &asked));
+        assert!(!participants_settled(Some(&g), "remove", &asked));
+        assert!(!participants_settled(Some(&g), "promote", &asked));
+        assert!(participants_settled(Some(&g), "promote", &asked[..1]));
+        assert!(participants_settled(Some(&g), "demote", &asked[1..]));
+        assert!(participants_settled(
+            Some(&g),
+            "remove",
+            &["3@c.us".to_string()]
+        ));
+        assert!(!participants_settled(None, "remove", &asked));
+    }
+
+    #[test]
     fn kinds_match_the_migration() {
         // The latest migration that redefines the kinds.
-        let sql = include_str!("../migrations/20261203000012_group_commands.sql");
+        let sql = include_str!("../migrations/20261203000031_group_participants.sql");
         for k in KINDS {
             assert!(sql.contains(&format!("'{k}'")), "{k}");
             assert!(!result_keys(k).is_empty());

@@ -423,6 +423,20 @@ pub trait Session: Send + Sync + 'static {
             "this driver cannot leave groups",
         ))
     }
+    /// Add, remove, promote or demote participants of a group, one at a time: `{found,
+    /// participants: [{wid, code}]}` with the page's code for each ("200" done).
+    async fn group_participants(
+        &self,
+        group_id: &str,
+        action: &str,
+        participants: &[String],
+    ) -> Result<serde_json::Value, DriverError> {
+        let _ = (group_id, action, participants);
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot change group participants",
+        ))
+    }
     /// Every group the account is in, from the server: `[{id, subject, owner, creation,
     /// participants: [{id, admin}]}]`.
     async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {

@@ -322,6 +322,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "group_create" => group_create(st, conn, &v),
         "group_query" | "group_all" => group_query(st, conn, &v),
         "group_invite" | "group_leave" => group_member_op(st, conn, &v),
+        "group_participants" => group_participants(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -827,6 +828,89 @@ fn group_member_op(st: &SimState, conn: ConnId, v: &Value) {
     }
     let code = g.invite_code.clone();
     reply(&w, conn, &req, json!({"ok": true, "code": code}));
+}
+
+/// `group_participants` (WAWebGroupModifyParticipantsJob's add / remove / promote / demote, which
+/// WAWebModifyParticipantsGroupAction calls for one chat): only an admin of the group may (else
+/// not-authorized, 401); a group the asker is not in is item-not-found (404). Each participant
+/// answers a code: "200" done; add: "404" not on WhatsApp, "409" already in the group; remove,
+/// promote, demote: "404" not in the group. The group as it now stands comes back with it.
+fn group_participants(st: &SimState, conn: ConnId, v: &Value) {
+    let req = v.get("req").cloned().unwrap_or(Value::Null);
+    let mut w = st.world();
+    let Some(me) = linked_phone(&w, conn) else {
+        reply(&w, conn, &req, json!({"error": "not logged in"}));
+        return;
+    };
+    let id = s(v, "id").unwrap_or_default();
+    let action = s(v, "action").unwrap_or_default();
+    let phones: Vec<(Value, Option<String>)> = v
+        .get("participants")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| (p.clone(), participant_phone(&w, p)))
+        .collect();
+    let registered: Vec<bool> = phones
+        .iter()
+        .map(|(_, ph)| ph.as_deref().is_some_and(|p| w.is_registered(p)))
+        .collect();
+    let Some(g) = w
+        .groups
+        .get_mut(&id)
+        .filter(|g| g.participants.contains_key(&me))
+    else {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "item-not-found", "status": 404}),
+        );
+        return;
+    };
+    if g.participants.get(&me).cloned().flatten().is_none() {
+        reply(
+            &w,
+            conn,
+            &req,
+            json!({"error": "not-authorized", "status": 401}),
+        );
+        return;
+    }
+    let mut results = Vec::new();
+    for ((p, phone), reg) in phones.iter().zip(registered) {
+        let code = match (action.as_str(), phone) {
+            ("add", Some(ph)) if reg => {
+                if g.participants.contains_key(ph) {
+                    "409"
+                } else {
+                    g.participants.insert(ph.clone(), None);
+                    "200"
+                }
+            }
+            ("add", _) => "404",
+            ("remove", Some(ph)) if g.participants.remove(ph).is_some() => "200",
+            ("promote", Some(ph)) if g.participants.contains_key(ph) => {
+                if g.participants.get(ph).cloned().flatten().is_none() {
+                    g.participants.insert(ph.clone(), Some("admin".to_string()));
+                }
+                "200"
+            }
+            ("demote", Some(ph)) if g.participants.contains_key(ph) => {
+                g.participants.insert(ph.clone(), None);
+                "200"
+            }
+            _ => "404",
+        };
+        results.push(json!({"user": s(p, "user"), "server": s(p, "server"), "code": code}));
+    }
+    let group = group_json(g);
+    reply(
+        &w,
+        conn,
+        &req,
+        json!({"ok": true, "participants": results, "group": group}),
+    );
 }
 
 /// The groups `phone` is in, as the server holds them, and how many creations are still held.

@@ -745,3 +745,197 @@ async fn group_create_killed(me: &str, session: &str, hold_ms: u64) -> String {
     drop(r1);
     status
 }
+
+/// The role of `wid` in the group as the simulator's server holds it for `phone`: None when not
+/// in it, Some(None) a member, Some(Some("admin")) an admin.
+async fn role_in(phone: &str, gid: &str, wid: &str) -> Option<Option<String>> {
+    let groups = groups_of(phone).await;
+    let g = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == gid)
+        .cloned()
+        .expect("the account is in the group");
+    g["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == wid)
+        .map(|p| p["admin"].as_str().map(str::to_string))
+}
+
+/// group_participants: add (one added, one without WhatsApp refused by the server, one already
+/// in it refused by the page's own check), promote, demote, remove, each seen on the simulator's
+/// server; bad arguments fail `invalid_command` with a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_participants_add_promote_demote_remove_change_the_group_on_the_server() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, a, b, stranger) = ("15550191001", "15550191002", "15550191003", "15550191004");
+    let (aw, bw, sw) = (
+        format!("{a}@c.us"),
+        format!("{b}@c.us"),
+        format!("{stranger}@c.us"),
+    );
+    link(p, "e2e_gparts", me).await;
+    sim()
+        .await
+        .post("/_sim/unregistered", json!({"numbers": [stranger]}))
+        .await;
+    let id = command(
+        p,
+        "e2e_gparts",
+        "group_create",
+        json!({"subject": "Participants e2e", "participants": [a]}),
+    )
+    .await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let gid = result.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(role_in(me, &gid, &bw).await, None);
+
+    let run = |action: &'static str, who: Vec<String>| {
+        let gid = gid.clone();
+        async move {
+            let id = command(
+                p,
+                "e2e_gparts",
+                "group_participants",
+                json!({"group": gid, "action": action, "participants": who}),
+            )
+            .await;
+            let (status, result, code, error) = finished(p, id).await;
+            assert_eq!(
+                (status.as_str(), code, error),
+                ("done", None, None),
+                "{action}"
+            );
+            let result = result.unwrap();
+            assert_eq!(result["group"], gid.as_str());
+            assert_eq!(result["action"], action);
+            assert_eq!(result["recovered"], false);
+            result["results"].as_array().unwrap().clone()
+        }
+    };
+
+    let res = run("add", vec![format!("+{b}"), stranger.into(), aw.clone()]).await;
+    assert_eq!(res[0], json!({"wid": bw, "ok": true, "code": "200"}));
+    assert_eq!(res[1], json!({"wid": sw, "ok": false, "code": "404"}));
+    assert_eq!(res[2]["wid"], aw.as_str());
+    assert_eq!(res[2]["ok"], false);
+    assert_eq!(
+        res[2]["code"], "ActionError",
+        "already in the group: the page refuses"
+    );
+    assert_eq!(role_in(me, &gid, &bw).await, Some(None));
+    assert_eq!(role_in(me, &gid, &sw).await, None);
+    // b sees itself in the group too.
+    assert!(groups_of(b).await["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["id"] == gid.as_str()));
+
+    let res = run("promote", vec![b.into()]).await;
+    assert_eq!(res, vec![json!({"wid": bw, "ok": true, "code": "200"})]);
+    assert_eq!(role_in(me, &gid, &bw).await, Some(Some("admin".into())));
+
+    let res = run("demote", vec![b.into()]).await;
+    assert_eq!(res, vec![json!({"wid": bw, "ok": true, "code": "200"})]);
+    assert_eq!(role_in(me, &gid, &bw).await, Some(None));
+
+    let res = run("remove", vec![b.into(), stranger.into()]).await;
+    assert_eq!(res[0], json!({"wid": bw, "ok": true, "code": "200"}));
+    assert_eq!(
+        res[1],
+        json!({"wid": sw, "ok": false, "code": "not_a_participant"})
+    );
+    assert_eq!(role_in(me, &gid, &bw).await, None);
+    assert_eq!(role_in(me, &gid, &aw).await, Some(None));
+
+    for args in [
+        json!({"group": gid, "action": "kick", "participants": [a]}),
+        json!({"group": gid, "action": "add", "participants": []}),
+        json!({"group": a, "action": "add", "participants": [b]}),
+        json!({"group": gid, "action": "add"}),
+    ] {
+        let id = command(p, "e2e_gparts", "group_participants", args.clone()).await;
+        let (status, _, code, error) = finished(p, id).await;
+        assert_eq!(status, "failed", "{args}");
+        assert_eq!(code.as_deref(), Some("invalid_command"), "{args}");
+        assert!(error.unwrap().len() > 10);
+    }
+    // Nothing changed by the refused rows.
+    assert_eq!(role_in(me, &gid, &aw).await, Some(None));
+    assert_eq!(role_in(me, &gid, &bw).await, None);
+    r.shutdown().await.unwrap();
+}
+
+/// Exactly once for group_participants: a row found `running` (a runner died after asking the
+/// page) is never asked of the page again. The group already showing the change settles it
+/// `done` with `recovered: true`; the group not showing it fails it `command_interrupted`, and
+/// the simulator's server is left as it was (the change was not made by the check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_participants_row_found_running_is_checked_on_the_page_never_run_again() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (me, a, b) = ("15550192001", "15550192002", "15550192003");
+    let (aw, bw) = (format!("{a}@c.us"), format!("{b}@c.us"));
+    let id = {
+        link(p, "e2e_gparts_run", me).await;
+        command(
+            p,
+            "e2e_gparts_run",
+            "group_create",
+            json!({"subject": "Interrupted participants", "participants": [a]}),
+        )
+        .await
+    };
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    let gid = result.unwrap()["id"].as_str().unwrap().to_string();
+    let leftover = |action: &'static str, who: &'static str| {
+        let gid = gid.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "insert into wa_command (session_id, kind, args, status, attempts, started_at)
+                 values ('e2e_gparts_run', 'group_participants', $1, 'running', 1, now())
+                 returning id",
+            )
+            .bind(json!({"group": gid, "action": action, "participants": [who]}))
+            .fetch_one(p)
+            .await
+            .unwrap()
+        }
+    };
+
+    // a is in the group: an interrupted add of a is settled done from the page.
+    let id = leftover("add", a).await;
+    let (status, result, code, _) = finished(p, id).await;
+    assert_eq!((status.as_str(), code), ("done", None));
+    assert_eq!(
+        result.unwrap(),
+        json!({"group": gid, "action": "add", "recovered": true,
+               "results": [{"wid": aw, "ok": true, "code": "200"}]})
+    );
+    // b was never added: an interrupted remove of b is settled done the same way.
+    let id = leftover("remove", b).await;
+    let (status, result, ..) = finished(p, id).await;
+    assert_eq!(status, "done");
+    assert_eq!(result.unwrap()["recovered"], true);
+    assert_eq!(role_in(me, &gid, &bw).await, None);
+    // a is not an admin: an interrupted promote cannot be told apart from one still on its way,
+    // so it fails command_interrupted, and the check does not promote.
+    let id = leftover("promote", a).await;
+    let (status, _, code, error) = finished(p, id).await;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("command_interrupted"))
+    );
+    assert!(error.unwrap().contains("check before asking again"));
+    assert_eq!(role_in(me, &gid, &aw).await, Some(None), "never run again");
+    r.shutdown().await.unwrap();
+}

@@ -200,3 +200,34 @@ def test_group_commands_write_the_args_the_runner_reads_and_refuse_bad_input():
     ]:
         cmd = Command.objects.get(pk=call("s1", "120363012345678901@g.us", timeout=0)["commandId"])
         assert (cmd.kind, cmd.args) == (kind, {"group": "120363012345678901@g.us"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_update_group_participants_writes_the_args_the_runner_reads_and_refuses_bad_input():
+    Session.objects.create(id="s1")
+    gid = "120363012345678901@g.us"
+    answer = svc.update_group_participants(
+        "s1", gid, "promote", ["+1 555 123 4567", "15557654321@c.us"], timeout=0
+    )
+    assert (answer["success"], answer["status"]) == (False, "queued")
+    cmd = Command.objects.get(pk=answer["commandId"])
+    assert (cmd.kind, cmd.args) == (
+        "group_participants",
+        {"group": gid, "action": "promote", "participants": ["+1 555 123 4567", "15557654321@c.us"]},
+    )
+    bad = [
+        (lambda: svc.update_group_participants("s1", gid, "kick", ["15551234567"]), "action"),
+        (lambda: svc.update_group_participants("s1", "15551234567", "add", ["15551234567"]), "group"),
+        (lambda: svc.update_group_participants("s1", gid, "add", []), "participants"),
+        (lambda: svc.update_group_participants("s1", gid, "add", "15551234567"), "participants"),
+        (lambda: svc.update_group_participants("s1", gid, "add", [gid]), "participants"),
+        (
+            lambda: svc.update_group_participants("s1", gid, "remove", ["15551234567", "+15551234567"]),
+            "participants",
+        ),
+    ]
+    for call, field in bad:
+        with pytest.raises(InvalidInputError) as e:
+            call()
+        assert e.value.field == field
+    assert Command.objects.count() == 1

@@ -585,3 +585,35 @@ def test_create_group_and_group_info_against_a_real_runner(stack, user_client):
     assert answer["success"] is True, f"{answer}\n{stack.logs()}"
     assert answer["result"] == {"group": r["id"], "left": True, "recovered": False}
     assert stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"] == []
+
+
+def test_update_group_participants_against_a_real_runner(stack, user_client):
+    """update_group_participants promotes, demotes and removes on the simulated server, with the
+    page's code per participant."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_gparts")
+    svc = WhatsAppService()
+    answer = svc.create_group("e2e_gparts", "Django participants", [RECIPIENT], timeout=60)
+    assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+    gid = answer["result"]["id"]
+    them = f"{RECIPIENT}@c.us"
+
+    def role():
+        g = [g for g in stack.sim_call(f"/_sim/groups?phone={PHONE}")["groups"] if g["id"] == gid][0]
+        return {p["id"]: p["admin"] for p in g["participants"]}.get(them, "absent")
+
+    for action, want in [("promote", "admin"), ("demote", None), ("remove", "absent")]:
+        answer = svc.update_group_participants("e2e_gparts", gid, action, [RECIPIENT], timeout=60)
+        assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+        assert answer["result"] == {
+            "group": gid,
+            "action": action,
+            "results": [{"wid": them, "ok": True, "code": "200"}],
+            "recovered": False,
+        }, answer
+        assert role() == want, action
+    # Removed already: the page has no participant to remove.
+    answer = svc.update_group_participants("e2e_gparts", gid, "remove", [RECIPIENT], timeout=60)
+    assert answer["success"] is True, answer
+    assert answer["result"]["results"] == [{"wid": them, "ok": False, "code": "not_a_participant"}]

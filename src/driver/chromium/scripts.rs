@@ -36,6 +36,7 @@ const JS_GROUP_INFO: &str = include_str!("group_info.js");
 const JS_GROUPS_ALL: &str = include_str!("groups_all.js");
 const JS_GROUP_INVITE: &str = include_str!("group_invite.js");
 const JS_GROUP_LEAVE: &str = include_str!("group_leave.js");
+const JS_GROUP_PARTICIPANTS: &str = include_str!("group_participants.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -74,6 +75,8 @@ pub(super) static FN_GROUP_INFO: LazyLock<String> = LazyLock::new(|| with_lib(JS
 pub(super) static FN_GROUPS_ALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUPS_ALL));
 pub(super) static FN_GROUP_INVITE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_INVITE));
 pub(super) static FN_GROUP_LEAVE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_LEAVE));
+pub(super) static FN_GROUP_PARTICIPANTS: LazyLock<String> =
+    LazyLock::new(|| with_lib(JS_GROUP_PARTICIPANTS));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -225,6 +228,7 @@ mod tests {
             JS_GROUPS_ALL,
             JS_GROUP_INVITE,
             JS_GROUP_LEAVE,
+            JS_GROUP_PARTICIPANTS,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -23,8 +23,9 @@ use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
     FN_EDIT, FN_FIND_MESSAGE, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO, FN_GROUP_INVITE,
-    FN_GROUP_LEAVE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
-    FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_GROUP_LEAVE, FN_GROUP_PARTICIPANTS, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ,
+    FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW,
+    JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -539,6 +540,24 @@ impl Session for ChromiumSession {
     async fn group_leave(&self, group_id: &str) -> Result<serde_json::Value, DriverError> {
         self.command_call(&FN_GROUP_LEAVE, group_id, "leaving the group")
             .await
+    }
+
+    async fn group_participants(
+        &self,
+        group_id: &str,
+        action: &str,
+        participants: &[String],
+    ) -> Result<serde_json::Value, DriverError> {
+        self.command_call_args(
+            &FN_GROUP_PARTICIPANTS,
+            vec![
+                serde_json::json!(group_id),
+                serde_json::json!(action),
+                serde_json::json!(participants),
+            ],
+            "changing the group's participants",
+        )
+        .await
     }
 
     async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {

@@ -116,6 +116,7 @@ class CommandKind(models.TextChoices):
     GROUP_INFO = "group_info", "Group info"
     GROUP_INVITE_LINK = "group_invite_link", "Group invite link"
     GROUP_LEAVE = "group_leave", "Group leave"
+    GROUP_PARTICIPANTS = "group_participants", "Group participants"
 
 
 class CommandStatus(models.TextChoices):

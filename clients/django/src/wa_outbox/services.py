@@ -1011,15 +1011,7 @@ class WhatsAppService:
             raise InvalidInputError(
                 "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
             )
-        seen = set()
-        for p in participants:
-            r = validate_recipient(p, field="participants")
-            if r.endswith("@g.us"):
-                raise InvalidInputError("participants", f"{p!r} is a group, not a person")
-            key = re.sub(r"\D", "", r.split("@")[0]) if r.endswith("@c.us") or "@" not in r else r
-            if key in seen:
-                raise InvalidInputError("participants", f"{p!r} is named twice")
-            seen.add(key)
+        _check_participants(participants)
         return self._command(
             session_id,
             CommandKind.GROUP_CREATE,
@@ -1044,6 +1036,42 @@ class WhatsAppService:
             session_id,
             CommandKind.GROUP_INVITE_LINK,
             {"group": _group_arg(group)},
+            timeout=timeout,
+        )
+
+    def update_group_participants(
+        self,
+        session_id: str,
+        group: str,
+        action: str,
+        participants: list[str],
+        *,
+        timeout: float | None = None,
+    ) -> dict:
+        """Add, remove, promote or demote participants (the account must be an admin), exactly
+        once: {"success", "commandId", "status", "result": {"group", "action", "results":
+        [{"wid", "ok", "code"}], "recovered"}} once done; `code` is the page's answer per
+        participant ("200" done, else its refusal). An interrupted row the page cannot settle
+        fails with errorCode "command_interrupted" (check with get_group_info before asking
+        again)."""
+        if action not in PARTICIPANT_ACTIONS:
+            raise InvalidInputError(
+                "action", f"expected one of {', '.join(PARTICIPANT_ACTIONS)}, got {action!r}"
+            )
+        g = _group_arg(group)
+        if (
+            isinstance(participants, str)
+            or not isinstance(participants, (list, tuple))
+            or not 1 <= len(participants) <= MAX_PARTICIPANTS
+        ):
+            raise InvalidInputError(
+                "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
+            )
+        _check_participants(participants)
+        return self._command(
+            session_id,
+            CommandKind.GROUP_PARTICIPANTS,
+            {"group": g, "action": action, "participants": list(participants)},
             timeout=timeout,
         )
 
@@ -1154,6 +1182,22 @@ def _contact_arg(contact: str, *, groups: bool) -> str:
     if r.endswith("@g.us") and not groups:
         raise InvalidInputError("contact", f"{contact!r} is a group, not a contact")
     return r
+
+
+PARTICIPANT_ACTIONS = ("add", "remove", "promote", "demote")
+
+
+def _check_participants(participants) -> None:
+    """People (no groups), none named twice, as the runner checks them."""
+    seen = set()
+    for p in participants:
+        r = validate_recipient(p, field="participants")
+        if r.endswith("@g.us"):
+            raise InvalidInputError("participants", f"{p!r} is a group, not a person")
+        key = re.sub(r"\D", "", r.split("@")[0]) if r.endswith("@c.us") or "@" not in r else r
+        if key in seen:
+            raise InvalidInputError("participants", f"{p!r} is named twice")
+        seen.add(key)
 
 
 def _group_arg(group: str) -> str:
