@@ -306,8 +306,13 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
     let data = if kind == MessageKind::Forward {
         Some(
-            crate::kinds::take_forward(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
-                .await?,
+            crate::kinds::take_forward(
+                &shared.pool,
+                &row.session_id,
+                &mut obj,
+                row.body.as_deref(),
+            )
+            .await?,
         )
     } else if kind == MessageKind::Revoke {
         Some(

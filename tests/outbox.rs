@@ -650,6 +650,10 @@ async fn a_forward_that_fails_mid_send_is_never_tried_again() {
             .unwrap();
     assert!(error.contains("may or may not"), "{error}");
     assert_eq!(world.send_calls(&wa_id).len(), 1, "tried again");
-    assert_eq!(world.sent_count(), 1, "only the original reached the server");
+    assert_eq!(
+        world.sent_count(),
+        1,
+        "only the original reached the server"
+    );
     r.shutdown().await.unwrap();
 }

@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::world::{
     new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
-    Keys, Media, Out, SentContact, SentForward, SentLocation, SentMsg, SentPoll, SimConfig, Upload, World,
+    Keys, Media, Out, SentContact, SentForward, SentLocation, SentMsg, SentPoll, SimConfig, Upload,
+    World,
 };
 use crate::driver::MAX_BODY_CHARS;
 

@@ -833,13 +833,20 @@ async fn forwards_reach_the_other_chat_once_as_forwarded_copies_and_bad_ones_fai
     .await;
     let sent = sim().await.sent_by("15550100140").await;
     assert_eq!(sent.len(), 3, "the original and two forwards: {sent:?}");
-    for (id, chat) in [(by_row[0], "15550200141@c.us"), (by_wa_id[0], "15550200142@c.us")] {
+    for (id, chat) in [
+        (by_row[0], "15550200141@c.us"),
+        (by_wa_id[0], "15550200142@c.us"),
+    ] {
         // The copy's key is the row's, so the copy's delivery acks reach the row.
-        wait_for("the forwarded copy delivered", Duration::from_secs(30), || async {
-            ["delivered", "read"]
-                .contains(&msg(p, id).await.0.as_str())
-                .then_some(())
-        })
+        wait_for(
+            "the forwarded copy delivered",
+            Duration::from_secs(30),
+            || async {
+                ["delivered", "read"]
+                    .contains(&msg(p, id).await.0.as_str())
+                    .then_some(())
+            },
+        )
         .await;
         let (_, code, fwd_wa_id) = msg(p, id).await;
         assert_eq!(code, None, "forward row {id}");

@@ -22,9 +22,9 @@ use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
-    FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO, FN_GROUP_INVITE,
-    FN_GROUP_LEAVE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE,
-    FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO,
+    FN_GROUP_INVITE, FN_GROUP_LEAVE, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ, FN_NUMBER_EXISTS,
+    FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
