@@ -304,7 +304,17 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
         None
     };
     // Contact cards and polls (issue 13): their keys leave `options` here; mentions become JIDs.
-    let data = if kind == MessageKind::Revoke {
+    let data = if kind == MessageKind::Forward {
+        Some(
+            crate::kinds::take_forward(
+                &shared.pool,
+                &row.session_id,
+                &mut obj,
+                row.body.as_deref(),
+            )
+            .await?,
+        )
+    } else if kind == MessageKind::Revoke {
         Some(
             crate::kinds::take_revoke(&shared.pool, &row.session_id, &mut obj, row.body.as_deref())
                 .await?,
@@ -334,14 +344,20 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                 v.is_string()
                     && !matches!(
                         kind,
-                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                        MessageKind::Reaction
+                            | MessageKind::Edit
+                            | MessageKind::Revoke
+                            | MessageKind::Forward
                     )
             }
             "link_preview" => {
                 v.is_boolean()
                     && !matches!(
                         kind,
-                        MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke
+                        MessageKind::Reaction
+                            | MessageKind::Edit
+                            | MessageKind::Revoke
+                            | MessageKind::Forward
                     )
             }
             "mentions" => v.is_array(),
@@ -353,7 +369,10 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                     "latitude, longitude numbers, name, address, reply_to strings"
                 }
                 MessageKind::Contact => "vcards array of vCard strings, reply_to string",
-                MessageKind::Reaction | MessageKind::Edit | MessageKind::Revoke => {
+                MessageKind::Reaction
+                | MessageKind::Edit
+                | MessageKind::Revoke
+                | MessageKind::Forward => {
                     "target_id number or target_wa_id string"
                 }
                 MessageKind::Poll => {
@@ -375,6 +394,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             | MessageKind::Reaction
             | MessageKind::Edit
             | MessageKind::Revoke
+            | MessageKind::Forward
     ) {
         None
     } else if kind == MessageKind::Text {
@@ -889,7 +909,7 @@ async fn recover_row(
     let wa_id: Option<String> = r.get("wa_message_id");
     let attempts: i32 = r.get("attempts");
     let max_attempts: i32 = r.get("max_attempts");
-    // A reaction gets a key of the page's own making: nothing can be asked about ours, and it is
+    // A reaction, edit, revoke or forward gets a key of the page's own making: nothing can be asked about ours, and it is
     // never sent twice.
     let kind: String = r.get("kind");
     if MessageKind::parse(&kind).is_some_and(MessageKind::page_keyed) {

@@ -47,6 +47,11 @@ pub enum KindData {
     Revoke {
         target: String,
     },
+    /// `target`: the serialized id of any message on the page (ours or received), forwarded to
+    /// the row's chat.
+    Forward {
+        target: String,
+    },
 }
 
 /// At most this many cards in one `contact` message (our bound: one message, one screen).
@@ -348,6 +353,19 @@ pub async fn take_reaction(
         }
         Some(e) => e.to_string(),
     };
+    let target = any_target(pool, session_id, obj, "a reaction").await?;
+    Ok(KindData::Reaction { target, emoji })
+}
+
+/// The message a reaction or forward names: `options.target_id` (one of this session's rows that
+/// went out) or `options.target_wa_id` (any serialized WhatsApp id, ours or received). Its keys
+/// leave `options`.
+async fn any_target(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    what: &str,
+) -> Result<String, DriverError> {
     let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
         (Some(id), None) => {
             let id = id.as_i64().ok_or_else(|| {
@@ -388,15 +406,15 @@ pub async fn take_reaction(
             )))
         }
         _ => {
-            return Err(bad(
-                "a reaction needs exactly one of options.target_id or options.target_wa_id",
-            ))
+            return Err(bad(format!(
+                "{what} needs exactly one of options.target_id or options.target_wa_id"
+            )))
         }
     };
     for k in REACTION_KEYS {
         obj.remove(*k);
     }
-    Ok(KindData::Reaction { target, emoji })
+    Ok(target)
 }
 
 // ---- edits ------------------------------------------------------------------------------------
@@ -516,6 +534,24 @@ pub async fn take_revoke(
     }
     let target = own_target(pool, session_id, obj, None, "a revoke").await?;
     Ok(KindData::Revoke { target })
+}
+
+// ---- forwards ---------------------------------------------------------------------------------
+
+/// A `forward` row: no body; the message to forward named as a reaction's (`options.target_id`,
+/// one of this session's rows that went out, or `options.target_wa_id`, any message on the page),
+/// sent to the row's own chat (`to`) by the page's WAWebForwardMessagesToChat.
+pub async fn take_forward(
+    pool: &sqlx::PgPool,
+    session_id: &str,
+    obj: &mut Map<String, Value>,
+    body: Option<&str>,
+) -> Result<KindData, DriverError> {
+    if body.is_some_and(|b| !b.is_empty()) {
+        return Err(bad("a forward has no body; it names its message in options.target_id or options.target_wa_id"));
+    }
+    let target = any_target(pool, session_id, obj, "a forward").await?;
+    Ok(KindData::Forward { target })
 }
 
 fn type_name(v: &Value) -> &'static str {

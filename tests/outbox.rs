@@ -603,3 +603,57 @@ async fn a_reaction_that_fails_mid_send_is_never_tried_again() {
     assert_eq!(world.sent_count(), 1, "only the parent reached the server");
     r.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_that_fails_mid_send_is_never_tried_again() {
+    // A forward's copy gets a key the page makes (WAWebForwardMessagesToChat): as a reaction, a
+    // transient failure once it may have reached the page ends it instead of a retry.
+    let db = test_db().await;
+    sessions(&db.pool, 1).await;
+    let p = &db.pool;
+    let world = MemoryWorld::new();
+    let original = insert(p, "s000", "15550000001", "pass this on").await;
+    let r = start(
+        &db,
+        MemoryDriver::new(world.clone()),
+        cfg(5, Duration::from_secs(5)),
+    )
+    .await;
+    wait_for("original sent", Duration::from_secs(30), || async {
+        (status_of(p, original).await.0 == "sent").then_some(())
+    })
+    .await;
+    world.push_fault("s000", SendFault::Transient(ErrorCode::SendTimeout));
+    let forward: i64 = sqlx::query_scalar(
+        "insert into wa_message (session_id, recipient, kind, options)
+         values ('s000', '15550000002', 'forward', jsonb_build_object('target_id', $1::bigint))
+         returning id",
+    )
+    .bind(original)
+    .fetch_one(p)
+    .await
+    .unwrap();
+    wait_for("forward settled", Duration::from_secs(30), || async {
+        (status_of(p, forward).await.0 == "failed").then_some(())
+    })
+    .await;
+    let (status, code, attempts) = status_of(p, forward).await;
+    assert_eq!(
+        (status.as_str(), code.as_deref(), attempts),
+        ("failed", Some("send_failed"), 1)
+    );
+    let (wa_id, error): (String, String) =
+        sqlx::query_as("select wa_message_id, error from wa_message where id = $1")
+            .bind(forward)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert!(error.contains("may or may not"), "{error}");
+    assert_eq!(world.send_calls(&wa_id).len(), 1, "tried again");
+    assert_eq!(
+        world.sent_count(),
+        1,
+        "only the original reached the server"
+    );
+    r.shutdown().await.unwrap();
+}

@@ -90,6 +90,8 @@ pub enum MessageKind {
     Edit,
     /// Delete a message we sent for everyone: `OutgoingMessage::data` (`KindData::Revoke`).
     Revoke,
+    /// Forward a message to the row's chat: `OutgoingMessage::data` (`KindData::Forward`).
+    Forward,
 }
 
 impl MessageKind {
@@ -107,6 +109,7 @@ impl MessageKind {
             "reaction" => Self::Reaction,
             "edit" => Self::Edit,
             "revoke" => Self::Revoke,
+            "forward" => Self::Forward,
             _ => return None,
         })
     }
@@ -121,12 +124,17 @@ impl MessageKind {
                 | Self::Reaction
                 | Self::Edit
                 | Self::Revoke
+                | Self::Forward
         )
     }
-    /// Kinds the page sends under a key of its own making (reactions, edits, revokes): once one
-    /// may have reached the page, nothing can ask whether it went out, so it is never sent again.
+    /// Kinds the page sends under a key of its own making (reactions, edits, revokes, forwards:
+    /// WAWebForwardMessagesToChat makes the copy's key): once one may have reached the page,
+    /// nothing can ask whether it went out, so it is never sent again.
     pub fn page_keyed(self) -> bool {
-        matches!(self, Self::Reaction | Self::Edit | Self::Revoke)
+        matches!(
+            self,
+            Self::Reaction | Self::Edit | Self::Revoke | Self::Forward
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -142,6 +150,7 @@ impl MessageKind {
             Self::Reaction => "reaction",
             Self::Edit => "edit",
             Self::Revoke => "revoke",
+            Self::Forward => "forward",
         }
     }
 }

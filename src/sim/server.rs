@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use super::world::{
     new_pairing_code, normalize_phone, qr_matrix, random_token, AutoAck, Conn, ConnId, DevState,
-    Keys, Media, Out, SentContact, SentLocation, SentMsg, SentPoll, SimConfig, Upload, World,
+    Keys, Media, Out, SentContact, SentForward, SentLocation, SentMsg, SentPoll, SimConfig, Upload,
+    World,
 };
 use crate::driver::MAX_BODY_CHARS;
 
@@ -1286,6 +1287,15 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
         contacts,
         poll,
         mentions,
+        forwarded: (msg.get("forwarded").and_then(Value::as_bool) == Some(true)).then(|| {
+            SentForward {
+                score: msg
+                    .get("forwarding_score")
+                    .and_then(Value::as_u64)
+                    .map_or(1, |n| n.min(u32::MAX as u64) as u32),
+                from: s(&msg, "forwarded_from"),
+            }
+        }),
         ack: 1,
         time: chrono::Utc::now(),
     };

@@ -172,8 +172,19 @@ pub struct SentMsg {
     /// The JIDs the text or caption mentions (contextInfo.mentionedJid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mentions: Option<Vec<String>>,
+    /// A forwarded copy (WAWebForwardMessagesToChat): contextInfo.isForwarded and
+    /// forwardingScore, plus the simulator's own note of the original's serialized key (not on
+    /// WhatsApp's wire).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded: Option<SentForward>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SentForward {
+    pub score: u32,
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

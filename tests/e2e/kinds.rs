@@ -750,3 +750,120 @@ async fn revokes_delete_our_message_for_everyone_once_and_bad_ones_fail_with_inv
     assert_eq!(sim().await.sent_by("15550100139").await.len(), 1);
     r.shutdown().await.unwrap();
 }
+
+// ---- forwards ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_reach_the_other_chat_once_as_forwarded_copies_and_bad_ones_fail_with_invalid_options(
+) {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    link(p, "e2e_kinds_fwd", "15550100140").await;
+    let first = send_rows(
+        p,
+        "e2e_kinds_fwd",
+        "+1 555 020 0140",
+        &[("text", Some("pass this on"), json!({}))],
+    )
+    .await;
+    let never = send_rows(
+        p,
+        "e2e_kinds_fwd",
+        "hello",
+        &[("text", Some("no"), json!({}))],
+    )
+    .await;
+    let (_, _, wa_id) = msg(p, first[0]).await;
+    let wa_id = wa_id.expect("wa_message_id");
+    // Bad ones: none of them may reach the simulator.
+    let bad: Vec<(&str, Option<&str>, Value)> = vec![
+        ("forward", None, json!({})),
+        ("forward", Some("hi"), json!({"target_id": first[0]})),
+        ("forward", None, json!({"target_id": 999_999_999})),
+        ("forward", None, json!({"target_id": never[0]})),
+        ("forward", None, json!({"target_wa_id": "nonsense"})),
+        (
+            "forward",
+            None,
+            json!({"target_id": first[0], "target_wa_id": wa_id}),
+        ),
+        (
+            "forward",
+            None,
+            json!({"target_id": first[0], "reply_to": "x"}),
+        ),
+        // Well-formed, but no such message on the page: refused there, nothing sent.
+        (
+            "forward",
+            None,
+            json!({"target_wa_id": "true_15550200140@c.us_3EB0DEADBEEF0000"}),
+        ),
+    ];
+    let bad_ids = send_rows(p, "e2e_kinds_fwd", "+1 555 020 0141", &bad).await;
+    assert_invalid(
+        p,
+        &[
+            (bad_ids[0], "target"),
+            (bad_ids[1], "body"),
+            (bad_ids[2], "no wa_message"),
+            (bad_ids[3], "has not gone out"),
+            (bad_ids[4], "target_wa_id"),
+            (bad_ids[5], "target"),
+            (bad_ids[6], "reply_to"),
+            (bad_ids[7], "not on the page"),
+        ],
+    )
+    .await;
+    assert_eq!(sim().await.sent_by("15550100140").await.len(), 1);
+
+    let by_row = send_rows(
+        p,
+        "e2e_kinds_fwd",
+        "+1 555 020 0141",
+        &[("forward", None, json!({"target_id": first[0]}))],
+    )
+    .await;
+    let by_wa_id = send_rows(
+        p,
+        "e2e_kinds_fwd",
+        "+1 555 020 0142",
+        &[("forward", None, json!({"target_wa_id": wa_id}))],
+    )
+    .await;
+    let sent = sim().await.sent_by("15550100140").await;
+    assert_eq!(sent.len(), 3, "the original and two forwards: {sent:?}");
+    for (id, chat) in [
+        (by_row[0], "15550200141@c.us"),
+        (by_wa_id[0], "15550200142@c.us"),
+    ] {
+        // The copy's key is the row's, so the copy's delivery acks reach the row.
+        wait_for(
+            "the forwarded copy delivered",
+            Duration::from_secs(30),
+            || async {
+                ["delivered", "read"]
+                    .contains(&msg(p, id).await.0.as_str())
+                    .then_some(())
+            },
+        )
+        .await;
+        let (_, code, fwd_wa_id) = msg(p, id).await;
+        assert_eq!(code, None, "forward row {id}");
+        // The row holds the forwarded copy's own key, made by the page.
+        let fwd_wa_id = fwd_wa_id.expect("wa_message_id");
+        assert_ne!(bare_id(&fwd_wa_id), bare_id(&wa_id));
+        let copy = recorded_once(&sent, &fwd_wa_id);
+        assert_eq!(copy["to"], chat, "{copy}");
+        assert_eq!(copy["kind"], "text", "{copy}");
+        assert_eq!(copy["body"], "pass this on", "{copy}");
+        assert_eq!(copy["forwarded"]["score"], 1, "{copy}");
+        let from = copy["forwarded"]["from"].as_str().expect("the original");
+        assert_eq!(bare_id(from), bare_id(&wa_id), "{copy}");
+    }
+    // The original stays where it was, not marked forwarded.
+    let orig = recorded_once(&sent, &wa_id);
+    assert_eq!(orig["to"], "15550200140@c.us");
+    assert!(orig.get("forwarded").is_none(), "{orig}");
+    r.shutdown().await.unwrap();
+}

@@ -554,6 +554,49 @@ def test_delete_message_against_a_real_runner(stack, user_client):
     assert [r["parent_id"] for r in revokes] == [bare], revokes
 
 
+def test_forward_message_against_a_real_runner(stack, user_client):
+    """WhatsAppService.forward_message of a message we sent, to another chat, by its Message id
+    and by its WhatsApp id: the simulated server records two forwarded copies with the
+    original's text, once each; a message the page does not hold is refused with
+    invalid_options and nothing is sent."""
+    from wa_outbox.services import WhatsAppService
+
+    other = "15557654321"
+    link(stack, user_client, "e2e_forward")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        sent = svc.send_text_message("e2e_forward", RECIPIENT, "pass this on")
+        assert sent["success"] is True, f"{sent}\n{stack.logs()}"
+        row = wait_until(
+            lambda: Message.objects.filter(
+                pk=sent["messageId"], status__in=["sent", "delivered", "read", "played"]
+            ).first(),
+            timeout=60,
+            interval=0.25,
+            what="message sent",
+        )
+        answers = [
+            svc.forward_message("e2e_forward", other, row.pk),
+            svc.forward_message("e2e_forward", other, row.wa_message_id),
+        ]
+        missing = svc.forward_message(
+            "e2e_forward", other, f"true_{RECIPIENT}@c.us_3EB0DEADBEEF0000"
+        )
+    for answer in answers:
+        assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+        assert answer["status"] in ("sent", "delivered", "read"), answer
+    assert missing["success"] is False and missing["errorCode"] == "invalid_options", missing
+    bare = row.wa_message_id.split("_")[2]
+    msgs = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+    copies = [m for m in msgs if m.get("forwarded")]
+    assert len(copies) == 2, msgs
+    for copy in copies:
+        assert (copy["to"], copy["body"]) == (f"{other}@c.us", "pass this on"), copy
+        assert copy["forwarded"]["from"].split("_")[2] == bare, copy
+    keys = {Message.objects.get(pk=a["messageId"]).wa_message_id.split("_")[2] for a in answers}
+    assert keys == {c["id"] for c in copies}, (keys, copies)
+
+
 def test_create_group_and_group_info_against_a_real_runner(stack, user_client):
     """create_group makes exactly one group on the simulated server; get_group_info reads it
     back with the creator as superadmin."""

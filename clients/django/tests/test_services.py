@@ -71,6 +71,10 @@ svc = WhatsAppService()
         (lambda: svc.edit_message("s1", "15551234567", None, "hi"), "message"),
         (lambda: svc.delete_message("s1", "15551234567", "false_x@c.us_AB"), "message"),
         (lambda: svc.delete_message("s1", "15551234567", 1.5), "message"),
+        (lambda: svc.forward_message("s1", "15551234567", None), "message"),
+        (lambda: svc.forward_message("s1", "15551234567", True), "message"),
+        (lambda: svc.forward_message("s1", "15551234567", "3EB0AB"), "message"),
+        (lambda: svc.forward_message("s1", "hello", 1), "recipient"),
         (lambda: svc.react("s1", "15551234567", 1, "ok"), "emoji"),
         (lambda: svc.react("s1", "15551234567", 1, None), "emoji"),
         (lambda: svc.react("s1", "15551234567", True, "👍"), "message"),
@@ -663,3 +667,21 @@ def test_send_contact_poll_and_mentions_store_their_options():
     }
     assert rows[text["messageId"]].options == {"mentions": ["+1 555 765 4321"]}
     assert {one["status"], two["status"], poll["status"], text["status"]} == {"queued"}
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_forward_message_stores_its_target_and_the_chat_it_goes_to():
+    Session.objects.create(id="s1")
+    by_row = svc.forward_message("s1", "+1 555 765 4321", 42)
+    by_id = svc.forward_message("s1", "15557654321", "false_15551234567@c.us_3EB0AB")
+    rows = {r.pk: r for r in Message.objects.all()}
+    a, b = rows[by_row["messageId"]], rows[by_id["messageId"]]
+    assert (a.kind, a.body, a.options) == ("forward", None, {"target_id": 42})
+    assert (b.kind, b.body, b.options) == (
+        "forward",
+        None,
+        {"target_wa_id": "false_15551234567@c.us_3EB0AB"},
+    )
+    assert a.recipient == "+1 555 765 4321" and b.recipient == "15557654321"
+    assert {by_row["status"], by_id["status"]} == {"queued"}

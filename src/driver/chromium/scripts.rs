@@ -30,6 +30,7 @@ const JS_CHATS: &str = include_str!("chats.js");
 const JS_HISTORY: &str = include_str!("history.js");
 const JS_REACT: &str = include_str!("react.js");
 const JS_EDIT: &str = include_str!("edit.js");
+const JS_FORWARD: &str = include_str!("forward.js");
 // Groups (issue 14).
 const JS_GROUP_CREATE: &str = include_str!("group_create.js");
 const JS_GROUP_INFO: &str = include_str!("group_info.js");
@@ -70,6 +71,7 @@ pub(super) static FN_CHATS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CHAT
 pub(super) static FN_HISTORY: LazyLock<String> = LazyLock::new(|| with_lib(JS_HISTORY));
 pub(super) static FN_REACT: LazyLock<String> = LazyLock::new(|| with_lib(JS_REACT));
 pub(super) static FN_EDIT: LazyLock<String> = LazyLock::new(|| with_lib(JS_EDIT));
+pub(super) static FN_FORWARD: LazyLock<String> = LazyLock::new(|| with_lib(JS_FORWARD));
 pub(super) static FN_GROUP_CREATE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_CREATE));
 pub(super) static FN_GROUP_INFO: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_INFO));
 pub(super) static FN_GROUPS_ALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUPS_ALL));

@@ -22,10 +22,10 @@ use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
-    FN_EDIT, FN_FIND_MESSAGE, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO, FN_GROUP_INVITE,
-    FN_GROUP_LEAVE, FN_GROUP_PARTICIPANTS, FN_HISTORY, FN_INBOUND_SINCE, FN_MARK_READ,
-    FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND, JS_KEY_SHADOW,
-    JS_LIVENESS, JS_LOGOUT,
+    FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO,
+    FN_GROUP_INVITE, FN_GROUP_LEAVE, FN_GROUP_PARTICIPANTS, FN_HISTORY, FN_INBOUND_SINCE,
+    FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND,
+    JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
@@ -103,6 +103,56 @@ impl ChromiumSession {
         }
         Ok(Sent {
             wa_message_id: msg.wa_message_id.clone(),
+            chat_id: r.chat.unwrap_or_else(|| msg.chat_id.clone()),
+        })
+    }
+
+    /// A `forward` row (forward.js): the page's own forwardMessagesToChats with the target message
+    /// and the row's chat. The row takes the forwarded copy's key when the page filed it during
+    /// the call (the page makes that key), else keeps the key the runner gave it.
+    async fn forward(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
+        let Some(crate::kinds::KindData::Forward { target }) = &msg.data else {
+            return Err(DriverError::permanent(
+                ErrorCode::InvalidOptions,
+                "a forward needs its target message",
+            ));
+        };
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let _one = self.send_lock.lock().await;
+        let args = vec![serde_json::json!(msg.chat_id), serde_json::json!(target)];
+        let v = match self.call(&FN_FORWARD, args, self.config.send_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(e, ErrorCode::SendTimeout, "forwarding")
+                    .await)
+            }
+        };
+        let r: SendResult = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("unexpected forward result: {e}"),
+            )
+        })?;
+        match r.error.as_deref() {
+            None => {}
+            Some("no_chat") => {
+                return Err(DriverError::permanent(
+                    ErrorCode::InvalidRecipient,
+                    format!("the page has no chat {} to forward to", msg.chat_id),
+                ))
+            }
+            Some(_) => {
+                return Err(DriverError::permanent(
+                    ErrorCode::InvalidOptions,
+                    format!("the message to forward, {target}, is not on the page"),
+                ))
+            }
+        }
+        Ok(Sent {
+            wa_message_id: r.id.unwrap_or_else(|| msg.wa_message_id.clone()),
             chat_id: r.chat.unwrap_or_else(|| msg.chat_id.clone()),
         })
     }
@@ -568,6 +618,9 @@ impl Session for ChromiumSession {
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {
         if msg.kind == MessageKind::Reaction {
             return self.react(msg).await;
+        }
+        if msg.kind == MessageKind::Forward {
+            return self.forward(msg).await;
         }
         if matches!(msg.kind, MessageKind::Edit | MessageKind::Revoke) {
             return self.edit(msg).await;

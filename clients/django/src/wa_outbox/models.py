@@ -48,6 +48,7 @@ class MessageKind(models.TextChoices):
     REACTION = "reaction", "Reaction"
     EDIT = "edit", "Edit"
     REVOKE = "revoke", "Delete for everyone"
+    FORWARD = "forward", "Forward"
 
 
 class MessageStatus(models.TextChoices):

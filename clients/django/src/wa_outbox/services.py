@@ -770,6 +770,37 @@ class WhatsAppService:
             wait=wait,
         )
 
+    def forward_message(
+        self,
+        session_id: str,
+        recipient: str,
+        message: int | str,
+        *,
+        idempotency_key: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Queue a forward (kind `forward`) of `message` to the chat `recipient`, shown there
+        as "Forwarded": one of this session's Message ids (an int, a row that went out) or a
+        WhatsApp message id string (ours, or an incoming message's from its Event). Returns
+        {"success", "messageId", "status"}; see _queue(). Never sent twice: interrupted
+        mid-send it fails with send_failed ("may or may not")."""
+        if isinstance(message, bool) or not (
+            isinstance(message, int) or (isinstance(message, str) and message.count("_") >= 2)
+        ):
+            raise InvalidInputError(
+                "message",
+                f"expected a Message id or a WhatsApp message id (true_…/false_…), got {message!r}",
+            )
+        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        return self._queue(
+            session_id,
+            recipient,
+            kind=MessageKind.FORWARD,
+            options=target,
+            idempotency_key=idempotency_key,
+            wait=wait,
+        )
+
     def _queue(
         self, session_id: str, recipient: str, *, idempotency_key, wait: bool, **fields
     ) -> dict:

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('wa_outbox', '0007_group_commands'),
+        ('wa_outbox', '0008_forward'),
     ]
 
     operations = [
