@@ -9,26 +9,7 @@
 // | 'too_old'}.
 async function (lib, chatId, target, text, windowSecs, revoke) {
     const req = lib.req;
-    const Msg = req('WAWebCollections').Msg;
-    let msg = null;
-    try {
-        msg = Msg.get(target) || null;
-    } catch (e) {
-        msg = null;
-    }
-    if (!msg && typeof Msg.getMessagesById === 'function') {
-        try {
-            const r = await Msg.getMessagesById([target]);
-            msg = (r && r.messages && r.messages[0]) || null;
-        } catch (e) {
-            msg = null;
-        }
-    }
-    const parts = String(target).split('_');
-    if (!msg && parts[0] === 'true' && parts.length >= 3) {
-        const wid = req('WAWebWidFactory').createWid(parts[1]);
-        msg = await lib.findSent(wid, parts[2]);
-    }
+    const msg = await lib.findTarget(target);
     if (!msg) return { error: 'no_message' };
     if (!msg.id || !msg.id.fromMe) return { error: 'not_ours' };
     if (revoke) {

@@ -11,26 +11,7 @@
 async function (lib, chatId, target) {
     const req = lib.req;
     const Collections = req('WAWebCollections');
-    const Msg = Collections.Msg;
-    let msg = null;
-    try {
-        msg = Msg.get(target) || null;
-    } catch (e) {
-        msg = null;
-    }
-    if (!msg && typeof Msg.getMessagesById === 'function') {
-        try {
-            const r = await Msg.getMessagesById([target]);
-            msg = (r && r.messages && r.messages[0]) || null;
-        } catch (e) {
-            msg = null;
-        }
-    }
-    const parts = String(target).split('_');
-    if (!msg && parts[0] === 'true' && parts.length >= 3) {
-        const wid = req('WAWebWidFactory').createWid(parts[1]);
-        msg = await lib.findSent(wid, parts[2]);
-    }
+    const msg = await lib.findTarget(target);
     if (!msg) return { error: 'no_message' };
 
     const chatWid = req('WAWebWidFactory').createWid(chatId);

@@ -114,6 +114,31 @@ function () {
     };
     // Drops stale leftovers (see isStale) from the collections, so that sending under their key
     // sends instead of answering with the leftover.
+    // A message by its serialized key (ours or incoming): the page's collection, then the page's
+    // lookup by id, then (for one of ours) our own search of the chat. Null when the page has none.
+    const findTarget = async (target) => {
+        const Msg = req('WAWebCollections').Msg;
+        let msg = null;
+        try {
+            msg = Msg.get(target) || null;
+        } catch (e) {
+            msg = null;
+        }
+        if (!msg && typeof Msg.getMessagesById === 'function') {
+            try {
+                const r = await Msg.getMessagesById([target]);
+                msg = (r && r.messages && r.messages[0]) || null;
+            } catch (e) {
+                msg = null;
+            }
+        }
+        const parts = String(target).split('_');
+        if (!msg && parts[0] === 'true' && parts.length >= 3) {
+            const wid = req('WAWebWidFactory').createWid(parts[1]);
+            msg = await findSent(wid, parts[2]);
+        }
+        return msg;
+    };
     const dropStale = (stale) => {
         const Collections = req('WAWebCollections');
         for (const m of stale) {
@@ -159,5 +184,5 @@ function () {
             },
         };
     };
-    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, dropStale, incomingOf };
+    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, findTarget, dropStale, incomingOf };
 }

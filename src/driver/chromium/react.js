@@ -1,6 +1,6 @@
 // Sets (or, with '', removes) our reaction on a message, the way the page's own menu does:
 // WAWebSendReactionMsgAction.sendReactionToMsg(msg, reactionText) (the page module; whatsapp-web.js
-// Message.react calls the same). The parent is found as whatsapp-web.js finds it (Msg.get, then
+// Message.react calls the same). The parent is found by lib.findTarget, as whatsapp-web.js finds it (Msg.get, then
 // the page's store by id); one of ours is also looked for under either wid of its chat (lib.findSent).
 // The page makes the reaction's own key, so nothing of ours can be asked about it later: the runner
 // never sends a reaction row twice (see dispatcher recovery). Every value arrives as JSON.
@@ -8,26 +8,7 @@
 // Returns {chat, ack: 1, result} once the page's send answered, or {error: 'no_message'}.
 async function (lib, chatId, target, emoji) {
     const req = lib.req;
-    const Msg = req('WAWebCollections').Msg;
-    let msg = null;
-    try {
-        msg = Msg.get(target) || null;
-    } catch (e) {
-        msg = null;
-    }
-    if (!msg && typeof Msg.getMessagesById === 'function') {
-        try {
-            const r = await Msg.getMessagesById([target]);
-            msg = (r && r.messages && r.messages[0]) || null;
-        } catch (e) {
-            msg = null;
-        }
-    }
-    const parts = String(target).split('_');
-    if (!msg && parts[0] === 'true' && parts.length >= 3) {
-        const wid = req('WAWebWidFactory').createWid(parts[1]);
-        msg = await lib.findSent(wid, parts[2]);
-    }
+    const msg = await lib.findTarget(target);
     if (!msg) return { error: 'no_message' };
     // Throws "Reaction send error" when the server's answer is not OK.
     await req('WAWebSendReactionMsgAction').sendReactionToMsg(msg, emoji);

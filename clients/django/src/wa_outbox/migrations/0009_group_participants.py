@@ -1,7 +1,5 @@
 # wa_command.kind gains group_participants (migrations/20261203000031_group_participants.sql).
 # Unmanaged: this only brings Django's state in step with the choices.
-# Depends on 0007_group_commands; 0008_forward is added on another branch, and the two are
-# chained when merged.
 
 from django.db import migrations, models
 
