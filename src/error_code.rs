@@ -42,6 +42,8 @@ error_codes! {
     SessionConflict => "session_conflict": "another WhatsApp Web page took this login over (CONFLICT)",
     AccountBanned => "account_banned": "WhatsApp blocked the account (TOS_BLOCK, SMB_TOS_BLOCK)",
     ProxyBlocked => "proxy_blocked": "WhatsApp refuses the network the browser connects from (PROXYBLOCK)",
+    ProxyInvalid => "proxy_invalid": "proxy_url is not an http://, https:// or socks5:// URL with a host and port the browser can use",
+    ProxyFailed => "proxy_failed": "the session's proxy refused the connection or its credentials",
     WebVersionUnsupported => "web_version_unsupported": "this WhatsApp Web build lacks a module the driver uses, or says it is deprecated",
     InvalidCommand => "invalid_command": "a command's kind or args are not what the runner accepts (the error says which)",
     CommandFailed => "command_failed": "the page refused or failed the command",
@@ -62,7 +64,7 @@ mod tests {
     #[test]
     fn every_code_is_in_the_migration_domain() {
         // The latest definition of the domain's check.
-        let sql = include_str!("../migrations/20261203000012_group_commands.sql");
+        let sql = include_str!("../migrations/20261203000050_proxy.sql");
         let start = sql
             .find("alter domain wa_error_code add constraint")
             .unwrap();

@@ -205,7 +205,7 @@ async fn claim(shared: &Arc<Shared>) -> sqlx::Result<()> {
          update wa_session s set runner_id = $1, lease_until = now() + make_interval(secs => $3::float8 / 1000),
             status = case when s.desired_state = 'running' and s.status in ('new', 'hibernated', 'stopped') then 'starting' else s.status end
          from pick where s.id = pick.id
-         returning s.id, s.desired_state, s.status, s.pair_phone, s.restart_count"
+         returning s.id, s.desired_state, s.status, s.pair_phone, s.proxy_url, s.restart_count"
     ))
     .bind(shared.id)
     .bind(free)
@@ -216,12 +216,13 @@ async fn claim(shared: &Arc<Shared>) -> sqlx::Result<()> {
         let id: String = row.get("id");
         let desired: String = row.get("desired_state");
         let pair_phone: Option<String> = row.get("pair_phone");
+        let proxy_url: Option<String> = row.get("proxy_url");
         let restarts: i32 = row.get("restart_count");
         match desired.as_str() {
-            "running" => crate::session::start(shared, id, pair_phone, restarts),
+            "running" => crate::session::start(shared, id, pair_phone, proxy_url, restarts),
             // No browser needed unless there is a login to unlink (not knowing is a maybe).
             "logged_out" if shared.logins.has_login(&id).await.unwrap_or(true) => {
-                crate::session::start(shared, id, pair_phone, restarts)
+                crate::session::start(shared, id, pair_phone, proxy_url, restarts)
             }
             "logged_out" => crate::session::finish(shared, &id, "logged_out", None).await,
             _ => crate::session::finish(shared, &id, "stopped", None).await,

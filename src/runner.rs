@@ -25,7 +25,17 @@ pub use crate::shared::{
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"));
+        .unwrap_or_else(|_| EnvFilter::new("info,chromiumoxide=error"))
+        // The trace level of chromiumoxide and of the WebSocket under it prints every DevTools
+        // message whole: proxy credentials (Fetch.continueWithAuth), QR payloads, exported
+        // logins. Never, whatever RUST_LOG says.
+        .add_directive(
+            "chromiumoxide::conn=info"
+                .parse()
+                .expect("a valid directive"),
+        )
+        .add_directive("tungstenite=info".parse().expect("a valid directive"))
+        .add_directive("tokio_tungstenite=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::db::bounded;
+use crate::driver::proxy::Proxy;
 use crate::driver::{DriverError, DriverEvent, Session, SessionSpec};
 use crate::error_code::ErrorCode;
 use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
@@ -49,7 +50,13 @@ const BACKFILL_SKEW_SECS: i64 = 5;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the actor of a session just claimed, and registers it.
-pub fn start(shared: &Arc<Shared>, id: String, pair_phone: Option<String>, restarts: i32) {
+pub fn start(
+    shared: &Arc<Shared>,
+    id: String,
+    pair_phone: Option<String>,
+    proxy_url: Option<String>,
+    restarts: i32,
+) {
     let (tx, rx) = mpsc::channel(8);
     let lost = tokio_util::sync::CancellationToken::new();
     let mut sessions = shared.sessions();
@@ -57,6 +64,7 @@ pub fn start(shared: &Arc<Shared>, id: String, pair_phone: Option<String>, resta
         shared.clone(),
         id.clone(),
         pair_phone,
+        proxy_url,
         restarts,
         rx,
         lost.clone(),
@@ -114,13 +122,23 @@ async fn actor(
     shared: Arc<Shared>,
     id: String,
     pair_phone: Option<String>,
+    proxy_url: Option<String>,
     mut restarts: i32,
     mut cmds: mpsc::Receiver<SessionCmd>,
     lost: tokio_util::sync::CancellationToken,
 ) {
     let mut first = true;
     loop {
-        let exit = drive(&shared, &id, pair_phone.clone(), &mut cmds, &lost, first).await;
+        let exit = drive(
+            &shared,
+            &id,
+            pair_phone.clone(),
+            proxy_url.as_deref(),
+            &mut cmds,
+            &lost,
+            first,
+        )
+        .await;
         first = false;
         match exit {
             Exit::Quiet => break,
@@ -197,11 +215,20 @@ async fn drive(
     shared: &Arc<Shared>,
     id: &str,
     pair_phone: Option<String>,
+    proxy_url: Option<&str>,
     cmds: &mut mpsc::Receiver<SessionCmd>,
     lost: &tokio_util::sync::CancellationToken,
     first: bool,
 ) -> Exit {
     let profile_dir = shared.profile_dir(id);
+    // A proxy URL the browser cannot use will not become usable by restarting.
+    let proxy = match proxy_url.map(Proxy::parse).transpose() {
+        Ok(p) => p,
+        Err((code, msg)) => {
+            finish(shared, id, "failed", Some((code, &msg))).await;
+            return Exit::Quiet;
+        }
+    };
     // Just claimed: a stored login wins over whatever an earlier run left in the local folder
     // (it may be stale, or another runner's). A restart after a crash keeps the folder as is.
     // Not knowing whether there is one is no reason to start without it (a new QR, and then the
@@ -250,6 +277,7 @@ async fn drive(
         session_id: id.to_string(),
         profile_dir: profile_dir.clone(),
         pair_phone: pair_phone.map(|p| p.trim_start_matches('+').to_string()),
+        proxy,
     };
     // Dropping a start under way kills the browser it launched.
     let start = tokio::select! {

@@ -63,6 +63,7 @@ fn spec(dir: &std::path::Path, id: &str, pair_phone: Option<&str>) -> SessionSpe
         session_id: id.into(),
         profile_dir: dir.join(id),
         pair_phone: pair_phone.map(str::to_string),
+        proxy: None,
     }
 }
 

@@ -192,6 +192,7 @@ async fn hold_processes_until_interrupted() {
             session_id: "own".into(),
             profile_dir: data.path().join("own"),
             pair_phone: None,
+            proxy: None,
         })
         .await
         .expect("this test's own browser starts");

@@ -25,6 +25,7 @@
 mod config;
 mod events;
 mod process;
+mod proxy_auth;
 mod scripts;
 mod session;
 mod storage;
@@ -40,6 +41,7 @@ use async_trait::async_trait;
 use chromiumoxide::cdp::browser_protocol::target::CreateBrowserContextParams;
 use tokio::sync::mpsc;
 
+use super::proxy::BYPASS_NONE;
 use super::{Driver, DriverError, DriverEvent, SessionSpec, StartedSession};
 use crate::error_code::ErrorCode;
 use events::EventSink;
@@ -92,15 +94,25 @@ impl ChromiumDriver {
         let started = std::time::Instant::now();
         let owner = match &self.config.shared_dir {
             None => Owner::Own(Box::new(
-                BrowserProcess::launch(&self.config, &spec.profile_dir, sink.clone()).await?,
+                BrowserProcess::launch(
+                    &self.config,
+                    &spec.profile_dir,
+                    spec.proxy.as_ref(),
+                    sink.clone(),
+                )
+                .await?,
             )),
             Some(dir) => {
                 let browser = self.shared.get(&self.config, dir).await?;
+                // The session's proxy is its context's (credentials answered over CDP).
+                let params = CreateBrowserContextParams {
+                    proxy_server: spec.proxy.as_ref().map(|p| p.server.clone()),
+                    proxy_bypass_list: spec.proxy.as_ref().map(|_| BYPASS_NONE.to_string()),
+                    ..CreateBrowserContextParams::default()
+                };
                 let context = tokio::time::timeout(
                     self.config.cdp_timeout,
-                    browser
-                        .browser
-                        .create_browser_context(CreateBrowserContextParams::default()),
+                    browser.browser.create_browser_context(params),
                 )
                 .await
                 .map_err(|_| {

@@ -15,6 +15,7 @@ use crate::error_code::ErrorCode;
 
 pub mod chromium;
 pub mod memory;
+pub mod proxy;
 
 /// What a driver needs to start one session's page.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct SessionSpec {
     pub profile_dir: PathBuf,
     /// Link by pairing code for this number (digits only) instead of a QR.
     pub pair_phone: Option<String>,
+    /// `wa_session.proxy_url`, parsed (its Debug is redacted).
+    pub proxy: Option<proxy::Proxy>,
 }
 
 /// Page → runner events, in the order the page produced them.

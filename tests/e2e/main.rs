@@ -8,6 +8,7 @@ mod faults;
 mod fleet;
 mod kinds;
 mod lifecycle;
+mod proxy;
 mod rows;
 
 use std::collections::HashMap;

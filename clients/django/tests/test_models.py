@@ -227,3 +227,17 @@ def test_package_migrations_match_the_models():
 
     out = io.StringIO()
     call_command("makemigrations", "wa_outbox", "--check", "--dry-run", stdout=out)
+
+
+def test_session_proxy_url_is_a_caller_field_the_table_checks():
+    from django.core.exceptions import ValidationError
+
+    s = Session.objects.create(id="proxied", proxy_url="http://bob:pw@10.0.0.1:3128")
+    s.proxy_url = "socks5://10.0.0.2:1080"
+    s.save()
+    assert Session.objects.get(pk="proxied").proxy_url == "socks5://10.0.0.2:1080"
+    with pytest.raises(IntegrityError, match="wa_session_proxy_url_scheme"):
+        with transaction.atomic():
+            Session.objects.create(id="ftp", proxy_url="ftp://h:21")
+    with pytest.raises(ValidationError, match="proxy_url"):
+        Session(id="bad", proxy_url="ftp://h:21").full_clean()

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::driver::proxy::{Proxy, BYPASS_NONE};
+
 /// A current desktop Chrome: WhatsApp Web serves an "update your browser" page to old or unknown
 /// agents, and headless Chromium's own agent says `HeadlessChrome`.
 pub const DEFAULT_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) \
@@ -41,8 +43,9 @@ impl ChromiumConfig {
         }
     }
 
-    /// The Chromium command line (without the binary), DESIGN.md §3.
-    pub fn args(&self, profile_dir: &Path) -> Vec<String> {
+    /// The Chromium command line (without the binary), DESIGN.md §3. A session's own proxy is a
+    /// flag here (per-session mode); its credentials are answered over CDP, never on the line.
+    pub fn args(&self, profile_dir: &Path, proxy: Option<&Proxy>) -> Vec<String> {
         let mut args: Vec<String> = [
             "--headless",
             "--disable-gpu",
@@ -82,6 +85,10 @@ impl ChromiumConfig {
         }
         args.push(format!("--user-agent={}", self.user_agent));
         args.push(format!("--user-data-dir={}", profile_dir.display()));
+        if let Some(p) = proxy {
+            args.push(format!("--proxy-server={}", p.server));
+            args.push(format!("--proxy-bypass-list={BYPASS_NONE}"));
+        }
         args.extend(self.extra_args.iter().cloned());
         args.push("about:blank".into());
         args
@@ -100,7 +107,8 @@ mod tests {
     #[test]
     fn flags_follow_the_design() {
         let c = ChromiumConfig::from_config(&crate::config::Config::defaults());
-        let args = c.args(Path::new("/tmp/p"));
+        let args = c.args(Path::new("/tmp/p"), None);
+        assert!(!args.iter().any(|a| a.starts_with("--proxy")));
         for f in [
             "--headless",
             "--disable-gpu",
@@ -121,5 +129,18 @@ mod tests {
             .iter()
             .any(|a| a.starts_with("--user-agent=Mozilla/5.0")));
         assert_eq!(args.iter().any(|a| a == "--no-sandbox"), running_as_root());
+    }
+
+    #[test]
+    fn a_proxy_is_a_flag_without_its_credentials() {
+        let c = ChromiumConfig::from_config(&crate::config::Config::defaults());
+        let p = Proxy::parse("http://bob:s3cret@10.0.0.1:3128").unwrap();
+        let args = c.args(Path::new("/tmp/p"), Some(&p));
+        assert!(args
+            .iter()
+            .any(|a| a == "--proxy-server=http://10.0.0.1:3128"));
+        assert!(args.iter().any(|a| a == "--proxy-bypass-list=<-loopback>"));
+        assert!(!args.join(" ").contains("s3cret"));
+        assert_eq!(args.last().map(String::as_str), Some("about:blank"));
     }
 }

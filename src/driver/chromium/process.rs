@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::config::ChromiumConfig;
 use super::events::EventSink;
+use crate::driver::proxy::Proxy;
 use crate::driver::DriverError;
 use crate::error_code::ErrorCode;
 
@@ -60,7 +61,7 @@ impl SharedSlot {
         // Its own crash is reported to each session through `dead`; this sink reaches no one.
         let (tx, _) = mpsc::channel(1);
         let started = std::time::Instant::now();
-        let b = BrowserProcess::launch(config, dir, Arc::new(EventSink::new(tx))).await?;
+        let b = BrowserProcess::launch(config, dir, None, Arc::new(EventSink::new(tx))).await?;
         if let Ok(Ok(targets)) = tokio::time::timeout(
             config.cdp_timeout,
             b.browser.execute(GetTargetsParams::default()),
@@ -182,6 +183,7 @@ impl BrowserProcess {
     pub(super) async fn launch(
         config: &ChromiumConfig,
         profile_dir: &Path,
+        proxy: Option<&Proxy>,
         sink: Arc<EventSink>,
     ) -> Result<Self, DriverError> {
         let start_failed = |m: String| DriverError::transient(ErrorCode::BrowserStartFailed, m);
@@ -198,7 +200,7 @@ impl BrowserProcess {
         }
 
         let mut cmd = tokio::process::Command::new(&config.chromium);
-        cmd.args(config.args(profile_dir))
+        cmd.args(config.args(profile_dir, proxy))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

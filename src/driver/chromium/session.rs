@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::config::ChromiumConfig;
 use super::events::{EventSink, PageIncoming, PageListeners};
 use super::process::{group_pss_bytes, kill_group, Owner};
+use super::proxy_auth;
 use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
     FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO,
@@ -271,6 +272,25 @@ impl ChromiumSession {
             tryb!(restore_storage(&page, &config, &spec.profile_dir).await);
         }
 
+        // A proxy answered over CDP before anything goes through it.
+        let mut proxy_watch = match &spec.proxy {
+            Some(proxy) => Some(tryb!(proxy_auth::answer(&page, proxy, cdp).await)),
+            None => None,
+        };
+        // A proxy that refused (the connection or the credentials) will refuse the next start
+        // too: that ends the session with its own code instead of restarting it forever.
+        let proxy_failed = |what: String, saw_407: bool| -> Option<DriverError> {
+            let proxy = spec.proxy.as_ref()?;
+            let why = if saw_407 {
+                format!("the proxy {proxy} refused the credentials (407)")
+            } else if proxy_auth::is_proxy_error(&what) {
+                format!("the proxy {proxy} did not serve the page: {what}")
+            } else {
+                return None;
+            };
+            Some(DriverError::permanent(ErrorCode::ProxyFailed, why))
+        };
+
         // Navigate and wait for WhatsApp Web's code.
         let load_failed = |m: String| DriverError::transient(ErrorCode::PageLoadFailed, m);
         let nav = NavigateParams::builder()
@@ -280,7 +300,16 @@ impl ChromiumSession {
         let nav = tryb!(nav);
         match tokio::time::timeout(config.start_timeout, page.goto(nav)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err((load_failed(format!("navigation failed: {e}")), owner)),
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                let saw_407 = match proxy_watch.as_mut() {
+                    Some(w) => w.saw_407().await,
+                    None => false,
+                };
+                let err = proxy_failed(e.clone(), saw_407)
+                    .unwrap_or_else(|| load_failed(format!("navigation failed: {e}")));
+                return Err((err, owner));
+            }
             Err(_) => {
                 return Err((
                     load_failed(format!(

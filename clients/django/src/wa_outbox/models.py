@@ -101,6 +101,9 @@ class ErrorCode(models.TextChoices):
     COMMAND_TIMEOUT = "command_timeout"
     # A group command interrupted that the page could not settle (migrations/20261203000012).
     COMMAND_INTERRUPTED = "command_interrupted"
+    # A session's proxy_url the browser cannot use, or a proxy that refused (migrations/20261203000050).
+    PROXY_INVALID = "proxy_invalid"
+    PROXY_FAILED = "proxy_failed"
 
 
 class CommandKind(models.TextChoices):
@@ -194,7 +197,7 @@ class RunnerTableModel(models.Model):
 class Session(RunnerTableModel):
     """wa_session: one WhatsApp account linked as a device."""
 
-    CALLER_FIELDS = ("user_id", "desired_state", "pair_phone")
+    CALLER_FIELDS = ("user_id", "desired_state", "pair_phone", "proxy_url")
     RUNNER_FIELDS = (
         "status",
         "qr_code",
@@ -233,6 +236,19 @@ class Session(RunnerTableModel):
         blank=True,
         validators=[RegexValidator(PAIR_PHONE_RE, "a phone number, digits with an optional +")],
         help_text="Link by pairing code for this number instead of a QR.",
+    )
+    proxy_url = models.TextField(
+        null=True,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"(?i)^(http|https|socks5)://[^/?#]", "an http://, https:// or socks5:// proxy URL"
+            )
+        ],
+        help_text=(
+            "The session's browser connects through this proxy: http(s)://user:password@host:port "
+            "or socks5://host:port (no SOCKS credentials). Read when a runner claims the session."
+        ),
     )
     qr_code = models.TextField(null=True, blank=True)
     qr_image = models.TextField(null=True, blank=True)
