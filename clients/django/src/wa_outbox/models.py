@@ -276,6 +276,13 @@ class Session(RunnerTableModel):
         ordering = ["id"]
         verbose_name = "WhatsApp session"
 
+    def save(self, *args, **kwargs):
+        # A blank proxy (what the admin's empty text box gives) is no proxy: NULL, which the
+        # table's scheme check allows, rather than "", which it refuses.
+        if self.proxy_url is not None and not self.proxy_url.strip():
+            self.proxy_url = None
+        return super().save(*args, **kwargs)
+
     def __str__(self) -> str:
         return self.id
 
