@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from django.urls import reverse
 
-from wa_outbox.models import Message, Session
+from wa_outbox.models import Command, Message, Session
 
 from . import runner_side
 
@@ -313,3 +313,36 @@ def test_admin_add_session_and_message_use_database_defaults(admin_client):
     assert r.status_code == 302, r.content[:3000]
     m = Message.objects.get(body="from the admin")
     assert (m.kind, m.status, m.priority, m.max_attempts, m.options) == ("text", "queued", 0, 5, {})
+
+
+def test_admin_adds_commands_shows_them_read_only_and_cancels_queued_ones(admin_client):
+    Session.objects.create(id="cmd_admin")
+    assert admin_client.get("/admin/wa_outbox/command/add/").status_code == 200
+    r = admin_client.post(
+        "/admin/wa_outbox/command/add/",
+        {
+            "session": "cmd_admin",
+            "kind": "check_numbers",
+            "args": '{"numbers": ["+1 555 123 4567"]}',
+            "idempotency_key": "",
+            "not_before_0": "",
+            "not_before_1": "",
+        },
+    )
+    assert r.status_code == 302, r.content[:3000]
+    c = Command.objects.get(session_id="cmd_admin")
+    assert (c.kind, c.status, c.args, c.attempts) == (
+        "check_numbers",
+        "queued",
+        {"numbers": ["+1 555 123 4567"]},
+        0,
+    )
+    for url in ("/admin/wa_outbox/command/", f"/admin/wa_outbox/command/{c.id}/change/"):
+        assert admin_client.get(url).status_code == 200, url
+    r = admin_client.post(
+        "/admin/wa_outbox/command/",
+        {"action": "cancel_queued", "_selected_action": [str(c.id)]},
+    )
+    assert r.status_code == 302, r.content[:3000]
+    c.refresh_from_db()
+    assert c.status == "cancelled"

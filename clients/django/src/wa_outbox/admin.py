@@ -1,10 +1,18 @@
-"""Admin pages to inspect sessions, messages and events. Runner-owned columns are read-only;
+"""Admin pages to inspect sessions, messages, commands and events. Runner-owned columns are read-only;
 events are entirely read-only. The QR payload is never shown (it is a credential)."""
 
 from django.contrib import admin
 from django.utils.html import format_html
 
-from .models import Event, ListenerCursor, Message, MessageStatus, Session
+from .models import (
+    Command,
+    CommandStatus,
+    Event,
+    ListenerCursor,
+    Message,
+    MessageStatus,
+    Session,
+)
 
 
 @admin.register(Session)
@@ -91,6 +99,36 @@ class MessageAdmin(admin.ModelAdmin):
     def cancel_queued(self, request, queryset):
         n = queryset.filter(status=MessageStatus.QUEUED).update(status=MessageStatus.CANCELLED)
         self.message_user(request, f"{n} message(s) cancelled")
+
+
+@admin.register(Command)
+class CommandAdmin(admin.ModelAdmin):
+    """wa_command rows: added like messages (session, kind, args), then read-only while a runner
+    works on them; a queued one can be cancelled."""
+
+    list_display = ("id", "session", "kind", "status", "error_code", "created_at", "finished_at")
+    list_filter = ("status", "kind")
+    search_fields = ("session__id", "idempotency_key")
+    raw_id_fields = ("session",)
+    actions = ("cancel_queued",)
+
+    ADD_FIELDS = ("session", "kind", "args", "idempotency_key", "not_before")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.ADD_FIELDS
+        return super().get_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        # Like messages: a runner may be running the command right now.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    @admin.action(description="Cancel selected commands that are still queued")
+    def cancel_queued(self, request, queryset):
+        n = queryset.filter(status=CommandStatus.QUEUED).update(status=CommandStatus.CANCELLED)
+        self.message_user(request, f"{n} command(s) cancelled")
 
 
 @admin.register(Event)
