@@ -66,6 +66,12 @@ class EventKind(models.TextChoices):
     MESSAGE = "message", "Incoming message"
     ACK = "ack", "Ack"
     SESSION_STATUS = "session_status", "Session status"
+    REACTION = "reaction", "Reaction"
+    POLL_VOTE = "poll_vote", "Poll vote"
+    EDIT = "edit", "Edit"
+    REVOKE = "revoke", "Revoke"
+    CALL = "call", "Call"
+    GROUP_UPDATE = "group_update", "Group update"
 
 
 class ErrorCode(models.TextChoices):
