@@ -353,68 +353,8 @@ pub async fn take_reaction(
         }
         Some(e) => e.to_string(),
     };
-    let target = any_target(pool, session_id, obj, "a reaction").await?;
+    let target = target(pool, session_id, obj, Whose::Any, "a reaction").await?;
     Ok(KindData::Reaction { target, emoji })
-}
-
-/// The message a reaction or forward names: `options.target_id` (one of this session's rows that
-/// went out) or `options.target_wa_id` (any serialized WhatsApp id, ours or received). Its keys
-/// leave `options`.
-async fn any_target(
-    pool: &sqlx::PgPool,
-    session_id: &str,
-    obj: &mut Map<String, Value>,
-    what: &str,
-) -> Result<String, DriverError> {
-    let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
-        (Some(id), None) => {
-            let id = id.as_i64().ok_or_else(|| {
-                bad(format!("options.target_id must be a wa_message id (a whole number), got {id}"))
-            })?;
-            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-                "select session_id, wa_message_id, status from wa_message where id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| {
-                DriverError::transient(ErrorCode::SendFailed, format!("reading the target row: {e}"))
-            })?;
-            match row {
-                None => return Err(bad(format!("options.target_id: no wa_message {id}"))),
-                Some((s, _, _)) if s != session_id => {
-                    return Err(bad(format!(
-                        "options.target_id: message {id} belongs to another session"
-                    )))
-                }
-                Some((_, Some(w), st))
-                    if ["sent", "delivered", "read", "played"].contains(&st.as_str()) =>
-                {
-                    w
-                }
-                Some((_, _, st)) => {
-                    return Err(bad(format!(
-                        "options.target_id: message {id} has not gone out (status {st})"
-                    )))
-                }
-            }
-        }
-        (None, Some(Value::String(w))) if w.split('_').count() >= 3 && w.len() <= 256 => w.clone(),
-        (None, Some(w)) => {
-            return Err(bad(format!(
-                "options.target_wa_id must be a serialized WhatsApp id like true_15551234567@c.us_3EB0…, got {w}"
-            )))
-        }
-        _ => {
-            return Err(bad(format!(
-                "{what} needs exactly one of options.target_id or options.target_wa_id"
-            )))
-        }
-    };
-    for k in REACTION_KEYS {
-        obj.remove(*k);
-    }
-    Ok(target)
 }
 
 // ---- edits ------------------------------------------------------------------------------------
@@ -437,18 +377,37 @@ pub async fn take_edit(
         Some(b) if !b.trim().is_empty() => b.to_string(),
         _ => return Err(bad("an edit needs body: the message's new text")),
     };
-    let target = own_target(pool, session_id, obj, Some(EDIT_WINDOW_SECS), "an edit").await?;
+    let target = target(
+        pool,
+        session_id,
+        obj,
+        Whose::Ours {
+            window: Some(EDIT_WINDOW_SECS),
+        },
+        "an edit",
+    )
+    .await?;
     Ok(KindData::Edit { target, text })
 }
 
-/// The message this account sent that an edit or revoke names (`options.target_id` or a
-/// `true_…` `options.target_wa_id`), younger than `window` seconds by its row's `sent_at` when
-/// given. Its keys leave `options`.
-async fn own_target(
+/// Which messages a row may name as its target.
+#[derive(Debug, Clone, Copy)]
+enum Whose {
+    /// Any message the page holds (a reaction, a forward): ours or received.
+    Any,
+    /// One this account sent (an edit, a revoke): a `true_…` id, or a row younger than `window`
+    /// seconds by its `sent_at` when given.
+    Ours { window: Option<i64> },
+}
+
+/// The message a reaction, forward, edit or revoke names: `options.target_id` (one of this
+/// session's rows that went out) or `options.target_wa_id` (a serialized WhatsApp id; `true_…`
+/// when it must be ours). Its keys leave `options`.
+async fn target(
     pool: &sqlx::PgPool,
     session_id: &str,
     obj: &mut Map<String, Value>,
-    window: Option<i64>,
+    whose: Whose,
     what: &str,
 ) -> Result<String, DriverError> {
     let target = match (obj.get("target_id"), obj.get("target_wa_id")) {
@@ -482,7 +441,7 @@ async fn own_target(
                 Some((_, Some(w), st, age))
                     if ["sent", "delivered", "read", "played"].contains(&st.as_str()) =>
                 {
-                    if let Some(win) = window {
+                    if let Whose::Ours { window: Some(win) } = whose {
                         if age.is_some_and(|a| a > win as f64) {
                             return Err(bad(format!(
                                 "options.target_id: message {id} went out more than {} minutes ago; WhatsApp's window for this has passed",
@@ -500,14 +459,21 @@ async fn own_target(
             }
         }
         (None, Some(Value::String(w)))
-            if w.starts_with("true_") && w.split('_').count() >= 3 && w.len() <= 256 =>
+            if w.split('_').count() >= 3
+                && w.len() <= 256
+                && (matches!(whose, Whose::Any) || w.starts_with("true_")) =>
         {
             w.clone()
         }
         (None, Some(w)) => {
-            return Err(bad(format!(
-            "options.target_wa_id must be the id of a message this account sent (true_…), got {w}"
-        )))
+            return Err(bad(match whose {
+                Whose::Any => format!(
+                    "options.target_wa_id must be a serialized WhatsApp id like true_15551234567@c.us_3EB0…, got {w}"
+                ),
+                Whose::Ours { .. } => format!(
+                    "options.target_wa_id must be the id of a message this account sent (true_…), got {w}"
+                ),
+            }))
         }
         _ => {
             return Err(bad(format!(
@@ -532,7 +498,14 @@ pub async fn take_revoke(
     if body.is_some_and(|b| !b.is_empty()) {
         return Err(bad("a revoke has no body; it names its message in options.target_id or options.target_wa_id"));
     }
-    let target = own_target(pool, session_id, obj, None, "a revoke").await?;
+    let target = target(
+        pool,
+        session_id,
+        obj,
+        Whose::Ours { window: None },
+        "a revoke",
+    )
+    .await?;
     Ok(KindData::Revoke { target })
 }
 
@@ -550,7 +523,7 @@ pub async fn take_forward(
     if body.is_some_and(|b| !b.is_empty()) {
         return Err(bad("a forward has no body; it names its message in options.target_id or options.target_wa_id"));
     }
-    let target = any_target(pool, session_id, obj, "a forward").await?;
+    let target = target(pool, session_id, obj, Whose::Any, "a forward").await?;
     Ok(KindData::Forward { target })
 }
 

@@ -64,10 +64,6 @@ impl ChromiumSession {
                 ))
             }
         };
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        let _one = self.send_lock.lock().await;
         let args = vec![
             serde_json::json!(msg.chat_id),
             serde_json::json!(target),
@@ -75,20 +71,7 @@ impl ChromiumSession {
             serde_json::json!(crate::kinds::EDIT_WINDOW_SECS),
             serde_json::json!(revoke),
         ];
-        let v = match self.call(&FN_EDIT, args, self.config.send_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(e, ErrorCode::SendTimeout, "editing")
-                    .await)
-            }
-        };
-        let r: SendResult = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("unexpected edit result: {e}"),
-            )
-        })?;
+        let r = self.page_action(&FN_EDIT, args, "editing").await?;
         if let Some(err) = r.error {
             let why = match err.as_str() {
                 "not_ours" => format!("the target message {target} was not sent by this account"),
@@ -118,25 +101,8 @@ impl ChromiumSession {
                 "a forward needs its target message",
             ));
         };
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        let _one = self.send_lock.lock().await;
         let args = vec![serde_json::json!(msg.chat_id), serde_json::json!(target)];
-        let v = match self.call(&FN_FORWARD, args, self.config.send_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(e, ErrorCode::SendTimeout, "forwarding")
-                    .await)
-            }
-        };
-        let r: SendResult = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("unexpected forward result: {e}"),
-            )
-        })?;
+        let r = self.page_action(&FN_FORWARD, args, "forwarding").await?;
         match r.error.as_deref() {
             None => {}
             Some("no_chat") => {
@@ -167,29 +133,12 @@ impl ChromiumSession {
                 "a reaction needs its target message and emoji",
             ));
         };
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        let _one = self.send_lock.lock().await;
         let args = vec![
             serde_json::json!(msg.chat_id),
             serde_json::json!(target),
             serde_json::json!(emoji),
         ];
-        let v = match self.call(&FN_REACT, args, self.config.send_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(e, ErrorCode::SendTimeout, "reacting")
-                    .await)
-            }
-        };
-        let r: SendResult = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("unexpected reaction result: {e}"),
-            )
-        })?;
+        let r = self.page_action(&FN_REACT, args, "reacting").await?;
         if r.error.is_some() {
             return Err(DriverError::permanent(
                 ErrorCode::InvalidOptions,
@@ -414,6 +363,31 @@ impl ChromiumSession {
                 .map_call_error(e, ErrorCode::CommandTimeout, what)
                 .await),
         }
+    }
+
+    /// A page function that sends something (send.js, edit.js, react.js, forward.js): one at a
+    /// time per page, since the page's send path is not built for interleaving, bounded by the
+    /// send timeout (a timeout is `send_timeout`), its answer read as a [`SendResult`].
+    async fn page_action(
+        &self,
+        source: &str,
+        args: Vec<serde_json::Value>,
+        what: &'static str,
+    ) -> Result<SendResult, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let _one = self.send_lock.lock().await;
+        let v = match self.call(source, args, self.config.send_timeout).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.map_call_error(e, ErrorCode::SendTimeout, what).await),
+        };
+        serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("unexpected result from the page while {what}: {e}"),
+            )
+        })
     }
 
     /// After a call failed: is the page still answering, and is WhatsApp Web still in it? A hung
@@ -702,11 +676,6 @@ impl Session for ChromiumSession {
                 "filename": m.filename,
             }),
         };
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        // One send at a time per page: the page's send path is not built for interleaving.
-        let _one = self.send_lock.lock().await;
         let args = vec![
             serde_json::json!(msg.chat_id),
             serde_json::json!(msg.id),
@@ -717,20 +686,7 @@ impl Session for ChromiumSession {
             serde_json::json!(msg.location),
             serde_json::json!(msg.data),
         ];
-        let v = match self.call(&FN_SEND, args, self.config.send_timeout).await {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(e, ErrorCode::SendTimeout, "sending")
-                    .await)
-            }
-        };
-        let r: SendResult = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("unexpected send result: {e}"),
-            )
-        })?;
+        let r = self.page_action(&FN_SEND, args, "sending").await?;
         if let Some(err) = r.error {
             return Err(DriverError::permanent(
                 ErrorCode::InvalidRecipient,
