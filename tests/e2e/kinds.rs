@@ -80,23 +80,7 @@ async fn locations_arrive_once_with_their_pin_and_bad_ones_fail_with_invalid_opt
     }
 
     // Both good ones reach `read` (acks flow back as for any message).
-    wait_for("both locations read", Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
-        )
-        .bind(vec![full, bare])
-        .fetch_one(p)
-        .await
-        .unwrap();
-        (n == 2).then_some(())
-    })
-    .await;
-    let recorded = sim().await.sent_by("15550100131").await;
-    assert_eq!(
-        recorded.len(),
-        2,
-        "only the two good locations reached the simulator: {recorded:?}"
-    );
+    let recorded = read_and_recorded(p, "both locations read", &[full, bare], "15550100131").await;
     for (id, want) in [
         (
             full,
@@ -181,6 +165,29 @@ async fn assert_invalid(p: &sqlx::PgPool, bad: &[(i64, &str)]) {
     }
 }
 
+/// Waits until every row in `ids` is `read` on the phone (ack 3 or more), then returns what the
+/// simulator recorded from `phone`: exactly those rows (the bad ones sent nothing).
+async fn read_and_recorded(p: &sqlx::PgPool, what: &str, ids: &[i64], phone: &str) -> Vec<Value> {
+    wait_for(what, Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
+        )
+        .bind(ids)
+        .fetch_one(p)
+        .await
+        .unwrap();
+        (n == ids.len() as i64).then_some(())
+    })
+    .await;
+    let recorded = sim().await.sent_by(phone).await;
+    assert_eq!(
+        recorded.len(),
+        ids.len(),
+        "only the good ones arrived: {recorded:?}"
+    );
+    recorded
+}
+
 /// What the simulator recorded for row `id`, which must be there exactly once.
 fn recorded_once<'a>(recorded: &'a [Value], wa_id: &str) -> &'a Value {
     let hits: Vec<&Value> = recorded
@@ -235,23 +242,7 @@ async fn contact_cards_arrive_once_and_bad_ones_fail_with_invalid_options() {
     )
     .await;
     let (one, two) = (ids[7], ids[8]);
-    wait_for("both contacts read", Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
-        )
-        .bind(vec![one, two])
-        .fetch_one(p)
-        .await
-        .unwrap();
-        (n == 2).then_some(())
-    })
-    .await;
-    let recorded = sim().await.sent_by("15550100132").await;
-    assert_eq!(
-        recorded.len(),
-        2,
-        "only the good ones arrived: {recorded:?}"
-    );
+    let recorded = read_and_recorded(p, "both contacts read", &[one, two], "15550100132").await;
     for (id, want) in [
         (one, json!([{"display_name": "Ann Lee", "vcard": ANN}])),
         (
@@ -326,23 +317,7 @@ async fn polls_arrive_once_with_their_choices_and_bad_ones_fail_with_invalid_opt
     )
     .await;
     let (single, multi) = (ids[6], ids[7]);
-    wait_for("both polls read", Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar(
-            "select count(*) from wa_message where id = any($1) and status = 'read' and ack >= 3",
-        )
-        .bind(vec![single, multi])
-        .fetch_one(p)
-        .await
-        .unwrap();
-        (n == 2).then_some(())
-    })
-    .await;
-    let recorded = sim().await.sent_by("15550100133").await;
-    assert_eq!(
-        recorded.len(),
-        2,
-        "only the good ones arrived: {recorded:?}"
-    );
+    let recorded = read_and_recorded(p, "both polls read", &[single, multi], "15550100133").await;
     for (id, want) in [
         (
             single,
