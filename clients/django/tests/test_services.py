@@ -75,6 +75,7 @@ svc = WhatsAppService()
         (lambda: svc.forward_message("s1", "15551234567", True), "message"),
         (lambda: svc.forward_message("s1", "15551234567", "3EB0AB"), "message"),
         (lambda: svc.forward_message("s1", "hello", 1), "recipient"),
+        (lambda: svc.react("s1", "15551234567", "3EB0AB", "👍"), "message"),
         (lambda: svc.react("s1", "15551234567", 1, "ok"), "emoji"),
         (lambda: svc.react("s1", "15551234567", 1, None), "emoji"),
         (lambda: svc.react("s1", "15551234567", True, "👍"), "message"),

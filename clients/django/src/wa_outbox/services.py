@@ -179,6 +179,24 @@ def _mention_options(mentions: Any) -> dict:
     return {"options": {"mentions": people}} if people else {}
 
 
+def _target_options(message: Any, *, ours: bool) -> dict:
+    """The options naming the message a reaction, edit, revoke or forward acts on: a Message id
+    (an int: one of this session's rows that went out) as `target_id`, or a WhatsApp message id
+    as the page serializes it (`true_…` for ours, `false_…` for a received one) as
+    `target_wa_id`. With `ours`, only a message this account sent will do (`true_…`)."""
+    if isinstance(message, bool) or not (
+        isinstance(message, int)
+        or (
+            isinstance(message, str)
+            and message.count("_") >= 2
+            and (message.startswith("true_") or not ours)
+        )
+    ):
+        want = "a WhatsApp id of ours (true_…)" if ours else "a WhatsApp message id (true_…/false_…)"
+        raise InvalidInputError("message", f"expected a Message id or {want}, got {message!r}")
+    return {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+
+
 def _validate_vcards(value: Any) -> list[str]:
     """One vCard string or a list of them, each framed and with an FN (as the runner checks)."""
     cards = [value] if isinstance(value, str) else value
@@ -686,10 +704,7 @@ class WhatsAppService:
         empty `emoji` removes ours. `message` is one of this session's Message ids (an int, a row
         that went out) or a WhatsApp message id string (e.g. an incoming message's, from its
         Event). Returns {"success", "messageId", "status"}; see _queue()."""
-        if isinstance(message, bool) or not isinstance(message, (int, str)) or message == "":
-            raise InvalidInputError(
-                "message", f"expected a Message id or a WhatsApp message id, got {message!r}"
-            )
+        target = _target_options(message, ours=False)
         if (
             not isinstance(emoji, str)
             or len(emoji) > 32
@@ -698,7 +713,6 @@ class WhatsAppService:
             raise InvalidInputError(
                 "emoji", f"expected one emoji, or '' to remove the reaction, got {emoji!r}"
             )
-        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
         return self._queue(
             session_id,
             recipient,
@@ -723,14 +737,7 @@ class WhatsAppService:
         sent within the last 15 minutes (WhatsApp's window) — a Message id (an int) or its
         WhatsApp id (`true_…`). Past the window the runner refuses it (errorCode
         invalid_options). Returns {"success", "messageId", "status"}; see _queue()."""
-        if isinstance(message, bool) or not (
-            isinstance(message, int) or (isinstance(message, str) and message.startswith("true_"))
-        ):
-            raise InvalidInputError(
-                "message",
-                f"expected a Message id or a WhatsApp id of ours (true_…), got {message!r}",
-            )
-        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        target = _target_options(message, ours=True)
         return self._queue(
             session_id,
             recipient,
@@ -753,14 +760,7 @@ class WhatsAppService:
         """Queue a delete for everyone (kind `revoke`) of `message`, one this account sent: a
         Message id (an int) or its WhatsApp id (`true_…`). Returns {"success", "messageId",
         "status"}; see _queue()."""
-        if isinstance(message, bool) or not (
-            isinstance(message, int) or (isinstance(message, str) and message.startswith("true_"))
-        ):
-            raise InvalidInputError(
-                "message",
-                f"expected a Message id or a WhatsApp id of ours (true_…), got {message!r}",
-            )
-        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        target = _target_options(message, ours=True)
         return self._queue(
             session_id,
             recipient,
@@ -784,14 +784,7 @@ class WhatsAppService:
         WhatsApp message id string (ours, or an incoming message's from its Event). Returns
         {"success", "messageId", "status"}; see _queue(). Never sent twice: interrupted
         mid-send it fails with send_failed ("may or may not")."""
-        if isinstance(message, bool) or not (
-            isinstance(message, int) or (isinstance(message, str) and message.count("_") >= 2)
-        ):
-            raise InvalidInputError(
-                "message",
-                f"expected a Message id or a WhatsApp message id (true_…/false_…), got {message!r}",
-            )
-        target = {"target_id": message} if isinstance(message, int) else {"target_wa_id": message}
+        target = _target_options(message, ours=False)
         return self._queue(
             session_id,
             recipient,
