@@ -349,16 +349,22 @@ def test_commands_check_numbers_mark_read_and_typing_against_a_real_runner(stack
 
 
 def test_send_location_against_a_real_runner(stack, user_client):
-    """WhatsAppService.send_location through a real runner, Chromium and the simulator: one pin
-    with its name and address on the simulated server, and a bad one refused before the page."""
-    from wa_outbox.services import WhatsAppService
-
+    """The send-location view (WhatsAppService.send_location) through a real runner, Chromium
+    and the simulator: one pin with its name and address on the simulated server."""
     link(stack, user_client, "e2e_location")
-    svc = WhatsAppService()
     with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
-        answer = svc.send_location(
-            "e2e_location", RECIPIENT, 48.858370, 2.294481, name="Tour Eiffel", address="Paris"
-        )
+        answer = post(
+            user_client,
+            "send-location",
+            {
+                "sessionId": "e2e_location",
+                "recipient": RECIPIENT,
+                "latitude": 48.858370,
+                "longitude": 2.294481,
+                "name": "Tour Eiffel",
+                "address": "Paris",
+            },
+        ).json()
     assert answer["success"] is True, f"{answer}\n{stack.logs()}"
     row = wait_until(
         lambda: Message.objects.filter(
@@ -385,17 +391,31 @@ VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15550300
 
 
 def test_send_contact_poll_and_mentions_against_a_real_runner(stack, user_client):
-    """send_contact, send_poll and send_text_message(mentions=…) through a real runner, Chromium
-    and the simulator: each recorded once by the simulated server with its cards, poll or
-    mentioned JIDs."""
+    """The send-contact and send-poll views (send_contact, send_poll) and
+    send_text_message(mentions=…) through a real runner, Chromium and the simulator: each
+    recorded once by the simulated server with its cards, poll or mentioned JIDs."""
     from wa_outbox.services import WhatsAppService
 
     link(stack, user_client, "e2e_more_kinds")
     svc = WhatsAppService()
     with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
         answers = [
-            svc.send_contact("e2e_more_kinds", RECIPIENT, VCARD),
-            svc.send_poll("e2e_more_kinds", RECIPIENT, "Lunch?", ["Pizza", "Sushi"], 0),
+            post(
+                user_client,
+                "send-contact",
+                {"sessionId": "e2e_more_kinds", "recipient": RECIPIENT, "vcards": [VCARD]},
+            ).json(),
+            post(
+                user_client,
+                "send-poll",
+                {
+                    "sessionId": "e2e_more_kinds",
+                    "recipient": RECIPIENT,
+                    "question": "Lunch?",
+                    "choices": ["Pizza", "Sushi"],
+                    "selectableCount": 0,
+                },
+            ).json(),
             svc.send_text_message(
                 "e2e_more_kinds", RECIPIENT, "hi @15550300001", mentions=["15550300001"]
             ),
@@ -490,7 +510,16 @@ def test_react_against_a_real_runner(stack, user_client):
         )
         answers = [
             svc.react("e2e_react", RECIPIENT, row.pk, "👍"),
-            svc.react("e2e_react", RECIPIENT, row.wa_message_id, "❤️"),
+            post(
+                user_client,
+                "react",
+                {
+                    "sessionId": "e2e_react",
+                    "recipient": RECIPIENT,
+                    "waMessageId": row.wa_message_id,
+                    "emoji": "❤️",
+                },
+            ).json(),
             svc.react("e2e_react", RECIPIENT, row.pk, ""),
         ]
     for answer in answers:
@@ -519,7 +548,16 @@ def test_edit_message_against_a_real_runner(stack, user_client):
             interval=0.25,
             what="message sent",
         )
-        edited = svc.edit_message("e2e_edit", RECIPIENT, row.pk, "the text")
+        edited = post(
+            user_client,
+            "edit-message",
+            {
+                "sessionId": "e2e_edit",
+                "recipient": RECIPIENT,
+                "messageId": row.pk,
+                "message": "the text",
+            },
+        ).json()
         assert edited["success"] is True and edited["status"] == "sent", edited
         Message.objects.filter(pk=row.pk).update(sent_at=timezone.now() - timedelta(minutes=16))
         late = svc.edit_message("e2e_edit", RECIPIENT, row.pk, "too late")
@@ -547,7 +585,11 @@ def test_delete_message_against_a_real_runner(stack, user_client):
             interval=0.25,
             what="message sent",
         )
-        deleted = svc.delete_message("e2e_revoke", RECIPIENT, row.wa_message_id)
+        deleted = post(
+            user_client,
+            "delete-message",
+            {"sessionId": "e2e_revoke", "recipient": RECIPIENT, "waMessageId": row.wa_message_id},
+        ).json()
     assert deleted["success"] is True and deleted["status"] == "sent", deleted
     bare = row.wa_message_id.split("_")[2]
     revokes = stack.sim_call(f"/_sim/messages?phone={PHONE}")["revokes"]
@@ -576,7 +618,11 @@ def test_forward_message_against_a_real_runner(stack, user_client):
             what="message sent",
         )
         answers = [
-            svc.forward_message("e2e_forward", other, row.pk),
+            post(
+                user_client,
+                "forward-message",
+                {"sessionId": "e2e_forward", "recipient": other, "messageId": row.pk},
+            ).json(),
             svc.forward_message("e2e_forward", other, row.wa_message_id),
         ]
         missing = svc.forward_message(

@@ -346,3 +346,93 @@ def test_admin_adds_commands_shows_them_read_only_and_cancels_queued_ones(admin_
     assert r.status_code == 302, r.content[:3000]
     c.refresh_from_db()
     assert c.status == "cancelled"
+
+
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_message_kind_endpoints_write_the_rows_the_runner_reads(user_client):
+    """Each kind's endpoint writes the row the table contract describes (kind, body, options);
+    the runner's side of each is tested against a real runner in test_e2e.py."""
+    Session.objects.create(id="s1", user_id=user_client.user.pk)
+    base = {"sessionId": "s1", "recipient": "15551234567"}
+    card = "BEGIN:VCARD\nVERSION:3.0\nFN:Ann Lee\nTEL;waid=15550001:+15550001\nEND:VCARD"
+    cases = [
+        (
+            "send-location",
+            {"latitude": 52.52, "longitude": 13.405, "name": "Fernsehturm"},
+            ("location", None, {"latitude": 52.52, "longitude": 13.405, "name": "Fernsehturm"}),
+        ),
+        ("send-contact", {"vcards": card}, ("contact", None, {"vcards": [card]})),
+        (
+            "send-poll",
+            {"question": "Lunch?", "choices": ["Pizza", "Sushi"], "selectableCount": 0},
+            (
+                "poll",
+                None,
+                {"question": "Lunch?", "choices": ["Pizza", "Sushi"], "selectable_count": 0},
+            ),
+        ),
+        ("react", {"messageId": 7, "emoji": "👍"}, ("reaction", "👍", {"target_id": 7})),
+        (
+            "react",
+            {"waMessageId": "false_15551234567@c.us_3EB0AA", "emoji": ""},
+            ("reaction", "", {"target_wa_id": "false_15551234567@c.us_3EB0AA"}),
+        ),
+        ("edit-message", {"messageId": 7, "message": "fixed"}, ("edit", "fixed", {"target_id": 7})),
+        (
+            "delete-message",
+            {"waMessageId": "true_15551234567@c.us_3EB0BB"},
+            ("revoke", None, {"target_wa_id": "true_15551234567@c.us_3EB0BB"}),
+        ),
+        ("forward-message", {"messageId": 7}, ("forward", None, {"target_id": 7})),
+    ]
+    for name, extra, (kind, body, options) in cases:
+        r = post(user_client, name, {**base, **extra})
+        assert r.status_code == 200, (name, r.content)
+        answer = r.json()
+        assert answer["success"] is True and answer["status"] == "queued", (name, answer)
+        row = Message.objects.get(pk=answer["messageId"])
+        assert (row.session_id, row.recipient, row.kind) == ("s1", "15551234567", kind), name
+        assert (row.body or None, row.options) == (body or None, options), name
+        if body == "":
+            assert row.body == "", "an empty reaction (removal) keeps its empty body"
+
+
+@pytest.mark.parametrize(
+    "name,extra,field",
+    [
+        ("send-location", {"latitude": 91, "longitude": 0}, "latitude"),
+        ("send-location", {"latitude": 1}, "longitude"),
+        ("send-contact", {"vcards": "FN:Ann"}, "vcards"),
+        ("send-poll", {"question": "Q", "choices": ["only one"]}, "choices"),
+        ("send-poll", {"question": "Q", "choices": ["a", "b"], "selectableCount": 3}, "selectable_count"),
+        ("react", {"messageId": 7}, "emoji"),
+        ("react", {"emoji": "👍"}, "messageId"),
+        ("react", {"messageId": 7, "waMessageId": "false_1@c.us_A", "emoji": "👍"}, "messageId"),
+        ("react", {"messageId": "7", "emoji": "👍"}, "messageId"),
+        ("edit-message", {"messageId": 7}, "message"),
+        ("edit-message", {"waMessageId": "false_1@c.us_A", "message": "x"}, "message"),
+        ("delete-message", {"waMessageId": 7}, "waMessageId"),
+        ("forward-message", {"messageId": True}, "messageId"),
+    ],
+)
+def test_message_kind_endpoints_refuse_bad_input_naming_the_field(user_client, name, extra, field):
+    Session.objects.create(id="s1", user_id=user_client.user.pk)
+    r = post(user_client, name, {"sessionId": "s1", "recipient": "15551234567", **extra})
+    assert r.status_code == 400, (name, r.content)
+    assert (r.json()["code"], r.json()["field"]) == ("invalid_input", field), r.json()
+    assert not Message.objects.exists()
+
+
+@override_settings(WA_OUTBOX_SESSION_PERMISSION="tests.test_views.only_own_session")
+def test_message_kind_endpoints_answer_another_users_session_like_an_unknown_one(user_client):
+    Session.objects.create(id="user_999_session", user_id=999)
+    for name, extra in [
+        ("send-location", {"latitude": 1, "longitude": 2}),
+        ("react", {"messageId": 7, "emoji": "👍"}),
+        ("forward-message", {"messageId": 7}),
+    ]:
+        r = post(
+            user_client, name, {"sessionId": "user_999_session", "recipient": "15551234567", **extra}
+        )
+        assert (r.status_code, r.json()["code"]) == (404, "session_not_found"), (name, r.json())
+    assert not Message.objects.exists()

@@ -13,5 +13,12 @@ urlpatterns = [
     path("session/logout", views.session_logout, name="session-logout"),
     path("message/send-text", views.send_text, name="send-text"),
     path("message/send-media", views.send_media, name="send-media"),
+    path("message/send-location", views.send_location, name="send-location"),
+    path("message/send-contact", views.send_contact, name="send-contact"),
+    path("message/send-poll", views.send_poll, name="send-poll"),
+    path("message/react", views.react, name="react"),
+    path("message/edit", views.edit_message, name="edit-message"),
+    path("message/delete", views.delete_message, name="delete-message"),
+    path("message/forward", views.forward_message, name="forward-message"),
     path("message/status/<int:message_id>", views.message_status, name="message-status"),
 ]

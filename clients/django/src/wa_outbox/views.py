@@ -239,3 +239,140 @@ def message_status(request: HttpRequest, message_id: int):
     if session_id is None or not _may_touch(request, session_id):
         raise MessageNotFoundError(message_id)
     return service.get_message_status(message_id)
+
+
+def _session_of(request: HttpRequest, data: dict) -> str:
+    session_id = _required(data, "sessionId")
+    _check_session(request, session_id)
+    return session_id
+
+
+def _target(data: dict):
+    """The message a reaction, edit, delete or forward acts on: exactly one of `messageId` (one
+    of the session's Message ids, a number) or `waMessageId` (a WhatsApp message id string,
+    e.g. an incoming message's from its Event)."""
+    ours, theirs = data.get("messageId"), data.get("waMessageId")
+    if (ours is None) == (theirs is None):
+        raise InvalidInputError("messageId", "give exactly one of messageId or waMessageId")
+    if ours is not None:
+        if isinstance(ours, bool) or not isinstance(ours, int):
+            raise InvalidInputError("messageId", f"expected a Message id (a number), got {ours!r}")
+        return ours
+    if not isinstance(theirs, str):
+        raise InvalidInputError("waMessageId", f"expected a WhatsApp message id, got {theirs!r}")
+    return theirs
+
+
+@require_POST
+@_json_view
+def send_location(request: HttpRequest):
+    """POST {"sessionId", "recipient", "latitude", "longitude", "name"?, "address"?,
+    "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().send_location(
+        session_id,
+        _required(data, "recipient"),
+        _required(data, "latitude"),
+        _required(data, "longitude"),
+        name=data.get("name"),
+        address=data.get("address"),
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def send_contact(request: HttpRequest):
+    """POST {"sessionId", "recipient", "vcards" (one vCard string or a list of them),
+    "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().send_contact(
+        session_id,
+        _required(data, "recipient"),
+        _required(data, "vcards"),
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def send_poll(request: HttpRequest):
+    """POST {"sessionId", "recipient", "question", "choices" (2 to 12), "selectableCount"?
+    (1 by default, 0 = any number), "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().send_poll(
+        session_id,
+        _required(data, "recipient"),
+        _required(data, "question"),
+        _required(data, "choices"),
+        data.get("selectableCount", 1),
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def react(request: HttpRequest):
+    """POST {"sessionId", "recipient", "messageId" | "waMessageId", "emoji" ("" removes ours),
+    "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    emoji = data.get("emoji")
+    if emoji is None:
+        raise InvalidInputError("emoji", "is required ('' removes the reaction)")
+    return WhatsAppService().react(
+        session_id,
+        _required(data, "recipient"),
+        _target(data),
+        emoji,
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def edit_message(request: HttpRequest):
+    """POST {"sessionId", "recipient", "messageId" | "waMessageId" (a message we sent within
+    WhatsApp's 15 minutes), "message" (the new text), "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().edit_message(
+        session_id,
+        _required(data, "recipient"),
+        _target(data),
+        _required(data, "message"),
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def delete_message(request: HttpRequest):
+    """POST {"sessionId", "recipient", "messageId" | "waMessageId" (a message we sent),
+    "idempotencyKey"?}: delete for everyone."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().delete_message(
+        session_id,
+        _required(data, "recipient"),
+        _target(data),
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
+def forward_message(request: HttpRequest):
+    """POST {"sessionId", "recipient" (the chat to forward to), "messageId" | "waMessageId",
+    "idempotencyKey"?}."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return WhatsAppService().forward_message(
+        session_id,
+        _required(data, "recipient"),
+        _target(data),
+        idempotency_key=data.get("idempotencyKey"),
+    )
