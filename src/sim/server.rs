@@ -545,7 +545,9 @@ fn react(st: &SimState, conn: ConnId, v: &Value) {
 }
 
 /// An edit from a page (WAWebSendMessageEditAction.sendMessageEdit): only of a message this
-/// account sent, within WhatsApp's 15 minutes, as the server enforces it.
+/// account sent, within WhatsApp's 15 minutes, as the server enforces it. With the
+/// `edit_delay_ms` fault the edit (or revoke) is done and answered only after the delay, and is
+/// done even if the asking page is gone by then (the server had the request).
 fn edit(st: &SimState, conn: ConnId, v: &Value) {
     let req = v.get("req").cloned().unwrap_or(Value::Null);
     let mut w = st.world();
@@ -581,20 +583,44 @@ fn edit(st: &SimState, conn: ConnId, v: &Value) {
         reply(&w, conn, &req, json!({"error": "edit refused"}));
         return;
     }
-    let chat = orig.to.clone();
-    let p = w.phones.entry(phone).or_default();
     let mark = crate::sim::world::EditMark {
         parent_id,
-        chat,
+        chat: orig.to.clone(),
         text,
         time: now,
     };
-    if revoke {
-        p.revokes.push(mark);
-    } else {
-        p.edits.push(mark);
+    let delay = Duration::from_millis(
+        w.faults
+            .edit_delay_by_phone
+            .get(&phone)
+            .copied()
+            .unwrap_or(0),
+    );
+    let who = phone.clone();
+    let done = move |w: &mut crate::sim::world::World| {
+        let p = w.phones.entry(who).or_default();
+        if revoke {
+            p.revokes.push(mark);
+        } else {
+            p.edits.push(mark);
+        }
+        reply(w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+    };
+    if delay.is_zero() {
+        done(&mut w);
+        return;
     }
-    reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+    *w.edits_pending.entry(phone.clone()).or_default() += 1;
+    drop(w);
+    let st = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut w = st.world();
+        if let Some(n) = w.edits_pending.get_mut(&phone) {
+            *n = n.saturating_sub(1);
+        }
+        done(&mut w);
+    });
 }
 
 fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
@@ -1523,7 +1549,8 @@ async fn messages(
     };
     Ok(Json(
         json!({"phone": phone, "messages": sent, "received": received,
-        "reactions": reactions, "edits": edits, "revokes": revokes}),
+        "reactions": reactions, "edits": edits, "revokes": revokes,
+        "edits_pending": w.edits_pending.get(&phone).copied().unwrap_or(0)}),
     ))
 }
 
@@ -1611,6 +1638,9 @@ struct FaultsReq {
     lose_sends: Option<bool>,
     /// Group creations are done and answered this long after the page asked (0: at once).
     group_delay_ms: Option<u64>,
+    /// One account's (`phone`, required) edits and revokes are done and answered this long
+    /// after the page asked (0: at once).
+    edit_delay_ms: Option<u64>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -1646,6 +1676,9 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     if r.late_ms.is_some_and(|ms| ms > 600_000) {
         return Err(bad("late_ms: at most 600000"));
     }
+    if r.edit_delay_ms.is_some() && phone.is_none() {
+        return Err(bad("edit_delay_ms needs phone"));
+    }
     let crash_mode = match &r.crash_page {
         None | Some(Value::Bool(false)) => None,
         Some(Value::Bool(true)) => Some("hang".to_string()),
@@ -1665,6 +1698,15 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
         }
         (Some(d), None) => w.faults.group_delay_ms = d,
         (None, _) => {}
+    }
+    match (r.edit_delay_ms, &phone) {
+        (Some(0), Some(p)) => {
+            w.faults.edit_delay_by_phone.remove(p);
+        }
+        (Some(d), Some(p)) => {
+            w.faults.edit_delay_by_phone.insert(p.clone(), d);
+        }
+        (Some(_), None) | (None, _) => {}
     }
     if let Some(lose) = r.lose_sends {
         w.faults.lose_sends = lose;

@@ -326,6 +326,9 @@ pub struct Faults {
     pub group_delay_ms: u64,
     /// The same for one account's creations (by phone).
     pub group_delay_by_phone: std::collections::BTreeMap<String, u64>,
+    /// One account's edits and revokes are done and answered only this long after the page
+    /// asked (by phone), and done even if the page is gone by then.
+    pub edit_delay_by_phone: std::collections::BTreeMap<String, u64>,
 }
 
 impl Faults {
@@ -371,6 +374,9 @@ pub struct World {
     /// Group creations a page asked for that the server has not finished yet (held by the
     /// `group_delay_ms` fault).
     pub groups_pending: std::collections::BTreeMap<String, u64>,
+    /// Edits and revokes a page asked for that the server has not done yet (held by the
+    /// `edit_delay_ms` fault), by phone.
+    pub edits_pending: std::collections::BTreeMap<String, u64>,
 }
 
 /// A group as WhatsApp's server keeps it: subject, creator, creation time (seconds) and
@@ -434,6 +440,7 @@ impl World {
             takeovers: Default::default(),
             groups: Default::default(),
             groups_pending: Default::default(),
+            edits_pending: Default::default(),
             faults: Faults {
                 send_delay_ms: 0,
                 fail_sends: 0,
@@ -446,6 +453,7 @@ impl World {
                 lost_sends: 0,
                 group_delay_ms: 0,
                 group_delay_by_phone: Default::default(),
+                edit_delay_by_phone: Default::default(),
             },
         }
     }

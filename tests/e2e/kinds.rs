@@ -842,3 +842,106 @@ async fn forwards_reach_the_other_chat_once_as_forwarded_copies_and_bad_ones_fai
     assert!(orig.get("forwarded").is_none(), "{orig}");
     r.shutdown().await.unwrap();
 }
+
+// ---- an edit or revoke interrupted by SIGKILL ---------------------------------------------------
+
+/// Exactly once: the runner is SIGKILLed while the server holds the page's edit (and, in a second
+/// session, its revoke); a second runner takes the session over and finds the row `sending`. An
+/// edit or revoke gets a key of the page's making, so nobody can ask whether it went out: the row
+/// fails `send_failed` ("may or may not") and is never sent again. The server, which had the
+/// request, does it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_or_revoke_interrupted_by_sigkill_is_done_once_and_never_repeated() {
+    tokio::join!(
+        edit_killed("15550190031", "e2e_edit_kill", "edit"),
+        edit_killed("15550190041", "e2e_revoke_kill", "revoke"),
+    );
+}
+
+async fn edit_killed(me: &str, session: &str, kind: &str) {
+    use crate::fleet::{link_all, runner_proc};
+    const HOLD_MS: u64 = 8_000;
+    let db = test_db().await;
+    let p = &db.pool;
+    let r1 = runner_proc(&db, 10, "6s").await;
+    link_all(p, &[(session.to_string(), me.to_string())]).await;
+    let first = send_rows(
+        p,
+        session,
+        "+1 555 020 0031",
+        &[("text", Some("teh text"), json!({}))],
+    )
+    .await;
+    let (status, _, wa_id) = msg(p, first[0]).await;
+    assert_ne!(status, "failed");
+    let wa_id = wa_id.expect("wa_message_id");
+    sim()
+        .await
+        .post(
+            "/_sim/faults",
+            json!({"phone": me, "edit_delay_ms": HOLD_MS}),
+        )
+        .await;
+    let body = (kind == "edit").then_some("the text");
+    let id: i64 = sqlx::query_scalar(
+        "insert into wa_message (session_id, recipient, kind, body, options)
+         values ($1, '+1 555 020 0031', $2, $3, $4) returning id",
+    )
+    .bind(session)
+    .bind(kind)
+    .bind(body)
+    .bind(json!({"target_id": first[0]}))
+    .fetch_one(p)
+    .await
+    .unwrap();
+    let pending = || async {
+        sim().await.get(&format!("/_sim/messages?phone={me}")).await["edits_pending"]
+            .as_u64()
+            .unwrap()
+    };
+    // The page's call reached the server, which holds it.
+    wait_for("the edit held on the server", STEP, || async {
+        (pending().await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(msg(p, id).await.0, "sending");
+    r1.signal(libc::SIGKILL);
+    let r2 = runner_proc(&db, 10, "6s").await;
+    wait_for("the row settled", Duration::from_secs(90), || async {
+        let (status, ..) = msg(p, id).await;
+        (status != "sending" && status != "queued").then_some(())
+    })
+    .await;
+    let (status, code, error): (String, Option<String>, Option<String>) =
+        sqlx::query_as("select status, error_code, error from wa_message where id = $1")
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed", "{kind}: {error:?}");
+    assert_eq!(code.as_deref(), Some("send_failed"));
+    assert!(error.unwrap_or_default().contains("may or may not"));
+    // The held edit completes on the server whatever happened to the page, once.
+    wait_for(
+        "the held edit done",
+        Duration::from_millis(HOLD_MS) + STEP,
+        || async { (pending().await == 0).then_some(()) },
+    )
+    .await;
+    let all = sim().await.get(&format!("/_sim/messages?phone={me}")).await;
+    let list = if kind == "edit" { "edits" } else { "revokes" };
+    let marks = all[list].as_array().cloned().unwrap_or_default();
+    assert_eq!(marks.len(), 1, "{kind} done exactly once: {marks:?}");
+    assert_eq!(marks[0]["parent_id"], bare_id(&wa_id));
+    if kind == "edit" {
+        assert_eq!(marks[0]["text"], "the text");
+    }
+    // Nothing else went out: the original text only.
+    assert_eq!(sim().await.sent_by(me).await.len(), 1);
+    sim()
+        .await
+        .post("/_sim/faults", json!({"phone": me, "edit_delay_ms": 0}))
+        .await;
+    r2.drain(Duration::from_secs(60)).await;
+    drop(r1);
+}
