@@ -171,6 +171,33 @@ impl KeyRing {
         }
     }
 
+    /// A small secret sealed into one line of text, `key_id:base64(nonce ‖ ciphertext)`,
+    /// bound to `aad` (it opens only with the same `aad`).
+    pub fn seal_line(&self, aad: &str, secret: &[u8]) -> String {
+        use base64::Engine;
+        let sealed = self.seal(aad, secret);
+        let mut blob = sealed.nonce.to_vec();
+        blob.extend_from_slice(&sealed.ciphertext);
+        format!(
+            "{}:{}",
+            sealed.key_id,
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
+    }
+
+    /// Opens what [`seal_line`](Self::seal_line) made with the same `aad`.
+    pub fn open_line(&self, aad: &str, line: &str) -> Result<Vec<u8>, AuthError> {
+        use base64::Engine;
+        let (key_id, b64) = line.split_once(':').ok_or(AuthError::Decrypt)?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| AuthError::Decrypt)?;
+        if blob.len() < 12 {
+            return Err(AuthError::Decrypt);
+        }
+        self.open(aad, key_id, &blob[..12], &blob[12..])
+    }
+
     /// Decrypts with whichever key of the ring carries `key_id`.
     pub fn open(
         &self,

@@ -221,8 +221,19 @@ async fn drive(
     first: bool,
 ) -> Exit {
     let profile_dir = shared.profile_dir(id);
+    let proxy_url = match proxy_url {
+        None => None,
+        Some(raw) => match writes::unseal_proxy_url(shared, id, raw).await {
+            Ok(Ok(url)) => Some(url),
+            Ok(Err(msg)) => {
+                finish(shared, id, "failed", Some((ErrorCode::ProxyInvalid, &msg))).await;
+                return Exit::Quiet;
+            }
+            Err(e) => return Exit::Restart(format!("sealing the proxy password: {e}")),
+        },
+    };
     // A proxy URL the browser cannot use will not become usable by restarting.
-    let proxy = match proxy_url.map(Proxy::parse).transpose() {
+    let proxy = match proxy_url.as_deref().map(Proxy::parse).transpose() {
         Ok(p) => p,
         Err((code, msg)) => {
             finish(shared, id, "failed", Some((code, &msg))).await;

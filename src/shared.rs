@@ -109,6 +109,11 @@ pub trait LoginStore: Send + Sync + 'static {
     ) -> Result<(), String>;
     async fn delete(&self, session_id: &str) -> Result<(), String>;
     async fn has_login(&self, session_id: &str) -> Result<bool, String>;
+    /// The keys logins are sealed under, which other secrets of a session (its proxy password)
+    /// are sealed under too. None: this store keeps nothing sealed.
+    fn keys(&self) -> Option<&crate::keyring::KeyRing> {
+        None
+    }
 }
 
 /// Why a stored login could not be put back. A transient cause (database, disk) is retried;
@@ -141,6 +146,9 @@ impl LoginStore for NoLoginStore {
 /// The production store: encrypted archives in wa_session_auth.
 #[async_trait]
 impl LoginStore for crate::auth_store::AuthStore {
+    fn keys(&self) -> Option<&crate::keyring::KeyRing> {
+        Some(crate::auth_store::AuthStore::keys(self))
+    }
     async fn restore(
         &self,
         session_id: &str,

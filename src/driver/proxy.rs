@@ -105,9 +105,64 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// What stands for the password in a stored `proxy_url` once a runner sealed it away.
+pub const SEALED_PASSWORD: &str = "***";
+
+/// `url`'s password as written (still percent-encoded), with the URL it leaves behind: the
+/// redacted form, `user:***@host`. None when the URL has no password, or only the mark.
+pub fn split_password(url: &str) -> Option<(String, String)> {
+    let url = url.trim();
+    let i = url.find("://")?;
+    let rest = &url[i + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let password = &userinfo[userinfo.find(':')? + 1..];
+    (password != SEALED_PASSWORD).then(|| (redact(url), password.to_string()))
+}
+
+/// The inverse of [`split_password`]: the redacted URL with `password` (as written) in place of
+/// the mark. None when `redacted` carries no mark.
+pub fn with_password(redacted: &str, password: &str) -> Option<String> {
+    let redacted = redacted.trim();
+    let i = redacted.find("://")?;
+    let rest = &redacted[i + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let mark = format!(":{SEALED_PASSWORD}");
+    if !authority[..at].ends_with(&mark) {
+        return None;
+    }
+    let cut = i + 3 + at - SEALED_PASSWORD.len();
+    Some(format!(
+        "{}{password}{}",
+        &redacted[..cut],
+        &redacted[i + 3 + at..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_comes_out_of_the_url_and_goes_back_in_as_written() {
+        for url in [
+            "http://bob:s3cret@proxy.example:3128",
+            "http://bob:p@ss@h:1",
+            "https://bob:s%40c%3Aret@h:443/",
+        ] {
+            let (redacted, pw) = split_password(url).unwrap();
+            assert_eq!(redacted, redact(url));
+            assert!(redacted.contains("bob:***@"));
+            assert!(!redacted.contains(&pw));
+            assert_eq!(with_password(&redacted, &pw).as_deref(), Some(url));
+        }
+        assert_eq!(split_password("http://bob:***@h:1"), None, "already sealed");
+        assert_eq!(split_password("http://bob@h:1"), None);
+        assert_eq!(split_password("socks5://h:1080"), None);
+        assert_eq!(with_password("http://bob@h:1", "x"), None);
+        assert_eq!(with_password("http://h:1", "x"), None);
+    }
 
     #[test]
     fn redact_hides_the_password_only() {

@@ -305,3 +305,74 @@ pub async fn apply_ack(
     .await?;
     Ok(owned)
 }
+
+/// What a session's proxy password is bound to when sealed: the session and the URL it belongs
+/// to (redacted), so it opens for nothing else.
+fn proxy_aad(id: &str, redacted: &str) -> String {
+    format!("wa_session.proxy_url\0{id}\0{redacted}")
+}
+
+/// The `proxy_url` the browser uses, with its password in the clear (in memory only):
+/// - written with a password: sealed into `proxy_password_sealed`, and the row left with
+///   `user:***@…` (fenced on this runner holding the session, and only if the URL is still the
+///   one read: a newer one wins and is sealed at the next start);
+/// - `user:***@…`: the sealed password put back. Ok(Err(sentence)) when it does not open (the
+///   host changed, or it was sealed under a key this runner does not have): `proxy_invalid`.
+///
+/// Without keys (no login store) the URL is used as written.
+pub(super) async fn unseal_proxy_url(
+    shared: &Shared,
+    id: &str,
+    raw: &str,
+) -> sqlx::Result<Result<String, String>> {
+    use crate::driver::proxy::{redact, split_password, with_password};
+    let Some(keys) = shared.logins.keys() else {
+        return Ok(Ok(raw.to_string()));
+    };
+    if let Some((redacted, password)) = split_password(raw) {
+        let sealed = keys.seal_line(&proxy_aad(id, &redacted), password.as_bytes());
+        let moved = bounded(
+            sqlx::query(
+                "update wa_session set proxy_url = $3, proxy_password_sealed = $4
+                 where id = $1 and runner_id = $2 and proxy_url = $5",
+            )
+            .bind(id)
+            .bind(shared.id)
+            .bind(&redacted)
+            .bind(&sealed)
+            .bind(raw)
+            .execute(&shared.pool),
+        )
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            tracing::info!(session = %id, proxy = %redacted, "sealed the proxy password; the row keeps user:***@");
+        }
+        return Ok(Ok(raw.to_string()));
+    }
+    let redacted = raw.trim();
+    if with_password(redacted, "").is_none() {
+        return Ok(Ok(raw.to_string()));
+    }
+    let sealed: Option<String> = bounded(
+        sqlx::query_scalar("select proxy_password_sealed from wa_session where id = $1")
+            .bind(id)
+            .fetch_optional(&shared.pool),
+    )
+    .await?
+    .flatten();
+    let shown = redact(redacted);
+    let opened = sealed
+        .ok_or_else(|| {
+            format!("proxy_url {shown}: no sealed password is stored for it; write the URL again with its password")
+        })
+        .and_then(|line| {
+            keys.open_line(&proxy_aad(id, redacted), &line).map_err(|_| {
+                format!("proxy_url {shown}: the sealed password belongs to another proxy URL or key; write the URL again with its password")
+            })
+        })
+        .and_then(|pw| {
+            String::from_utf8(pw).map_err(|_| format!("proxy_url {shown}: the sealed password is not text"))
+        });
+    Ok(opened.map(|pw| with_password(redacted, &pw).expect("the URL carries the mark")))
+}

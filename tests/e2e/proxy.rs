@@ -226,6 +226,62 @@ async fn proxied(mode: &str) {
         "the wrong proxy let nothing through"
     );
 
+    // No row keeps the password: each session's runner sealed it when it started the browser
+    // and left `bob:***@` (the unusable URL too: it was sealed before it was parsed).
+    let urls: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("select id, proxy_url, proxy_password_sealed from wa_session order by id")
+            .fetch_all(p)
+            .await
+            .unwrap();
+    for (id, url, sealed) in &urls {
+        let url = url.as_deref().unwrap_or_default();
+        assert!(url.contains("bob:***@"), "{id}: {url}");
+        let sealed = sealed.as_deref().unwrap_or_default();
+        assert!(!sealed.is_empty(), "{id}: nothing sealed");
+        assert!(
+            !url.contains(PASSWORD) && !sealed.contains(PASSWORD),
+            "{id}"
+        );
+    }
+    // Stopped and started again, the session opens the sealed password and goes through its
+    // proxy with it once more.
+    sqlx::query("update wa_session set desired_state = 'stopped' where id = 'e2e_proxy_ok'")
+        .execute(p)
+        .await
+        .unwrap();
+    wait_for("the proxied session stopped", STEP, || async {
+        (session_row(p, "e2e_proxy_ok").await.0 == "stopped").then_some(())
+    })
+    .await;
+    let before = proxy.seen.lock().unwrap().len();
+    sqlx::query("update wa_session set desired_state = 'running' where id = 'e2e_proxy_ok'")
+        .execute(p)
+        .await
+        .unwrap();
+    wait_for("the proxied session's QR again", STEP, || async {
+        let (status, qr, ..) = session(p, "e2e_proxy_ok").await;
+        let more = proxy.seen.lock().unwrap().len() > before;
+        (status == "qr_pending" && qr.is_some() && more).then_some(())
+    })
+    .await;
+    // A sealed password opens for its own session and URL only: copied to another session with
+    // the same URL, it does not, and that session fails with a sentence instead of a bad login.
+    sqlx::query(
+        "insert into wa_session (id, proxy_url, proxy_password_sealed)
+         select 'e2e_proxy_copy', proxy_url, proxy_password_sealed from wa_session where id = 'e2e_proxy_ok'",
+    )
+    .execute(p)
+    .await
+    .unwrap();
+    wait_for("the copied proxy refused", STEP, || async {
+        let (status, c, _) = session_row(p, "e2e_proxy_copy").await;
+        (status == "failed").then_some(()).filter(|_| c.is_some())
+    })
+    .await;
+    let (_, c, error) = session_row(p, "e2e_proxy_copy").await;
+    assert_eq!(c.as_deref(), Some("proxy_invalid"), "{error:?}");
+    assert!(error.unwrap_or_default().contains("write the URL again"));
+
     let events: Vec<String> = sqlx::query_scalar("select payload::text from wa_event")
         .fetch_all(p)
         .await

@@ -253,7 +253,9 @@ class Session(RunnerTableModel):
         ],
         help_text=(
             "The session's browser connects through this proxy: http(s)://user:password@host:port "
-            "or socks5://host:port (no SOCKS credentials). Read when a runner claims the session."
+            "or socks5://host:port (no SOCKS credentials). Read when a runner claims the session, "
+            "which then seals the password away and leaves user:***@ here; to change the "
+            "password or the host, write the whole URL again with its password."
         ),
     )
     qr_code = models.TextField(null=True, blank=True)
