@@ -19,9 +19,7 @@ urlpatterns = [
     path("command/typing", views.command_typing, name="command-typing"),
     path("command/check-numbers", views.command_check_numbers, name="command-check-numbers"),
     path("command/contact-info", views.command_contact_info, name="command-contact-info"),
-    path(
-        "command/profile-picture", views.command_profile_picture, name="command-profile-picture"
-    ),
+    path("command/profile-picture", views.command_profile_picture, name="command-profile-picture"),
     path("command/chats", views.command_chats, name="command-chats"),
     path("command/history", views.command_history, name="command-history"),
     path("command/status/<int:command_id>", views.command_status, name="command-status"),

@@ -311,9 +311,7 @@ def command_check_numbers(request: HttpRequest):
     """POST {"sessionId", "numbers": [...]}: which of 1 to 100 numbers are on WhatsApp."""
     data = _body(request)
     session_id = _command_session(request, data)
-    return _command_answer(
-        WhatsAppService().check_numbers(session_id, _list_arg(data, "numbers"))
-    )
+    return _command_answer(WhatsAppService().check_numbers(session_id, _list_arg(data, "numbers")))
 
 
 @require_POST
@@ -344,9 +342,7 @@ def command_chats(request: HttpRequest):
     """POST {"sessionId", "limit"?}: the page's most recent chats (limit 1 to 200, default 50)."""
     data = _body(request)
     session_id = _command_session(request, data)
-    return _command_answer(
-        WhatsAppService().get_chats(session_id, _int_arg(data, "limit", 50))
-    )
+    return _command_answer(WhatsAppService().get_chats(session_id, _int_arg(data, "limit", 50)))
 
 
 @require_POST
