@@ -2,7 +2,7 @@
   // Spliced into app.html's script by the server (src/sim/server.rs). Evidence in
   // docs/sim-surface.md, "Calls" and "Group notifications".
   //
-  // WAWebCallCollection (default export): a collection of call models with id, peerJid (the
+  // WAWebCallCollection: a collection of call models with id, peerJid (the
   // caller's LID on LID builds), outgoing, isVideo, isGroup, groupJid, offerTime, getState()
   // (WAWebVoipWaCallEnums.CallState: None 0, ReceivedCall 3, …) and callLogResult (Missed 2,
   // Declined 3); `activeCall` is the call the page rings for. WAWebVoipStackInterface's
@@ -41,7 +41,9 @@
       endCall(call, call.callLogResult);
     }
   };
-  MODULES.WAWebCallCollection = { default: CallCollection, CallCollection: CallCollection };
+  // The module is the collection itself, as whatsapp-web.js 1.34.7 reads it (`.on`, and the
+  // internal Map it wraps to see each call added).
+  MODULES.WAWebCallCollection = CallCollection;
   MODULES.WAWebVoipStackInterface = { getVoipStackInterface: async function () { return voipStack; } };
   MODULES.WAWebVoipWaCallEnums = { CallState: { None: 0, Calling: 1, PreacceptReceived: 2, ReceivedCall: 3, AcceptSent: 4, AcceptReceived: 5, CallActive: 6 } };
 

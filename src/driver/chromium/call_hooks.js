@@ -1,8 +1,8 @@
 // Calls and group notifications (issue 14), hooked after install.js on every document; a second
 // call on the same document is a no-op. Pushes through the same binding as install.js.
 //
-// Calls: the page keeps every call in `WAWebCallCollection` (its default export), a collection of
-// `WAWebCallModel`s with `id`, `peerJid` (a Wid, phone number or LID), `outgoing`, `isVideo`,
+// Calls: the page keeps every call in `WAWebCallCollection` (the module, or its default export),
+// a collection of `WAWebCallModel`s with `id`, `peerJid` (a Wid, phone number or LID), `outgoing`, `isVideo`,
 // `isGroup`, `groupJid`, `offerTime` and `getState()` (`WAWebVoipWaCallEnums.CallState`,
 // ReceivedCall = 3 while an incoming call rings); whatsapp-web.js reports a `call` for each model
 // the collection adds (docs/sim-surface.md "Calls"). Each incoming one is pushed once per document
