@@ -25,10 +25,12 @@ use crate::error_code::ErrorCode;
 use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
 
 mod backlog;
+mod calls;
 mod writes;
 
 pub use backlog::BACKLOG_CAP;
 use backlog::{Backlog, Flushed};
+use calls::CallBook;
 pub use writes::{finish, release};
 use writes::{forget, set_status, until_settled, PageWrite};
 
@@ -108,6 +110,13 @@ impl Phase {
     }
 }
 
+/// What a session's actor keeps across its browsers.
+struct Kept {
+    /// No browser has run yet (just claimed).
+    first: bool,
+    calls: CallBook,
+}
+
 /// How a browser's life ended.
 enum Exit {
     /// Write nothing more (lease lost, or the final state already written).
@@ -127,7 +136,10 @@ async fn actor(
     mut cmds: mpsc::Receiver<SessionCmd>,
     lost: tokio_util::sync::CancellationToken,
 ) {
-    let mut first = true;
+    let mut kept = Kept {
+        first: true,
+        calls: CallBook::default(),
+    };
     loop {
         let exit = drive(
             &shared,
@@ -136,10 +148,10 @@ async fn actor(
             proxy_url.as_deref(),
             &mut cmds,
             &lost,
-            first,
+            &mut kept,
         )
         .await;
-        first = false;
+        kept.first = false;
         match exit {
             Exit::Quiet => break,
             Exit::Restart(reason) => {
@@ -218,7 +230,7 @@ async fn drive(
     proxy_url: Option<&str>,
     cmds: &mut mpsc::Receiver<SessionCmd>,
     lost: &tokio_util::sync::CancellationToken,
-    first: bool,
+    kept: &mut Kept,
 ) -> Exit {
     let profile_dir = shared.profile_dir(id);
     let proxy_url = match proxy_url {
@@ -244,7 +256,7 @@ async fn drive(
     // (it may be stale, or another runner's). A restart after a crash keeps the folder as is.
     // Not knowing whether there is one is no reason to start without it (a new QR, and then the
     // good login overwritten): try again later.
-    let restore = if first {
+    let restore = if kept.first {
         match shared.logins.has_login(id).await {
             Ok(has) => has,
             Err(e) => return Exit::Restart(format!("looking up the stored login: {e}")),
@@ -311,6 +323,7 @@ async fn drive(
         session: started.session,
         profile_dir,
         backlog: Backlog::new(),
+        calls: &mut kept.calls,
     };
     let mut events = started.events;
     let mut phase = Phase::Linking { qrs: 0 };
@@ -349,6 +362,8 @@ struct Page<'a> {
     session: Arc<dyn Session>,
     profile_dir: std::path::PathBuf,
     backlog: Backlog,
+    /// Calls seen and declines still to do, kept across this session's browser restarts.
+    calls: &'a mut CallBook,
 }
 
 impl Page<'_> {
@@ -576,6 +591,8 @@ impl Page<'_> {
                     e.recovered = false;
                 }
                 shared.dispatch_wake.notify_one();
+                // Declines that could not reach the page while it was away.
+                self.retry_pending_calls().await;
                 // Local Storage reaches the disk seconds after the page writes it: save once it
                 // has settled, and again now and then (an unchanged login is not rewritten).
                 *save_at = Some(Instant::now() + crate::auth_store::LIVE_SAVE_SETTLE);
@@ -603,6 +620,8 @@ impl Page<'_> {
                 ack,
             }),
             DriverEvent::Incoming(msg) => self.push(PageWrite::Incoming(msg)),
+            DriverEvent::Call(call) => self.on_call(call).await,
+            DriverEvent::GroupUpdate(u) => self.push(PageWrite::GroupUpdate(u)),
             DriverEvent::Crashed { reason } => {
                 self.close().await;
                 return Step::End(Exit::Restart(reason));

@@ -627,3 +627,88 @@ async fn version_control_calls_validate_their_input() {
     assert_eq!(v["received"][1]["body"], "held");
     assert_eq!(v["received"][1]["time"], "2023-11-14T22:13:20Z");
 }
+
+/// `POST /_sim/call`, `GET /_sim/calls` and `POST /_sim/group_update` refuse bad input with a
+/// JSON error; a call to an account with no page rings unoffered, then is missed.
+#[tokio::test]
+async fn calls_and_group_updates_validate_their_input_and_calls_ring_out() {
+    let sim = start_sim(&[]);
+    for (body, want) in [
+        (json!({"to": "15550001", "from": "15550001"}), 400),
+        (
+            json!({"to": "15550001", "from": "15550002", "ring_ms": 0}),
+            400,
+        ),
+        (
+            json!({"to": "15550001", "from": "15550002", "ring_ms": 600_001}),
+            400,
+        ),
+        (json!({"to": "nobody", "from": "15550002"}), 400),
+        (
+            json!({"to": "15550001", "from": "15550002", "loud": true}),
+            400,
+        ),
+    ] {
+        let (s, v) = sim.post("/_sim/call", body.clone()).await;
+        assert_json_error(s, &v, want);
+    }
+    let (s, v) = sim.call("GET", "/_sim/calls", None).await;
+    assert_json_error(s, &v, 400);
+    for (body, want) in [
+        (
+            json!({"group": "1203630000@g.us", "actor": "15550002", "action": "subject", "subject": "x"}),
+            404,
+        ),
+        (
+            json!({"group": "1203630000@g.us", "actor": "bad", "action": "add"}),
+            400,
+        ),
+        (
+            json!({"group": "1203630000@g.us", "actor": "15550002", "action": "add", "x": 1}),
+            400,
+        ),
+    ] {
+        let (s, v) = sim.post("/_sim/group_update", body).await;
+        assert_json_error(s, &v, want);
+    }
+
+    let (s, v) = sim
+        .post(
+            "/_sim/call",
+            json!({"to": "15550001", "from": "+1 555 0002", "video": true, "ring_ms": 50}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["delivered_to"], 0);
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let call = loop {
+        let (s, v) = sim.call("GET", "/_sim/calls?phone=15550001", None).await;
+        assert_eq!(s, 200);
+        let c = v["calls"][0].clone();
+        assert_eq!(c["id"], id.as_str());
+        if c["state"] != "ringing" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the call never rang out: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (
+            &call["state"],
+            &call["rejects"],
+            &call["offers"],
+            &call["from"],
+            &call["video"]
+        ),
+        (
+            &json!("missed"),
+            &json!(0),
+            &json!(0),
+            &json!("15550002"),
+            &json!(true)
+        )
+    );
+    assert!(call["ended_at"].as_i64().is_some());
+}

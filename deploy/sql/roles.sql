@@ -13,7 +13,7 @@
 --
 --   wa_django  Django. Inserts and reads sessions and messages, reads events and the views.
 --              It may change only what a caller may ask for: a session's desired_state,
---              pair_phone, proxy_url and user_id, and a message's status (to cancel it: see the note at
+--              pair_phone, proxy_url, reject_calls and user_id, and a message's status (to cancel it: see the note at
 --              the end). It cannot delete rows, and cannot read wa_session_auth (the
 --              encrypted logins), wa_runner or wa_leader.
 --              Column rights mean Django must write only those columns: create rows with
@@ -77,7 +77,7 @@ revoke all on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_l
 
 -- Django ---------------------------------------------------------------------------------------
 grant select, insert on wa_session to wa_django;
-grant update (desired_state, pair_phone, proxy_url, user_id) on wa_session to wa_django;
+grant update (desired_state, pair_phone, proxy_url, reject_calls, user_id) on wa_session to wa_django;
 grant select, insert on wa_message to wa_django;
 grant update (status) on wa_message to wa_django;
 grant select, insert on wa_command to wa_django;
@@ -116,7 +116,7 @@ grant select (session_id, status, not_before) on wa_message to wa_keda;
 
 -- Tenants (row-level security) ------------------------------------------------------------------
 grant select, insert on wa_session to wa_tenant;
-grant update (desired_state, pair_phone, proxy_url, user_id) on wa_session to wa_tenant;
+grant update (desired_state, pair_phone, proxy_url, reject_calls, user_id) on wa_session to wa_tenant;
 grant select, insert on wa_message to wa_tenant;
 grant update (status) on wa_message to wa_tenant;
 grant select, insert on wa_command to wa_tenant;

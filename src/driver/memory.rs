@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{
     ChatState, Driver, DriverError, DriverEvent, IncomingMessage, MarkedRead, OutgoingMessage,
-    Sent, Session, SessionSpec, StartedSession,
+    RejectOutcome, Sent, Session, SessionSpec, StartedSession,
 };
 use crate::error_code::ErrorCode;
 
@@ -68,6 +68,10 @@ struct WorldState {
     read_marks: Vec<(String, String)>,
     /// Chat states each session sent: (session, chat, state).
     chat_states: Vec<(String, String, ChatState)>,
+    /// Calls each session declined, as the server hears it: (session, call id), every time.
+    rejects: Vec<(String, String)>,
+    /// Per session: how many of the next declines fail as a page whose socket is down.
+    reject_failures: HashMap<String, u32>,
 }
 
 #[derive(Default)]
@@ -123,6 +127,16 @@ impl MemoryWorld {
     /// (session, chat, state) of every chat state sent, in order.
     pub fn chat_states(&self) -> Vec<(String, String, ChatState)> {
         self.lock().chat_states.clone()
+    }
+    /// (session, call id) of every decline that reached the server, in order.
+    pub fn rejects(&self) -> Vec<(String, String)> {
+        self.lock().rejects.clone()
+    }
+    /// The next `n` declines of this session fail as on a page whose socket is down.
+    pub fn fail_next_rejects(&self, session_id: &str, n: u32) {
+        self.lock()
+            .reject_failures
+            .insert(session_id.to_string(), n);
     }
     pub fn double_ownership(&self) -> u64 {
         self.lock().double_ownership
@@ -392,6 +406,30 @@ impl Session for MemorySession {
             .push((self.session_id.clone(), chat_id.to_string(), state));
         self.world.changed.notify_waiters();
         Ok(())
+    }
+
+    /// Declines once per call id, as the page's reject function does; a scripted failure first.
+    async fn reject_call(&self, call_id: &str) -> Result<RejectOutcome, DriverError> {
+        if self.dead() {
+            return std::future::pending().await;
+        }
+        let mut st = self.world.lock();
+        if let Some(n) = st.reject_failures.get_mut(&self.session_id) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(DriverError::transient(
+                    ErrorCode::CommandFailed,
+                    "rejecting the call: offline",
+                ));
+            }
+        }
+        let key = (self.session_id.clone(), call_id.to_string());
+        if !st.rejects.contains(&key) {
+            st.rejects.push(key);
+        }
+        drop(st);
+        self.world.changed.notify_waiters();
+        Ok(RejectOutcome::Rejected)
     }
 
     async fn logout(&self) -> Result<(), DriverError> {

@@ -51,6 +51,10 @@ pub enum DriverEvent {
     Incoming(IncomingMessage),
     /// The page or the browser died. The runner closes the session and restarts it with back-off.
     Crashed { reason: String },
+    /// A call to this account: each incoming call the page adds, once per page document.
+    Call(IncomingCall),
+    /// Someone changed a group this account is in (a `gp2` notification the page added).
+    GroupUpdate(GroupUpdate),
     /// The page is in a state it never leaves by itself (another page took the login, the account
     /// is banned, the proxy is blocked, this build of WhatsApp Web is unsupported), or lacks what
     /// the driver needs. The runner ends the session with `code`; restarting cannot help.
@@ -69,6 +73,53 @@ pub struct IncomingMessage {
     /// Everything else the page said about it, kept for the wa_event payload.
     #[serde(default)]
     pub extra: serde_json::Value,
+}
+
+/// An incoming call as the page holds it (its `WAWebCallCollection` model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncomingCall {
+    /// The call's id (the server's `call-id`).
+    pub id: String,
+    /// The caller: a phone-number JID where the page knows it, else its LID.
+    pub from: Option<String>,
+    /// The caller's LID, on a LID-addressed page.
+    pub from_lid: Option<String>,
+    pub is_video: bool,
+    pub is_group: bool,
+    /// The group of a group call.
+    pub group_id: Option<String>,
+    /// When it was offered, seconds since the epoch.
+    pub timestamp: i64,
+    /// Still ringing when the page reported it (`ReceivedCall`).
+    pub ringing: bool,
+}
+
+/// What rejecting a call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectOutcome {
+    /// The page declined it (now, or earlier on the same page).
+    Rejected,
+    /// Nothing was sent: the reason (not ringing any more, not found, not the call the page
+    /// rings for).
+    NotRejected(String),
+}
+
+/// A group change someone made, from the page's `gp2` notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupUpdate {
+    /// The notification's serialized message key (stored once per key).
+    pub wa_message_id: String,
+    pub group_id: String,
+    /// The page's subtype: add, invite, remove, leave, promote, demote, subject, …
+    pub subtype: String,
+    /// Who made the change (a phone-number JID where the page knows it).
+    pub author: Option<String>,
+    pub author_lid: Option<String>,
+    /// Whom it concerned (participants added, removed, promoted, demoted).
+    pub participants: Vec<String>,
+    /// The new subject, for a subject change.
+    pub body: Option<String>,
+    pub timestamp: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -455,6 +506,14 @@ pub trait Session: Send + Sync + 'static {
         Err(DriverError::permanent(
             ErrorCode::CommandFailed,
             "this driver cannot list groups",
+        ))
+    }
+    /// Reject an incoming call (by its id) through the page's own VoIP module, never twice.
+    async fn reject_call(&self, call_id: &str) -> Result<RejectOutcome, DriverError> {
+        let _ = call_id;
+        Err(DriverError::permanent(
+            ErrorCode::CommandFailed,
+            "this driver cannot reject calls",
         ))
     }
     /// Unlink the device. A `LoggedOut` event follows.

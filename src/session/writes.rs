@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::db::bounded;
-use crate::driver::IncomingMessage;
+use crate::driver::{GroupUpdate, IncomingCall, IncomingMessage};
 use crate::error_code::ErrorCode;
 use crate::shared::{backoff, Shared};
 
@@ -29,6 +29,14 @@ pub(super) enum PageWrite {
         ack: i32,
     },
     Incoming(IncomingMessage),
+    /// An incoming call and what the runner did about it (session/calls.rs).
+    Call {
+        call: IncomingCall,
+        reject_calls: bool,
+        rejected: bool,
+        reject_error: Option<String>,
+    },
+    GroupUpdate(GroupUpdate),
 }
 
 impl PageWrite {
@@ -41,6 +49,8 @@ impl PageWrite {
             PageWrite::Connected { .. } => "connected",
             PageWrite::Ack { .. } => "ack",
             PageWrite::Incoming(_) => "incoming_message",
+            PageWrite::Call { .. } => "call",
+            PageWrite::GroupUpdate(_) => "group_update",
         }
     }
 }
@@ -86,6 +96,23 @@ pub(super) async fn write_page_event(
         }
         PageWrite::Ack { key, ack } => apply_ack(shared, id, key, *ack).await,
         PageWrite::Incoming(msg) => record_incoming(shared, id, msg).await,
+        PageWrite::Call {
+            call,
+            reject_calls,
+            rejected,
+            reject_error,
+        } => {
+            super::calls::record_call(
+                shared,
+                id,
+                call,
+                *reject_calls,
+                *rejected,
+                reject_error.as_deref(),
+            )
+            .await
+        }
+        PageWrite::GroupUpdate(u) => super::calls::record_group_update(shared, id, u).await,
     }
 }
 

@@ -26,7 +26,11 @@ use super::world::{
 };
 use crate::driver::MAX_BODY_CHARS;
 
+mod calls;
+
 const APP_HTML: &str = include_str!("app.html");
+/// The page's side of calls and group notifications (issue 14), spliced into the app's script.
+const APP_CALLS_JS: &str = include_str!("app_calls.js");
 /// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
 const MAX_WS_MESSAGE: usize = 160 << 20;
 
@@ -104,6 +108,10 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/reload", post(reload))
         .route("/_sim/state", post(set_state))
         .route("/_sim/media/{id}", get(media))
+        // The other side's calls and group changes (issue 14).
+        .route("/_sim/call", post(calls::place))
+        .route("/_sim/calls", get(calls::list))
+        .route("/_sim/group_update", post(calls::group_update))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::cors::CorsLayer::permissive())
@@ -180,7 +188,9 @@ async fn app_page(State(st): State<SimState>, headers: HeaderMap) -> Response {
     };
     // JSON inside a <script> element: `<` must not open a tag.
     let config = config.to_string().replace('<', "\\u003c");
-    let html = APP_HTML.replace("\"__SIM_CONFIG__\"", &config);
+    let html = APP_HTML
+        .replace("\"__SIM_CONFIG__\"", &config)
+        .replace("/*__SIM_CALLS__*/", APP_CALLS_JS);
     ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
@@ -324,6 +334,7 @@ fn page_message(st: &SimState, conn: ConnId, text: &str) {
         "group_query" | "group_all" => group_query(st, conn, &v),
         "group_invite" | "group_leave" => group_member_op(st, conn, &v),
         "group_participants" => group_participants(st, conn, &v),
+        "call_reject" => calls::page_reject(st, conn, &v),
         "exists" => {
             let mut w = st.world();
             let user = s(&v, "user").as_deref().and_then(normalize_phone);
@@ -474,6 +485,7 @@ fn spawn_sync(st: SimState, conn: ConnId, dev: String) {
             return;
         }
         deliver_offline(&mut w, &dev);
+        calls::offer_ringing(&mut w, &dev);
         w.send_to(conn, json!({"t": "synced"}));
     });
 }

@@ -377,6 +377,26 @@ pub struct World {
     /// Edits and revokes a page asked for that the server has not done yet (held by the
     /// `edit_delay_ms` fault), by phone.
     pub edits_pending: std::collections::BTreeMap<String, u64>,
+    /// Calls placed through the control API, oldest first (issue 14; sim/server/calls.rs).
+    pub calls: Vec<SimCall>,
+}
+
+/// A call the other side placed to an account (`POST /_sim/call`): `ringing` until a page of
+/// the account rejects it (`rejected`) or it rings out (`missed`). `rejects` counts every reject
+/// the server received for it, so a test can see one sent twice.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimCall {
+    pub id: String,
+    pub to: String,
+    pub from: String,
+    pub video: bool,
+    pub state: &'static str,
+    pub rejects: u32,
+    /// Seconds since the epoch.
+    pub offered_at: i64,
+    pub ended_at: Option<i64>,
+    /// How many times it was offered to a connected page (again at each reconnect while ringing).
+    pub offers: u32,
 }
 
 /// A group as WhatsApp's server keeps it: subject, creator, creation time (seconds) and
@@ -441,6 +461,7 @@ impl World {
             groups: Default::default(),
             groups_pending: Default::default(),
             edits_pending: Default::default(),
+            calls: Vec::new(),
             faults: Faults {
                 send_delay_ms: 0,
                 fail_sends: 0,

@@ -3,6 +3,7 @@
 //! numbers). `rows`: one in-process runner driven through rows; `fleet`: several `wa-outbox run`
 //! processes, killed and drained as Kubernetes would.
 
+mod calls;
 mod commands;
 mod faults;
 mod fleet;

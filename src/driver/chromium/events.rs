@@ -124,6 +124,10 @@ enum PagePush {
         ack: i32,
     },
     Incoming(PageIncoming),
+    /// call_hooks.js: an incoming call.
+    Call(PageCall),
+    /// call_hooks.js: a group notification.
+    GroupUpdate(PageGroupUpdate),
     /// A state the page never leaves by itself.
     Terminal {
         state: String,
@@ -165,6 +169,73 @@ impl From<PageIncoming> for IncomingMessage {
     }
 }
 
+/// An incoming call as call_hooks.js describes it.
+#[derive(Debug, Deserialize)]
+pub(super) struct PageCall {
+    id: String,
+    from: Option<String>,
+    #[serde(rename = "fromLid")]
+    from_lid: Option<String>,
+    #[serde(default, rename = "isVideo")]
+    is_video: bool,
+    #[serde(default, rename = "isGroup")]
+    is_group: bool,
+    #[serde(rename = "groupJid")]
+    group_jid: Option<String>,
+    t: Option<f64>,
+    #[serde(default)]
+    ringing: bool,
+}
+
+impl From<PageCall> for crate::driver::IncomingCall {
+    fn from(c: PageCall) -> Self {
+        Self {
+            id: c.id,
+            from: c.from,
+            from_lid: c.from_lid,
+            is_video: c.is_video,
+            is_group: c.is_group,
+            group_id: c.group_jid,
+            timestamp: c.t.unwrap_or(0.0) as i64,
+            ringing: c.ringing,
+        }
+    }
+}
+
+/// A group notification as call_hooks.js describes it.
+#[derive(Debug, Deserialize)]
+pub(super) struct PageGroupUpdate {
+    id: String,
+    group: Option<String>,
+    subtype: Option<String>,
+    author: Option<String>,
+    #[serde(rename = "authorLid")]
+    author_lid: Option<String>,
+    #[serde(default)]
+    recipients: Vec<String>,
+    body: Option<String>,
+    t: Option<f64>,
+}
+
+impl From<PageGroupUpdate> for crate::driver::GroupUpdate {
+    fn from(g: PageGroupUpdate) -> Self {
+        // The group is the key's remote when the page did not name it.
+        let group = g
+            .group
+            .unwrap_or_else(|| g.id.split('_').nth(1).unwrap_or_default().to_string());
+        Self {
+            wa_message_id: g.id,
+            group_id: group,
+            subtype: g.subtype.unwrap_or_default(),
+            author: g.author,
+            author_lid: g.author_lid,
+            participants: g.recipients,
+            body: g.body,
+            timestamp: g.t.unwrap_or(0.0) as i64,
+        }
+    }
+}
+
 /// The error code a terminal page state ends the session with.
 pub fn terminal_state_code(state: &str) -> ErrorCode {
     match state {
@@ -199,6 +270,8 @@ impl PagePush {
                 ack,
             },
             PagePush::Incoming(m) => DriverEvent::Incoming(m.into()),
+            PagePush::Call(c) => DriverEvent::Call(c.into()),
+            PagePush::GroupUpdate(g) => DriverEvent::GroupUpdate(g.into()),
             PagePush::Terminal { state } => DriverEvent::Failed {
                 code: terminal_state_code(&state),
                 reason: format!(

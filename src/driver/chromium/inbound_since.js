@@ -27,6 +27,8 @@ async function (lib, since, limit, waitMs) {
         if (!msg || !msg.id || msg.id.fromMe !== false) return;
         if (isStatus(msg.id.remote) || isStatus(msg.from)) return;
         if (msg.type === 'ciphertext') return;
+        // Group notifications are group_update events (call_hooks.js), not messages.
+        if (msg.type === 'gp2') return;
         const t = Number(msg.t || 0);
         if (!(t >= since)) return;
         const m = lib.incomingOf(msg);

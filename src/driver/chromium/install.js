@@ -183,6 +183,8 @@ async function (lib, bindingName, pairPhone, probeMs) {
     };
     Msg.on('add', (msg) => {
         if (!msg || !msg.isNewMsg || !msg.id || msg.id.fromMe) return;
+        // A group notification is not a message: call_hooks.js reports it as a group_update.
+        if (msg.type === 'gp2') return;
         if (msg.type === 'ciphertext') {
             // Not decrypted yet; the page swaps in the real type when it is.
             msg.once('change:type', (m) => {

@@ -38,6 +38,9 @@ const JS_GROUPS_ALL: &str = include_str!("groups_all.js");
 const JS_GROUP_INVITE: &str = include_str!("group_invite.js");
 const JS_GROUP_LEAVE: &str = include_str!("group_leave.js");
 const JS_GROUP_PARTICIPANTS: &str = include_str!("group_participants.js");
+// Calls and group notifications from the other side (issue 14).
+const JS_CALL_HOOKS: &str = include_str!("call_hooks.js");
+const JS_REJECT_CALL: &str = include_str!("reject_call.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -79,6 +82,8 @@ pub(super) static FN_GROUP_INVITE: LazyLock<String> = LazyLock::new(|| with_lib(
 pub(super) static FN_GROUP_LEAVE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_LEAVE));
 pub(super) static FN_GROUP_PARTICIPANTS: LazyLock<String> =
     LazyLock::new(|| with_lib(JS_GROUP_PARTICIPANTS));
+static FN_CALL_HOOKS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CALL_HOOKS));
+pub(super) static FN_REJECT_CALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_REJECT_CALL));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -192,6 +197,12 @@ pub(super) async fn install(
         };
         DriverError::transient(ErrorCode::PageLoadFailed, m)
     })?;
+    missing_modules(&r)?;
+    install_call_hooks(page, config, probe).await
+}
+
+/// `{missing: [...]}` from an install function: the session cannot work on this build.
+fn missing_modules(r: &serde_json::Value) -> Result<(), DriverError> {
     if let Some(missing) = r.get("missing").and_then(|m| m.as_array()) {
         let names: Vec<&str> = missing.iter().filter_map(|m| m.as_str()).collect();
         return Err(DriverError::permanent(
@@ -203,6 +214,34 @@ pub(super) async fn install(
         ));
     }
     Ok(())
+}
+
+/// The call and group-notification hooks (call_hooks.js), after install.js, on the same binding.
+async fn install_call_hooks(
+    page: &Page,
+    config: &ChromiumConfig,
+    probe: Duration,
+) -> Result<(), DriverError> {
+    let r = call_function(
+        page,
+        &FN_CALL_HOOKS,
+        vec![
+            serde_json::json!(BINDING),
+            serde_json::json!(probe.as_millis() as u64),
+        ],
+        probe + config.cdp_timeout,
+    )
+    .await
+    .map_err(|e| {
+        let m = match e {
+            CallError::Timeout => "installing the call hooks timed out".to_string(),
+            CallError::Js(m) | CallError::Cdp(m) => {
+                format!("installing the call hooks failed: {m}")
+            }
+        };
+        DriverError::transient(ErrorCode::PageLoadFailed, m)
+    })?;
+    missing_modules(&r)
 }
 
 #[cfg(test)]
@@ -231,6 +270,8 @@ mod tests {
             JS_GROUP_INVITE,
             JS_GROUP_LEAVE,
             JS_GROUP_PARTICIPANTS,
+            JS_CALL_HOOKS,
+            JS_REJECT_CALL,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -25,13 +25,13 @@ use super::scripts::{
     call_function, cdp_call, install, listen_failed, CallError, BINDING, FN_CHATS, FN_CONTACT_INFO,
     FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO,
     FN_GROUP_INVITE, FN_GROUP_LEAVE, FN_GROUP_PARTICIPANTS, FN_HISTORY, FN_INBOUND_SINCE,
-    FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_SEND,
-    JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_REJECT_CALL,
+    FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
     bare_id, ChatState, DriverError, DriverEvent, IncomingMessage, MarkedRead, MessageKind,
-    OutgoingMessage, Sent, Session, SessionSpec, MAX_BODY_CHARS,
+    OutgoingMessage, RejectOutcome, Sent, Session, SessionSpec, MAX_BODY_CHARS,
 };
 use crate::error_code::ErrorCode;
 
@@ -616,6 +616,32 @@ impl Session for ChromiumSession {
     async fn groups_all(&self) -> Result<serde_json::Value, DriverError> {
         self.command_call_args(&FN_GROUPS_ALL, vec![], "listing the groups")
             .await
+    }
+
+    async fn reject_call(&self, call_id: &str) -> Result<RejectOutcome, DriverError> {
+        let r = self
+            .command_call(&FN_REJECT_CALL, call_id, "rejecting the call")
+            .await?;
+        Ok(match r.get("result").and_then(|v| v.as_str()) {
+            Some("rejected") => RejectOutcome::Rejected,
+            Some("not_ringing") => RejectOutcome::NotRejected(format!(
+                "the call was no longer ringing (page call state {})",
+                r.get("state").unwrap_or(&serde_json::Value::Null)
+            )),
+            Some("not_found") => {
+                RejectOutcome::NotRejected("the page no longer holds the call".into())
+            }
+            Some("not_active") => RejectOutcome::NotRejected(
+                "another call was ringing on the page; only that one can be declined".into(),
+            ),
+            Some("not_incoming") => RejectOutcome::NotRejected("an outgoing call".into()),
+            _ => {
+                return Err(DriverError::transient(
+                    ErrorCode::CommandFailed,
+                    "rejecting the call: the page gave no answer",
+                ))
+            }
+        })
     }
 
     async fn send(&self, msg: &OutgoingMessage) -> Result<Sent, DriverError> {

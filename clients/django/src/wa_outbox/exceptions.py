@@ -46,6 +46,15 @@ class MessageNotFoundError(WhatsAppServiceError, LookupError):
         super().__init__(f"no WhatsApp message {message_id!r}")
 
 
+class CommandNotFoundError(WhatsAppServiceError, LookupError):
+    code = "command_not_found"
+    http_status = 404
+
+    def __init__(self, command_id):
+        self.command_id = command_id
+        super().__init__(f"no WhatsApp command {command_id!r}")
+
+
 class SessionConflictError(WhatsAppServiceError):
     """The session id is already used by another user_id."""
 

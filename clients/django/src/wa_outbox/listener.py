@@ -192,6 +192,8 @@ class EventListener:
                     .first()
                 )
             kwargs.update(message_id=event.message_id, wa_message_id=event.wa_message_id, ack=ack)
+        elif event.kind in _TYPED_KWARGS:
+            kwargs.update(_TYPED_KWARGS[event.kind](event, payload))
         else:
             status = payload.get("status")
             if status is None:
@@ -208,6 +210,30 @@ class EventListener:
         else:
             # Django logs each receiver's exception; the others still run and the stream goes on.
             signal.send_robust(sender=Event, **kwargs)
+
+
+def _call_kwargs(event: Event, payload: dict) -> dict:
+    return {
+        "call_id": payload.get("call_id") or event.wa_message_id,
+        "caller_jid": payload.get("from"),
+        "is_video": bool(payload.get("is_video")),
+        "is_group": bool(payload.get("is_group")),
+        "rejected": bool(payload.get("rejected")),
+    }
+
+
+def _group_update_kwargs(event: Event, payload: dict) -> dict:
+    participants = payload.get("participants")
+    return {
+        "group_id": payload.get("group_id"),
+        "action": payload.get("action"),
+        "participants": participants if isinstance(participants, list) else [],
+        "actor": payload.get("actor"),
+    }
+
+
+# Calls and group changes from the other side (issue 14): their signal's own arguments.
+_TYPED_KWARGS = {"call": _call_kwargs, "group_update": _group_update_kwargs}
 
 
 class _AdvisoryLock:

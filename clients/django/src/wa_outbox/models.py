@@ -203,7 +203,7 @@ class RunnerTableModel(models.Model):
 class Session(RunnerTableModel):
     """wa_session: one WhatsApp account linked as a device."""
 
-    CALLER_FIELDS = ("user_id", "desired_state", "pair_phone", "proxy_url")
+    CALLER_FIELDS = ("user_id", "desired_state", "pair_phone", "proxy_url", "reject_calls")
     RUNNER_FIELDS = (
         "status",
         "qr_code",
@@ -256,6 +256,14 @@ class Session(RunnerTableModel):
             "or socks5://host:port (no SOCKS credentials). Read when a runner claims the session, "
             "which then seals the password away and leaves user:***@ here; to change the "
             "password or the host, write the whole URL again with its password."
+        ),
+    )
+    reject_calls = models.BooleanField(
+        db_default=False,
+        blank=True,
+        help_text=(
+            "The runner declines every incoming call (each call is still recorded as a `call` "
+            "event, saying whether it was rejected). Read when a call comes in."
         ),
     )
     qr_code = models.TextField(null=True, blank=True)
@@ -429,6 +437,33 @@ class Event(RunnerTableModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} ({self.session_id})"
+
+    # -- payload helpers for the typed kinds (README, wa_event) --
+
+    @property
+    def call_id(self) -> str | None:
+        """A `call` event's call id (also its wa_message_id)."""
+        return self._payload_get("call_id", EventKind.CALL)
+
+    @property
+    def rejected(self) -> bool | None:
+        """A `call` event: whether the runner declined the call (None for other kinds)."""
+        return self._payload_get("rejected", EventKind.CALL)
+
+    @property
+    def group_id(self) -> str | None:
+        """A `group_update` event's group (…@g.us)."""
+        return self._payload_get("group_id", EventKind.GROUP_UPDATE)
+
+    @property
+    def group_action(self) -> str | None:
+        """A `group_update` event's action: add, remove, promote, demote, subject, …"""
+        return self._payload_get("action", EventKind.GROUP_UPDATE)
+
+    def _payload_get(self, key: str, kind: str):
+        if self.kind != kind or not isinstance(self.payload, dict):
+            return None
+        return self.payload.get(key)
 
 
 class Command(RunnerTableModel):

@@ -21,13 +21,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import conf, permissions
 from .exceptions import (
+    CommandNotFoundError,
     InvalidInputError,
     MessageNotFoundError,
     SessionConflictError,
     SessionNotFoundError,
     WhatsAppServiceError,
 )
-from .models import Message, Session
+from .models import Command, CommandStatus, Message, Session
 from .services import WhatsAppService, validate_session_id, validate_user_id
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,10 @@ def _json_view(view):
             if refusal is not None:
                 return refusal
         try:
-            return JsonResponse(view(request, *args, **kwargs))
+            answer = view(request, *args, **kwargs)
+            if isinstance(answer, JsonResponse):
+                return answer
+            return JsonResponse(answer)
         except _Forbidden as exc:
             return _forbidden(str(exc))
         except WhatsAppServiceError as exc:
@@ -241,10 +245,192 @@ def message_status(request: HttpRequest, message_id: int):
     return service.get_message_status(message_id)
 
 
+# ---- commands (wa_command) as views (issue 14) ---------------------------------------------------
+#
+# Each inserts one wa_command row for a session the request may touch and waits, bounded by
+# WA_OUTBOX_SEND_TIMEOUT, for the runner to finish it: 200 with the service's answer once the
+# command is done or failed ({"success", "commandId", "status", "result", and "errorCode" /
+# "error" when failed}); 202 with the same shape (status "queued" or "running") when the wait ran
+# out, to be followed with GET command/status/<commandId>. Bad arguments are refused before any
+# row is written (400, "field"), as the send views refuse theirs.
+
+
+def _command_answer(answer: dict) -> JsonResponse:
+    finished = answer.get("status") in (CommandStatus.DONE, CommandStatus.FAILED)
+    return JsonResponse(answer, status=200 if finished else 202)
+
+
 def _session_of(request: HttpRequest, data: dict) -> str:
     session_id = _required(data, "sessionId")
     _check_session(request, session_id)
     return session_id
+
+
+def _int_arg(data: dict, key: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(key, f"expected an integer, got {value!r}")
+    return value
+
+
+def _list_arg(data: dict, key: str) -> list:
+    value = _required(data, key)
+    if not isinstance(value, list):
+        raise InvalidInputError(key, "expected a JSON list")
+    return value
+
+
+@require_POST
+@_json_view
+def command_mark_read(request: HttpRequest):
+    """POST {"sessionId", "chat"}: read receipts for the chat's unread messages."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(WhatsAppService().mark_read(session_id, _required(data, "chat")))
+
+
+@require_POST
+@_json_view
+def command_typing(request: HttpRequest):
+    """POST {"sessionId", "chat", "state"?}: state "typing" (default), "recording" or
+    "paused"."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().set_typing(
+            session_id, _required(data, "chat"), data.get("state", "typing")
+        )
+    )
+
+
+@require_POST
+@_json_view
+def command_check_numbers(request: HttpRequest):
+    """POST {"sessionId", "numbers": [...]}: which of 1 to 100 numbers are on WhatsApp."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(WhatsAppService().check_numbers(session_id, _list_arg(data, "numbers")))
+
+
+@require_POST
+@_json_view
+def command_contact_info(request: HttpRequest):
+    """POST {"sessionId", "contact"}: what the page knows about a contact."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().get_contact_info(session_id, _required(data, "contact"))
+    )
+
+
+@require_POST
+@_json_view
+def command_profile_picture(request: HttpRequest):
+    """POST {"sessionId", "contact"}: a contact's or group's picture URL and its expiry."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().get_profile_picture(session_id, _required(data, "contact"))
+    )
+
+
+@require_POST
+@_json_view
+def command_chats(request: HttpRequest):
+    """POST {"sessionId", "limit"?}: the page's most recent chats (limit 1 to 200, default 50)."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(WhatsAppService().get_chats(session_id, _int_arg(data, "limit", 50)))
+
+
+@require_POST
+@_json_view
+def command_history(request: HttpRequest):
+    """POST {"sessionId", "chat", "limit"?}: a chat's last messages (limit 1 to 500)."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().get_chat_history(
+            session_id, _required(data, "chat"), _int_arg(data, "limit", 50)
+        )
+    )
+
+
+@require_POST
+@_json_view
+def group_create(request: HttpRequest):
+    """POST {"sessionId", "subject", "participants": [...]}: create a group, exactly once."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().create_group(
+            session_id, _required(data, "subject"), _list_arg(data, "participants")
+        )
+    )
+
+
+@require_POST
+@_json_view
+def group_info(request: HttpRequest):
+    """POST {"sessionId", "group"}: the group's subject, owner and participants."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(WhatsAppService().get_group_info(session_id, _required(data, "group")))
+
+
+@require_POST
+@_json_view
+def group_invite_link(request: HttpRequest):
+    """POST {"sessionId", "group"}: the group's invite link (the account must be an admin)."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().get_group_invite_link(session_id, _required(data, "group"))
+    )
+
+
+@require_POST
+@_json_view
+def group_leave(request: HttpRequest):
+    """POST {"sessionId", "group"}: leave the group, exactly once."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(WhatsAppService().leave_group(session_id, _required(data, "group")))
+
+
+@require_POST
+@_json_view
+def group_participants(request: HttpRequest):
+    """POST {"sessionId", "group", "action", "participants": [...]}: add, remove, promote or
+    demote, exactly once."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    return _command_answer(
+        WhatsAppService().update_group_participants(
+            session_id,
+            _required(data, "group"),
+            _required(data, "action"),
+            _list_arg(data, "participants"),
+        )
+    )
+
+
+@require_GET
+@_json_view
+def command_status(request: HttpRequest, command_id: int):
+    """A command of a session the request may not touch answers like an unknown command."""
+    service = WhatsAppService()
+    session_id = (
+        Command.objects.using(service.using)
+        .filter(pk=command_id)
+        .values_list("session_id", flat=True)
+        .first()
+    )
+    if session_id is None or not _may_touch(request, session_id):
+        raise CommandNotFoundError(command_id)
+    return service.get_command_status(command_id)
 
 
 def _target(data: dict):
