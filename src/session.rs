@@ -25,6 +25,7 @@ use crate::error_code::ErrorCode;
 use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
 
 mod backlog;
+mod media_in;
 mod writes;
 
 pub use backlog::BACKLOG_CAP;
@@ -456,7 +457,7 @@ impl Page<'_> {
             let newest = batch.iter().map(|m| m.timestamp).max().unwrap_or(since);
             found += batch.len();
             for m in batch {
-                self.push(PageWrite::Incoming(m));
+                self.incoming(m).await;
             }
             // `since` is inclusive: a full batch of one second would come back again.
             if !full || newest <= since {
@@ -591,7 +592,7 @@ impl Page<'_> {
                 key: wa_message_id,
                 ack,
             }),
-            DriverEvent::Incoming(msg) => self.push(PageWrite::Incoming(msg)),
+            DriverEvent::Incoming(msg) => self.incoming(msg).await,
             DriverEvent::Crashed { reason } => {
                 self.close().await;
                 return Step::End(Exit::Restart(reason));

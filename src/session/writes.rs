@@ -29,6 +29,8 @@ pub(super) enum PageWrite {
         ack: i32,
     },
     Incoming(IncomingMessage),
+    /// An incoming message with a file, and what was downloaded of it (src/session/media_in.rs).
+    IncomingMedia(IncomingMessage, Box<super::media_in::InboundMedia>),
 }
 
 impl PageWrite {
@@ -41,6 +43,7 @@ impl PageWrite {
             PageWrite::Connected { .. } => "connected",
             PageWrite::Ack { .. } => "ack",
             PageWrite::Incoming(_) => "incoming_message",
+            PageWrite::IncomingMedia(..) => "incoming_media",
         }
     }
 }
@@ -86,6 +89,9 @@ pub(super) async fn write_page_event(
         }
         PageWrite::Ack { key, ack } => apply_ack(shared, id, key, *ack).await,
         PageWrite::Incoming(msg) => record_incoming(shared, id, msg).await,
+        PageWrite::IncomingMedia(msg, media) => {
+            super::media_in::record_incoming_media(shared, id, msg, media).await
+        }
     }
 }
 
@@ -239,6 +245,7 @@ async fn record_incoming(shared: &Shared, id: &str, msg: &IncomingMessage) -> sq
     let payload = serde_json::json!({
         "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
         "timestamp": msg.timestamp, "extra": msg.extra,
+        "type": super::media_in::payload_type(&msg.kind),
     });
     let owned: bool = bounded(
         sqlx::query_scalar(

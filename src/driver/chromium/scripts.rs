@@ -38,6 +38,9 @@ const JS_GROUPS_ALL: &str = include_str!("groups_all.js");
 const JS_GROUP_INVITE: &str = include_str!("group_invite.js");
 const JS_GROUP_LEAVE: &str = include_str!("group_leave.js");
 const JS_GROUP_PARTICIPANTS: &str = include_str!("group_participants.js");
+// Incoming media (issue 13).
+const JS_MEDIA_DOWNLOAD: &str = include_str!("media_download.js");
+const JS_MEDIA_CHUNK: &str = include_str!("media_chunk.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -79,6 +82,10 @@ pub(super) static FN_GROUP_INVITE: LazyLock<String> = LazyLock::new(|| with_lib(
 pub(super) static FN_GROUP_LEAVE: LazyLock<String> = LazyLock::new(|| with_lib(JS_GROUP_LEAVE));
 pub(super) static FN_GROUP_PARTICIPANTS: LazyLock<String> =
     LazyLock::new(|| with_lib(JS_GROUP_PARTICIPANTS));
+
+pub(super) static FN_MEDIA_DOWNLOAD: LazyLock<String> =
+    LazyLock::new(|| with_lib(JS_MEDIA_DOWNLOAD));
+pub(super) static FN_MEDIA_CHUNK: LazyLock<String> = LazyLock::new(|| with_lib(JS_MEDIA_CHUNK));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -231,6 +238,8 @@ mod tests {
             JS_GROUP_INVITE,
             JS_GROUP_LEAVE,
             JS_GROUP_PARTICIPANTS,
+            JS_MEDIA_DOWNLOAD,
+            JS_MEDIA_CHUNK,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,
