@@ -221,7 +221,10 @@ impl Config {
                 "WA_INBOUND_MEDIA_MAX_BYTES",
                 raw("WA_INBOUND_MEDIA_MAX_BYTES"),
             )?,
-            inbound_media_timeout: nonzero(dur("WA_INBOUND_MEDIA_TIMEOUT")?, "WA_INBOUND_MEDIA_TIMEOUT")?,
+            inbound_media_timeout: nonzero(
+                dur("WA_INBOUND_MEDIA_TIMEOUT")?,
+                "WA_INBOUND_MEDIA_TIMEOUT",
+            )?,
             media_retention: dur("WA_MEDIA_RETENTION")?,
             send_min_interval: dur("WA_SEND_MIN_INTERVAL")?,
             send_timeout: dur("WA_SEND_TIMEOUT")?,

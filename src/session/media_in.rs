@@ -109,7 +109,9 @@ impl Page<'_> {
         };
         let max = cfg.inbound_media_max_bytes;
         let too_large = |size: Option<u64>| {
-            let shown = size.map(|s| format!("{s} bytes")).unwrap_or_else(|| "it".into());
+            let shown = size
+                .map(|s| format!("{s} bytes"))
+                .unwrap_or_else(|| "it".into());
             (
                 ErrorCode::MediaTooLarge,
                 format!("{shown} is over WA_INBOUND_MEDIA_MAX_BYTES ({max}); not downloaded"),

@@ -222,6 +222,9 @@ pub struct InMsg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ciphertext_ms: Option<u64>,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// A file the phone sent (issue 13), as the page's message carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<super::media_in::InMedia>,
 }
 
 #[derive(Debug, Default)]
@@ -326,6 +329,13 @@ pub struct Faults {
     pub group_delay_ms: u64,
     /// The same for one account's creations (by phone).
     pub group_delay_by_phone: std::collections::BTreeMap<String, u64>,
+    /// The media server answers every download with 404 while set (issue 13).
+    pub media_fail: bool,
+    /// The media server answers each download only this long after it was asked.
+    pub media_delay_ms: u64,
+    /// Downloads the media server was asked for (counted, not a fault: tests read it to see
+    /// that a file over a client's cap was never fetched).
+    pub media_fetches: u64,
 }
 
 impl Faults {
@@ -362,6 +372,8 @@ pub struct World {
     pub phones: HashMap<String, Phone>,
     pub unregistered: HashSet<String>,
     pub uploads: HashMap<String, Upload>,
+    /// Incoming media as the media server keeps it, encrypted, by token (src/sim/media_in.rs).
+    pub mms: HashMap<String, bytes::Bytes>,
     pub faults: Faults,
     /// Per phone: how often a page resumed a login while another page still held it live (the
     /// older one is told it was replaced). Two runners driving one device shows here.
@@ -431,6 +443,7 @@ impl World {
             phones: HashMap::new(),
             unregistered: HashSet::new(),
             uploads: HashMap::new(),
+            mms: HashMap::new(),
             takeovers: Default::default(),
             groups: Default::default(),
             groups_pending: Default::default(),
@@ -446,6 +459,9 @@ impl World {
                 lost_sends: 0,
                 group_delay_ms: 0,
                 group_delay_by_phone: Default::default(),
+                media_fail: false,
+                media_delay_ms: 0,
+                media_fetches: 0,
             },
         }
     }
@@ -737,6 +753,7 @@ impl World {
             body,
             ciphertext_ms,
             time,
+            media: None,
         };
         p.inbox.push(msg.clone());
         msg

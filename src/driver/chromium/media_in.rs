@@ -135,7 +135,11 @@ async fn release(page: &Page, token: &str, cdp: Duration) {
     let _ = call_function(
         page,
         &FN_MEDIA_CHUNK,
-        vec![serde_json::json!(token), serde_json::json!(0), serde_json::json!(0)],
+        vec![
+            serde_json::json!(token),
+            serde_json::json!(0),
+            serde_json::json!(0),
+        ],
         cdp,
     )
     .await;
