@@ -46,6 +46,15 @@ class MessageNotFoundError(WhatsAppServiceError, LookupError):
         super().__init__(f"no WhatsApp message {message_id!r}")
 
 
+class MediaNotFoundError(WhatsAppServiceError, LookupError):
+    code = "media_not_found"
+    http_status = 404
+
+    def __init__(self, what):
+        self.what = what
+        super().__init__(f"no incoming media {what}")
+
+
 class SessionConflictError(WhatsAppServiceError):
     """The session id is already used by another user_id."""
 
