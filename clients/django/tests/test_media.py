@@ -20,7 +20,7 @@ from wa_outbox.listener import EventListener
 from wa_outbox.models import Media
 from wa_outbox.services import WhatsAppService
 
-from . import runner_side
+from . import runner_side, test_e2e
 from .conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -184,12 +184,14 @@ def test_message_received_signal_carries_the_media(sql, session):
 
 # ---- against a real runner ------------------------------------------------------------------
 
-from .test_e2e import PHONE, link, stack, user_client  # noqa: E402,F401  (pytest fixtures)
+# The real runner and simulator of test_e2e.py, as fixtures of this module too.
+stack = test_e2e.stack
+user_client = test_e2e.user_client
 
 
 @pytest.mark.e2e
 def test_incoming_image_is_stored_and_reaches_django(stack, user_client):
-    link(stack, user_client, "e2e_media")
+    test_e2e.link(stack, user_client, "e2e_media")
     got, lock = [], threading.Lock()
 
     def handle(sender, **kwargs):
@@ -207,7 +209,7 @@ def test_incoming_image_is_stored_and_reaches_django(stack, user_client):
         r = stack.sim_call(
             "/_sim/incoming",
             {
-                "to": PHONE,
+                "to": test_e2e.PHONE,
                 "from": "15557654321",
                 "media": {
                     "kind": "document",
