@@ -148,7 +148,11 @@ impl Page<'_> {
             }
             Ok(Err(e)) => {
                 tracing::warn!(session = %self.id, error = %e, "incoming media: download failed; recorded without bytes");
-                media.error = Some((ErrorCode::MediaFetchFailed, e.to_string()));
+                // The sentence without the code in front (the code has its own column).
+                let text = e.to_string();
+                let prefix = format!("{}: ", e.code());
+                let text = text.strip_prefix(&prefix).unwrap_or(&text).to_string();
+                media.error = Some((ErrorCode::MediaFetchFailed, text));
             }
             Err(_) => {
                 tracing::warn!(session = %self.id, ?whole, "incoming media: download timed out; recorded without bytes");
