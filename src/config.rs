@@ -21,6 +21,9 @@ pub const VARS: &[(&str, &str, &str)] = &[
     ("WA_MEDIA_ALLOWED_HOSTS", "", "comma-separated hosts media_url may use; empty: any public host. Private/loopback only if listed"),
     ("WA_MEDIA_MAX_BYTES", "16777216", "media size cap, enforced while streaming"),
     ("WA_MEDIA_TIMEOUT", "30s", "whole media fetch timeout"),
+    ("WA_INBOUND_MEDIA_MAX_BYTES", "16777216", "incoming media larger than this is recorded in wa_media without its bytes (media_too_large); 0 stores no bytes at all"),
+    ("WA_INBOUND_MEDIA_TIMEOUT", "60s", "downloading one incoming media file through the page, whole"),
+    ("WA_MEDIA_RETENTION", "7d", "prune incoming media (wa_media) older than this; 0 keeps it (it still goes with its event)"),
     ("WA_SEND_MIN_INTERVAL", "1s", "minimum spacing between two sends of one session (plus up to 25% jitter)"),
     ("WA_SEND_TIMEOUT", "10s", "how long the page may take to accept one send"),
     ("WA_START_TIMEOUT", "60s", "browser start to WhatsApp Web loaded"),
@@ -63,6 +66,9 @@ pub struct Config {
     pub media_allowed_hosts: Vec<String>,
     pub media_max_bytes: u64,
     pub media_timeout: Duration,
+    pub inbound_media_max_bytes: u64,
+    pub inbound_media_timeout: Duration,
+    pub media_retention: Duration,
     pub send_min_interval: Duration,
     pub send_timeout: Duration,
     pub start_timeout: Duration,
@@ -211,6 +217,15 @@ impl Config {
             media_allowed_hosts,
             media_max_bytes: num("WA_MEDIA_MAX_BYTES", raw("WA_MEDIA_MAX_BYTES"))?,
             media_timeout: dur("WA_MEDIA_TIMEOUT")?,
+            inbound_media_max_bytes: num(
+                "WA_INBOUND_MEDIA_MAX_BYTES",
+                raw("WA_INBOUND_MEDIA_MAX_BYTES"),
+            )?,
+            inbound_media_timeout: nonzero(
+                dur("WA_INBOUND_MEDIA_TIMEOUT")?,
+                "WA_INBOUND_MEDIA_TIMEOUT",
+            )?,
+            media_retention: dur("WA_MEDIA_RETENTION")?,
             send_min_interval: dur("WA_SEND_MIN_INTERVAL")?,
             send_timeout: dur("WA_SEND_TIMEOUT")?,
             start_timeout: dur("WA_START_TIMEOUT")?,
@@ -230,6 +245,17 @@ impl Config {
     pub fn defaults() -> Self {
         Self::from_lookup(|_| None).expect("defaults are valid")
     }
+}
+
+/// A duration that must not be zero (a timeout).
+fn nonzero(d: Duration, var: &'static str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError {
+            var,
+            message: "must be more than 0".into(),
+        });
+    }
+    Ok(d)
 }
 
 fn default_of(var: &str) -> &'static str {

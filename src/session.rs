@@ -26,6 +26,7 @@ use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
 
 mod backlog;
 mod calls;
+mod media_in;
 mod writes;
 
 pub use backlog::BACKLOG_CAP;
@@ -482,7 +483,7 @@ impl Page<'_> {
             let newest = batch.iter().map(|m| m.timestamp).max().unwrap_or(since);
             found += batch.len();
             for m in batch {
-                self.push(PageWrite::Incoming(m));
+                self.incoming(m).await;
             }
             // `since` is inclusive: a full batch of one second would come back again.
             if !full || newest <= since {
@@ -619,7 +620,7 @@ impl Page<'_> {
                 key: wa_message_id,
                 ack,
             }),
-            DriverEvent::Incoming(msg) => self.push(PageWrite::Incoming(msg)),
+            DriverEvent::Incoming(msg) => self.incoming(msg).await,
             DriverEvent::Call(call) => self.on_call(call).await,
             DriverEvent::GroupUpdate(u) => self.push(PageWrite::GroupUpdate(u)),
             DriverEvent::Crashed { reason } => {

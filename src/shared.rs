@@ -40,6 +40,10 @@ pub struct RunnerConfig {
     pub completion_batch: usize,
     /// First retry delay after a transient send failure (doubles each attempt).
     pub retry_base: Duration,
+    /// Incoming media over this many bytes is recorded without them (WA_INBOUND_MEDIA_MAX_BYTES).
+    pub inbound_media_max_bytes: u64,
+    /// Downloading one incoming file through the page (WA_INBOUND_MEDIA_TIMEOUT).
+    pub inbound_media_timeout: Duration,
 }
 
 /// Exponential back-off with ±25 % jitter: `base * 2^(n-1)`, capped.
@@ -86,6 +90,8 @@ impl RunnerConfig {
             max_restarts: DEFAULT_MAX_RESTARTS,
             completion_batch: DEFAULT_COMPLETION_BATCH,
             retry_base: RETRY_BASE,
+            inbound_media_max_bytes: c.inbound_media_max_bytes,
+            inbound_media_timeout: c.inbound_media_timeout,
         }
     }
 }

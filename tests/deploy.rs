@@ -407,6 +407,7 @@ async fn roles_give_django_and_runners_only_what_they_need() {
         "wa_session_overview",
         "wa_runner_overview",
         "wa_event",
+        "wa_media",
     ] {
         sqlx::query(&format!("select * from {view}"))
             .fetch_all(&mut *conn)
@@ -449,6 +450,12 @@ async fn roles_give_django_and_runners_only_what_they_need() {
             .await,
         "wa_django deleting messages",
     );
+    insufficient_privilege(
+        sqlx::query("delete from wa_media")
+            .execute(&mut *conn)
+            .await,
+        "wa_django deleting media",
+    );
 
     sqlx::raw_sql("reset role; set role wa_runner")
         .execute(&mut *conn)
@@ -464,12 +471,20 @@ async fn roles_give_django_and_runners_only_what_they_need() {
         .execute(&mut *conn)
         .await
         .expect("runner writes session state");
-    sqlx::query(
-        "insert into wa_event (session_id, kind) values ('user_7_session', 'session_status')",
+    let event: i64 = sqlx::query_scalar(
+        "insert into wa_event (session_id, kind) values ('user_7_session', 'session_status') returning id",
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await
     .expect("runner records events");
+    sqlx::query(
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, mime, size, sha256, data)
+         values ('user_7_session', $1, 'false_1@c.us_X', 'image', 'image/png', 1, encode(sha256('x'), 'hex'), 'x')",
+    )
+    .bind(event)
+    .execute(&mut *conn)
+    .await
+    .expect("runner stores incoming media");
     sqlx::query("select version, success from _sqlx_migrations")
         .fetch_all(&mut *conn)
         .await

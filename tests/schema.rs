@@ -400,3 +400,73 @@ async fn notifications_go_to_the_owner_while_its_lease_is_live() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// wa_media (issue 13): bytes come with their hash and size, or not at all and with a code; one
+/// row per event; it goes with its event and its session.
+#[tokio::test]
+async fn wa_media_holds_bytes_with_their_hash_or_a_code_once_per_event() {
+    let db = test_db().await;
+    let p = &db.pool;
+    sqlx::query("insert into wa_session (id) values ('s1')")
+        .execute(p)
+        .await
+        .unwrap();
+    let ev: i64 = sqlx::query_scalar(
+        "insert into wa_event (session_id, kind, wa_message_id) values ('s1', 'message', 'false_1@c.us_A') returning id",
+    )
+    .fetch_one(p)
+    .await
+    .unwrap();
+    let ok = "insert into wa_media (session_id, event_id, wa_message_id, kind, size, sha256, data)
+              values ('s1', $1, 'false_1@c.us_A', 'voice', 3, encode(sha256('abc'), 'hex'), 'abc')";
+    let bad = [
+        // bytes without their hash, a wrong size, an upper-case hash, bytes and a code
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, size, data) values ('s1', $1, 'k', 'image', 3, 'abc')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, size, sha256, data) values ('s1', $1, 'k', 'image', 4, encode(sha256('abc'), 'hex'), 'abc')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, size, sha256, data) values ('s1', $1, 'k', 'image', 3, upper(encode(sha256('abc'), 'hex')), 'abc')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, size, sha256, data, error_code) values ('s1', $1, 'k', 'image', 3, encode(sha256('abc'), 'hex'), 'abc', 'media_too_large')",
+        // no bytes and no code, an unknown code, an unknown kind, no such event
+        "insert into wa_media (session_id, event_id, wa_message_id, kind) values ('s1', $1, 'k', 'image')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, error_code) values ('s1', $1, 'k', 'image', 'oops')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, error_code) values ('s1', $1, 'k', 'gif', 'media_too_large')",
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, error_code) values ('s1', $1 + 1000, 'k', 'image', 'media_too_large')",
+    ];
+    for sql in bad {
+        let err = sqlx::query(sql).bind(ev).execute(p).await.expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.to_string());
+        assert!(
+            matches!(code.as_deref(), Some("23514") | Some("23503")),
+            "{sql}: unexpected error {err}"
+        );
+    }
+    sqlx::query(ok).bind(ev).execute(p).await.unwrap();
+    let twice = sqlx::query(ok)
+        .bind(ev)
+        .execute(p)
+        .await
+        .expect_err("one row per event");
+    assert_eq!(
+        twice.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23505")
+    );
+    sqlx::query(
+        "insert into wa_media (session_id, event_id, wa_message_id, kind, size, error_code, error)
+         values ('s1', (select id from wa_event limit 0), 'k', 'image', 9, 'media_too_large', 'big')",
+    )
+    .execute(p)
+    .await
+    .expect_err("event_id is required");
+    sqlx::query("delete from wa_event where id = $1")
+        .bind(ev)
+        .execute(p)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from wa_media")
+        .fetch_one(p)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "media goes with its event");
+}

@@ -466,11 +466,12 @@ async fn many_phones_and_devices_at_once() {
 #[tokio::test]
 async fn oversized_bodies_get_a_json_error() {
     let sim = start_sim(&[]);
+    // (Not /_sim/incoming: it takes files of up to 64 MiB as base64, see src/sim/media_in.rs.)
     let big = format!(
-        "{{\"to\":\"15550001111\",\"from\":\"15550002222\",\"body\":\"{}\"}}",
+        "{{\"qr\":\"{}\",\"phone\":\"15550002222\"}}",
         "x".repeat(3 << 20)
     );
-    let (s, v) = sim.call("POST", "/_sim/incoming", Some(&big)).await;
+    let (s, v) = sim.call("POST", "/_sim/scan", Some(&big)).await;
     assert_json_error(s, &v, 413);
 }
 
@@ -711,4 +712,51 @@ async fn calls_and_group_updates_validate_their_input_and_calls_ring_out() {
         )
     );
     assert!(call["ended_at"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn incoming_media_is_checked_and_served_only_encrypted() {
+    let sim = start_sim(&[]);
+    let media = |kind: &str, data: &str| {
+        json!({"to": "15550001111", "from": "15550002222",
+               "media": {"kind": kind, "data": data, "mime": "image/png"}})
+    };
+    for bad in [
+        media("gif", "aGk="),
+        media("image", "not base64!"),
+        media("image", ""),
+        json!({"to": "15550001111", "from": "15550002222", "ciphertext_ms": 10,
+               "media": {"kind": "image", "data": "aGk=", "mime": "image/png"}}),
+        json!({"to": "15550001111", "from": "15550002222",
+               "media": {"kind": "image", "data": "aGk=", "mime": "image/png", "url": "http://x"}}),
+    ] {
+        let (s, v) = sim.post("/_sim/incoming", bad.clone()).await;
+        assert_json_error(s, &v, 400);
+    }
+    let (s, v) = sim.post("/_sim/incoming", media("image", "aGk=")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["media"]["size"], 2);
+    // What the phone's server holds is the encrypted file: the plaintext's hash is not its hash.
+    let (_, msgs) = sim
+        .call("GET", "/_sim/messages?phone=15550001111", None)
+        .await;
+    let m = &msgs["received"][0]["media"];
+    let path = m["direct_path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the received message's media: {msgs}"));
+    let file = sim
+        .http
+        .get(format!("{}{path}", sim.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(file.len(), 16 + 10, "one AES block and the 10-byte MAC");
+    assert_eq!(m["enc_filehash"], b64.encode(sha2::Sha256::digest(&file)));
+    assert_eq!(m["filehash"], b64.encode(sha2::Sha256::digest(b"hi")));
 }

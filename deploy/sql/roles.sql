@@ -11,7 +11,8 @@
 --   create role wa_runner_login login password '…' in role wa_runner;
 --   create role wa_keda_login   login password '…' in role wa_keda;
 --
---   wa_django  Django. Inserts and reads sessions and messages, reads events and the views.
+--   wa_django  Django. Inserts and reads sessions and messages, reads events, incoming media
+--              (wa_media) and the views.
 --              It may change only what a caller may ask for: a session's desired_state,
 --              pair_phone, proxy_url, reject_calls and user_id, and a message's status (to cancel it: see the note at
 --              the end). It cannot delete rows, and cannot read wa_session_auth (the
@@ -71,7 +72,7 @@ create table if not exists wa_tenant_user (
 );
 
 -- Start from nothing, so a re-run also takes back rights an older version of this file gave.
-revoke all on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader, wa_command,
+revoke all on wa_session, wa_message, wa_event, wa_media, wa_session_auth, wa_runner, wa_leader, wa_command,
               wa_outbox_stats, wa_session_overview, wa_runner_overview, wa_tenant_user
   from wa_django, wa_runner, wa_keda, wa_tenant;
 
@@ -83,13 +84,14 @@ grant update (status) on wa_message to wa_django;
 grant select, insert on wa_command to wa_django;
 grant update (status) on wa_command to wa_django;
 grant select on wa_event to wa_django;
+grant select on wa_media to wa_django;
 -- The views run with their owner's rights: wa_session_overview may say whether a stored login
 -- exists (has_stored_login) without Django being able to read the login itself.
 grant select on wa_outbox_stats, wa_session_overview, wa_runner_overview to wa_django;
 
 -- Runners --------------------------------------------------------------------------------------
 grant select, insert, update, delete
-  on wa_session, wa_message, wa_event, wa_session_auth, wa_runner, wa_leader, wa_command
+  on wa_session, wa_message, wa_event, wa_media, wa_session_auth, wa_runner, wa_leader, wa_command
   to wa_runner;
 grant select on wa_outbox_stats, wa_session_overview, wa_runner_overview to wa_runner;
 -- `wa-outbox run` checks the schema version before it starts (and never migrates itself).
@@ -122,28 +124,33 @@ grant update (status) on wa_message to wa_tenant;
 grant select, insert on wa_command to wa_tenant;
 grant update (status) on wa_command to wa_tenant;
 grant select on wa_event to wa_tenant;
+grant select on wa_media to wa_tenant;
 grant select on wa_tenant_user to wa_tenant;
 
 alter table wa_tenant_user enable row level security;
 alter table wa_session enable row level security;
 alter table wa_message enable row level security;
 alter table wa_event enable row level security;
+alter table wa_media enable row level security;
 alter table wa_command enable row level security;
 -- The table owner (the migrations, the tests' admin) is not subject to row-level security;
 -- the three roles above see every row, as before.
 drop policy if exists wa_all_rows on wa_session;
 drop policy if exists wa_all_rows on wa_message;
 drop policy if exists wa_all_rows on wa_event;
+drop policy if exists wa_all_rows on wa_media;
 drop policy if exists wa_all_rows on wa_command;
 create policy wa_all_rows on wa_session to wa_django, wa_runner, wa_keda using (true);
 create policy wa_all_rows on wa_message to wa_django, wa_runner, wa_keda using (true);
 create policy wa_all_rows on wa_event to wa_django, wa_runner, wa_keda using (true);
+create policy wa_all_rows on wa_media to wa_django, wa_runner, wa_keda using (true);
 create policy wa_all_rows on wa_command to wa_django, wa_runner, wa_keda using (true);
 -- A tenant's own rows: pg_has_role, so the logins of a tenant role (its members) count too.
 drop policy if exists wa_tenant_own on wa_tenant_user;
 drop policy if exists wa_tenant_own on wa_session;
 drop policy if exists wa_tenant_own on wa_message;
 drop policy if exists wa_tenant_own on wa_event;
+drop policy if exists wa_tenant_own on wa_media;
 drop policy if exists wa_tenant_own on wa_command;
 create policy wa_tenant_own on wa_tenant_user to wa_tenant
   using (pg_has_role(tenant, 'member'));
@@ -156,6 +163,8 @@ create policy wa_tenant_own on wa_message to wa_tenant
   using (session_id in (select s.id from wa_session s))
   with check (session_id in (select s.id from wa_session s));
 create policy wa_tenant_own on wa_event to wa_tenant
+  using (session_id in (select s.id from wa_session s));
+create policy wa_tenant_own on wa_media to wa_tenant
   using (session_id in (select s.id from wa_session s));
 create policy wa_tenant_own on wa_command to wa_tenant
   using (session_id in (select s.id from wa_session s))

@@ -24,6 +24,7 @@
 
 mod config;
 mod events;
+mod media_in;
 mod process;
 mod proxy_auth;
 mod scripts;

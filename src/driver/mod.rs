@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::error_code::ErrorCode;
 
 pub mod chromium;
+pub mod inbound_media;
 pub mod memory;
 pub mod proxy;
 
@@ -514,6 +515,21 @@ pub trait Session: Send + Sync + 'static {
         Err(DriverError::permanent(
             ErrorCode::CommandFailed,
             "this driver cannot reject calls",
+        ))
+    }
+    /// Download an incoming message's media (its serialized key) through the page's own download
+    /// manager, decrypted, within `timeout`. Over `max_bytes` it is not downloaded when the page
+    /// reports the size first (`TooLarge`). Errors carry `media_fetch_failed`.
+    async fn download_media(
+        &self,
+        wa_message_id: &str,
+        max_bytes: u64,
+        timeout: std::time::Duration,
+    ) -> Result<inbound_media::MediaDownload, DriverError> {
+        let _ = (wa_message_id, max_bytes, timeout);
+        Err(DriverError::permanent(
+            ErrorCode::MediaFetchFailed,
+            "this driver cannot download media",
         ))
     }
     /// Unlink the device. A `LoggedOut` event follows.

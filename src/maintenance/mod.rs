@@ -31,6 +31,7 @@ pub mod fail_logged_out;
 pub mod forget_idle;
 pub mod leader;
 pub mod prune;
+pub mod prune_media;
 
 /// Rows one statement touches at most: small enough to hold locks briefly, big enough that a
 /// backlog of a million rows clears in one run.
@@ -106,6 +107,7 @@ pub struct MaintenanceConfig {
     pub forget_idle: forget_idle::Config,
     pub fail_logged_out: fail_logged_out::Config,
     pub prune: prune::Config,
+    pub prune_media: prune_media::Config,
 }
 
 impl MaintenanceConfig {
@@ -123,6 +125,7 @@ impl MaintenanceConfig {
             forget_idle: forget_idle::Config::new(c.forget_after),
             fail_logged_out: fail_logged_out::Config::default(),
             prune: prune::Config::new(c.retention),
+            prune_media: prune_media::Config::new(c.media_retention),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -143,6 +146,7 @@ impl MaintenanceConfig {
         self.forget_idle.validate()?;
         self.fail_logged_out.validate()?;
         self.prune.validate()?;
+        self.prune_media.validate()?;
         Ok(())
     }
 }
@@ -164,6 +168,8 @@ pub struct MaintenanceReport {
     /// Stored logins of logged-out sessions deleted (one the runner could not delete).
     pub deleted_logins: TaskReport,
     pub prune: prune::Report,
+    /// wa_media rows older than WA_MEDIA_RETENTION deleted.
+    pub pruned_media: TaskReport,
     /// wa_message_count rows folded into backend 0 (or dropped at zero or with their session).
     pub counts: TaskReport,
     /// True when the run stopped early (shutdown or leadership lost).
@@ -180,6 +186,7 @@ impl MaintenanceReport {
             && self.deleted_logins.ok()
             && self.prune.events.ok()
             && self.prune.messages.ok()
+            && self.pruned_media.ok()
             && self.counts.ok()
     }
 }
@@ -205,6 +212,7 @@ pub async fn run_once_with(
     let failed_logged_out = fail_logged_out::run_once(pool, &cfg.fail_logged_out, stop).await;
     let deleted_logins = fail_logged_out::delete_logins(pool, &cfg.fail_logged_out, stop).await;
     let prune = prune::run_once(pool, &cfg.prune, stop).await;
+    let pruned_media = prune_media::run_once(pool, &cfg.prune_media, stop).await;
     let counts = prune::compact_counts(pool, &cfg.prune.batching).await;
     MaintenanceReport {
         runner_id: None,
@@ -216,6 +224,7 @@ pub async fn run_once_with(
         failed_logged_out,
         deleted_logins,
         prune,
+        pruned_media,
         counts,
         interrupted: stop.is_cancelled(),
     }
@@ -408,6 +417,7 @@ fn log_report(r: &MaintenanceReport) {
                 deleted_logins = r.deleted_logins.rows,
                 pruned_messages = r.prune.messages.rows,
                 pruned_events = r.prune.events.rows,
+                pruned_media = r.pruned_media.rows,
                 interrupted = r.interrupted,
                 "maintenance run done"
             )
@@ -424,6 +434,7 @@ fn log_report(r: &MaintenanceReport) {
             ("delete_logins", &r.deleted_logins),
             ("prune_events", &r.prune.events),
             ("prune_messages", &r.prune.messages),
+            ("prune_media", &r.pruned_media),
         ] {
             if let Some(e) = &t.error {
                 tracing::warn!(task, error = %e, "maintenance task failed");
@@ -437,6 +448,7 @@ fn log_report(r: &MaintenanceReport) {
         + r.deleted_logins.rows
         + r.prune.messages.rows
         + r.prune.events.rows
+        + r.pruned_media.rows
         > 0
     {
         emit!(info);

@@ -37,6 +37,8 @@ pub(super) enum PageWrite {
         reject_error: Option<String>,
     },
     GroupUpdate(GroupUpdate),
+    /// An incoming message with a file, and what was downloaded of it (src/session/media_in.rs).
+    IncomingMedia(IncomingMessage, Box<super::media_in::InboundMedia>),
 }
 
 impl PageWrite {
@@ -51,6 +53,7 @@ impl PageWrite {
             PageWrite::Incoming(_) => "incoming_message",
             PageWrite::Call { .. } => "call",
             PageWrite::GroupUpdate(_) => "group_update",
+            PageWrite::IncomingMedia(..) => "incoming_media",
         }
     }
 }
@@ -113,6 +116,9 @@ pub(super) async fn write_page_event(
             .await
         }
         PageWrite::GroupUpdate(u) => super::calls::record_group_update(shared, id, u).await,
+        PageWrite::IncomingMedia(msg, media) => {
+            super::media_in::record_incoming_media(shared, id, msg, media).await
+        }
     }
 }
 
@@ -266,6 +272,7 @@ async fn record_incoming(shared: &Shared, id: &str, msg: &IncomingMessage) -> sq
     let payload = serde_json::json!({
         "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
         "timestamp": msg.timestamp, "extra": msg.extra,
+        "type": super::media_in::payload_type(&msg.kind),
     });
     let owned: bool = bounded(
         sqlx::query_scalar(

@@ -6,6 +6,7 @@
 //! The page talks to the server over a WebSocket; tests and demos steer the "phones" through the
 //! JSON control API under `/_sim/`. See docs/simulator.md and docs/sim-surface.md.
 
+mod media_in;
 mod server;
 mod version;
 mod world;

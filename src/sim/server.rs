@@ -97,7 +97,13 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/scan", post(scan))
         .route("/_sim/pair", post(pair))
         .route("/_sim/logout", post(logout))
-        .route("/_sim/incoming", post(incoming))
+        .route(
+            "/_sim/incoming",
+            // A file travels as base64 in the JSON body (src/sim/media_in.rs).
+            post(incoming).layer(axum::extract::DefaultBodyLimit::max(
+                super::media_in::MAX_INCOMING_MEDIA / 3 * 4 + (1 << 20),
+            )),
+        )
         .route("/_sim/messages", get(messages))
         .route("/_sim/chat_state", get(chat_state))
         .route("/_sim/profile", post(profile))
@@ -112,6 +118,7 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/call", post(calls::place))
         .route("/_sim/calls", get(calls::list))
         .route("/_sim/group_update", post(calls::group_update))
+        .route("/mms/{kind}/{file}", get(mms))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::cors::CorsLayer::permissive())
@@ -1481,7 +1488,11 @@ async fn logout(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
 struct IncomingReq {
     to: String,
     from: String,
+    /// The text; with `media`, may be left out (a caption goes in `media.caption`).
+    #[serde(default)]
     body: String,
+    /// A file the phone sends (src/sim/media_in.rs).
+    media: Option<super::media_in::IncomingMediaReq>,
     /// Deliver it first as an undecrypted `ciphertext` placeholder, decrypted this much later.
     ciphertext_ms: Option<u64>,
     /// When the sender sent it (seconds since the epoch, not in the future); default now. A
@@ -1505,14 +1516,36 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
             .filter(|d| t > 0 && *d <= chrono::Utc::now())
             .ok_or_else(|| bad("t: seconds since the epoch, not in the future"))?,
     };
+    let media = match r.media {
+        None => None,
+        Some(_) if r.ciphertext_ms.is_some() => {
+            return Err(bad("media and ciphertext_ms do not go together"))
+        }
+        Some(req) => {
+            let token = random_token(16).to_lowercase();
+            let (m, file) = super::media_in::prepare(req, &token).map_err(bad)?;
+            Some((token, m, file))
+        }
+    };
     let mut w = st.world();
-    let m = w.add_incoming(
+    let mut m = w.add_incoming(
         &to,
         &from,
         r.body,
         r.ciphertext_ms.filter(|ms| *ms > 0),
         time,
     );
+    if let Some((token, media, file)) = media {
+        w.mms.insert(token, file);
+        m.media = Some(media.clone());
+        if let Some(stored) = w
+            .phones
+            .get_mut(&to)
+            .and_then(|p| p.inbox.iter_mut().find(|x| x.seq == m.seq))
+        {
+            stored.media = Some(media);
+        }
+    }
     let devs: Vec<String> = w
         .devices
         .values()
@@ -1532,6 +1565,7 @@ async fn incoming(State(st): State<SimState>, body: Result<Bytes, BytesRejection
         },
         "delivered_to": devs.len(),
         "t": m.time.timestamp(),
+        "media": m.media.as_ref().map(|x| json!({"sha256": x.sha256, "size": x.size, "type": x.page_type})),
     })))
 }
 
@@ -1653,6 +1687,10 @@ struct FaultsReq {
     /// One account's (`phone`, required) edits and revokes are done and answered this long
     /// after the page asked (0: at once).
     edit_delay_ms: Option<u64>,
+    /// The media server answers every download with 404 until set false again.
+    media_fail: Option<bool>,
+    /// The media server answers each download this long after it was asked (0: at once).
+    media_delay_ms: Option<u64>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -1722,6 +1760,12 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
     }
     if let Some(lose) = r.lose_sends {
         w.faults.lose_sends = lose;
+    }
+    if let Some(f) = r.media_fail {
+        w.faults.media_fail = f;
+    }
+    if let Some(d) = r.media_delay_ms {
+        w.faults.media_delay_ms = d;
     }
     match (r.fail_sends, &phone) {
         (Some(0), Some(p)) => {
@@ -1842,6 +1886,32 @@ async fn media(State(st): State<SimState>, Path(id): Path<String>) -> Response {
         Some(u) => (
             [(header::CONTENT_TYPE, u.media.mime.clone())],
             u.bytes.clone(),
+        )
+            .into_response(),
+        None => not_found_err("no such media").into_response(),
+    }
+}
+
+/// The media server (issue 13): an incoming file, encrypted, at the direct path its message
+/// carries. The `media_fail` and `media_delay_ms` faults act here.
+async fn mms(State(st): State<SimState>, Path((_kind, file)): Path<(String, String)>) -> Response {
+    let token = file.strip_suffix(".enc").unwrap_or(&file).to_string();
+    let (delay, fail) = {
+        let mut w = st.world();
+        w.faults.media_fetches += 1;
+        (w.faults.media_delay_ms, w.faults.media_fail)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if fail {
+        return not_found_err("media not found (simulated fault)").into_response();
+    }
+    let w = st.world();
+    match w.mms.get(&token) {
+        Some(b) => (
+            [(header::CONTENT_TYPE, "application/octet-stream".to_string())],
+            b.clone(),
         )
             .into_response(),
         None => not_found_err("no such media").into_response(),

@@ -222,6 +222,9 @@ pub struct InMsg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ciphertext_ms: Option<u64>,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// A file the phone sent (issue 13), as the page's message carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<super::media_in::InMedia>,
 }
 
 #[derive(Debug, Default)]
@@ -329,6 +332,13 @@ pub struct Faults {
     /// One account's edits and revokes are done and answered only this long after the page
     /// asked (by phone), and done even if the page is gone by then.
     pub edit_delay_by_phone: std::collections::BTreeMap<String, u64>,
+    /// The media server answers every download with 404 while set (issue 13).
+    pub media_fail: bool,
+    /// The media server answers each download only this long after it was asked.
+    pub media_delay_ms: u64,
+    /// Downloads the media server was asked for (counted, not a fault: tests read it to see
+    /// that a file over a client's cap was never fetched).
+    pub media_fetches: u64,
 }
 
 impl Faults {
@@ -365,6 +375,8 @@ pub struct World {
     pub phones: HashMap<String, Phone>,
     pub unregistered: HashSet<String>,
     pub uploads: HashMap<String, Upload>,
+    /// Incoming media as the media server keeps it, encrypted, by token (src/sim/media_in.rs).
+    pub mms: HashMap<String, bytes::Bytes>,
     pub faults: Faults,
     /// Per phone: how often a page resumed a login while another page still held it live (the
     /// older one is told it was replaced). Two runners driving one device shows here.
@@ -457,6 +469,7 @@ impl World {
             phones: HashMap::new(),
             unregistered: HashSet::new(),
             uploads: HashMap::new(),
+            mms: HashMap::new(),
             takeovers: Default::default(),
             groups: Default::default(),
             groups_pending: Default::default(),
@@ -475,6 +488,9 @@ impl World {
                 group_delay_ms: 0,
                 group_delay_by_phone: Default::default(),
                 edit_delay_by_phone: Default::default(),
+                media_fail: false,
+                media_delay_ms: 0,
+                media_fetches: 0,
             },
         }
     }
@@ -766,6 +782,7 @@ impl World {
             body,
             ciphertext_ms,
             time,
+            media: None,
         };
         p.inbox.push(msg.clone());
         msg

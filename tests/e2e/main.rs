@@ -9,6 +9,7 @@ mod faults;
 mod fleet;
 mod kinds;
 mod lifecycle;
+mod media_in;
 mod proxy;
 mod rows;
 

@@ -17,11 +17,17 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from wa_outbox.exceptions import SessionNotFoundError
+from wa_outbox.exceptions import MediaNotFoundError, SessionNotFoundError
 from wa_outbox.models import Message, Session
 from wa_outbox.services import WhatsAppService
 
 from . import pgcluster, runner_side
+
+
+def psycopg_conn(url):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
 
 ROLES_SQL = Path(
     os.environ.get("WA_ROLES_SQL", pgcluster.REPO_ROOT / "deploy" / "sql" / "roles.sql")
@@ -74,6 +80,24 @@ def test_service_calls_need_no_more_than_the_django_role(as_django_role, databas
     assert Message.objects.get(pk=media["messageId"]).kind == "image"
     assert svc.cancel_message(sent["messageId"])["status"] == "cancelled"
 
+    # Incoming media: readable like events, bytes included.
+    with connection.cursor() as c:
+        c.execute("reset role")
+    with psycopg_conn(database_url) as conn:
+        ev = runner_side.event(conn, "user_3_session", "message", {"type": "image"}, None, "false_1@c.us_M")
+        media_id = conn.execute(
+            "insert into wa_media (session_id, event_id, wa_message_id, kind, mime, size, sha256, data)"
+            " values ('user_3_session', %s, 'false_1@c.us_M', 'image', 'image/png', 3,"
+            " encode(sha256('abc'), 'hex'), 'abc') returning id",
+            (ev,),
+        ).fetchone()[0]
+    with connection.cursor() as c:
+        c.execute("set role wa_django")
+    assert svc.get_media(media_id)["data"] == b"abc"
+    with connection.cursor() as c:
+        with pytest.raises(Exception, match="permission denied"):
+            c.execute("delete from wa_media")
+
     s = Session.objects.get(pk="user_3_session")
     s.pair_phone = "+15550002222"
     s.save()  # only caller columns are written
@@ -109,6 +133,13 @@ def tenant_role(database_url):
                 "insert into wa_event (session_id, kind, payload) values (%s, 'session_status', '{}')",
                 [sid],
             )
+            c.execute(
+                "with e as (insert into wa_event (session_id, kind, wa_message_id) "
+                "values (%s, 'message', 'false_1@c.us_' || %s) returning id, session_id, wa_message_id) "
+                "insert into wa_media (session_id, event_id, wa_message_id, kind, error_code, error) "
+                "select session_id, id, wa_message_id, 'image', 'media_too_large', 'big' from e",
+                [sid, sid],
+            )
         c.execute(f"set role {name}")
     try:
         yield name
@@ -129,7 +160,8 @@ def test_tenant_role_sees_only_its_users_rows(tenant_role):
     assert rows("select current_user") == [tenant_role]
     assert rows("select id from wa_session") == ["t_one", "t_two"]
     assert rows("select session_id from wa_message") == ["t_one", "t_two"]
-    assert rows("select session_id from wa_event") == ["t_one", "t_two"]
+    assert rows("select distinct session_id from wa_event") == ["t_one", "t_two"]
+    assert rows("select session_id from wa_media") == ["t_one", "t_two"]
     # Only its own mapping rows: not which users other tenants have.
     assert rows("select user_id from wa_tenant_user") == [1, 2]
 
@@ -169,6 +201,9 @@ def test_tenant_role_sees_only_its_users_rows(tenant_role):
     with pytest.raises(SessionNotFoundError):
         svc.get_session_status("t_none")
     assert svc.disconnect("t_two")["success"] is True
+    assert svc.get_media(session_id="t_one", wa_message_id="false_1@c.us_t_one")["kind"] == "image"
+    with pytest.raises(MediaNotFoundError):
+        svc.get_media(session_id="t_three", wa_message_id="false_1@c.us_t_three")
 
 
 def test_other_roles_still_see_every_row(tenant_role):

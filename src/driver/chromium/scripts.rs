@@ -41,6 +41,9 @@ const JS_GROUP_PARTICIPANTS: &str = include_str!("group_participants.js");
 // Calls and group notifications from the other side (issue 14).
 const JS_CALL_HOOKS: &str = include_str!("call_hooks.js");
 const JS_REJECT_CALL: &str = include_str!("reject_call.js");
+// Incoming media (issue 13).
+const JS_MEDIA_DOWNLOAD: &str = include_str!("media_download.js");
+const JS_MEDIA_CHUNK: &str = include_str!("media_chunk.js");
 pub(super) const JS_LOGOUT: &str = include_str!("logout.js");
 pub(super) const JS_LIVENESS: &str = include_str!("liveness.js");
 pub(super) const JS_EXPORT_STORAGE: &str = include_str!("export_storage.js");
@@ -84,6 +87,10 @@ pub(super) static FN_GROUP_PARTICIPANTS: LazyLock<String> =
     LazyLock::new(|| with_lib(JS_GROUP_PARTICIPANTS));
 static FN_CALL_HOOKS: LazyLock<String> = LazyLock::new(|| with_lib(JS_CALL_HOOKS));
 pub(super) static FN_REJECT_CALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_REJECT_CALL));
+
+pub(super) static FN_MEDIA_DOWNLOAD: LazyLock<String> =
+    LazyLock::new(|| with_lib(JS_MEDIA_DOWNLOAD));
+pub(super) static FN_MEDIA_CHUNK: LazyLock<String> = LazyLock::new(|| with_lib(JS_MEDIA_CHUNK));
 
 /// How long install waits for modules the page has not registered yet (today's page registers
 /// them progressively, often 10–30 s after its loader: wa-js PR 3476) before it reports them as
@@ -272,6 +279,8 @@ mod tests {
             JS_GROUP_PARTICIPANTS,
             JS_CALL_HOOKS,
             JS_REJECT_CALL,
+            JS_MEDIA_DOWNLOAD,
+            JS_MEDIA_CHUNK,
             JS_LOGOUT,
             JS_LIVENESS,
             JS_EXPORT_STORAGE,

@@ -825,6 +825,25 @@ impl Session for ChromiumSession {
         Ok(out)
     }
 
+    async fn download_media(
+        &self,
+        wa_message_id: &str,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<crate::driver::inbound_media::MediaDownload, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        super::media_in::download(
+            &self.page,
+            wa_message_id,
+            max_bytes,
+            timeout,
+            self.config.cdp_timeout,
+        )
+        .await
+    }
+
     async fn logout(&self) -> Result<(), DriverError> {
         if let Some(dead) = self.dead_error() {
             return Err(dead);

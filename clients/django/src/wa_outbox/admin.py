@@ -1,14 +1,19 @@
-"""Admin pages to inspect sessions, messages, commands and events. Runner-owned columns are read-only;
+"""Admin pages to inspect sessions, messages, commands, events and incoming media. Runner-owned columns are read-only;
 events are entirely read-only. The QR payload is never shown (it is a credential)."""
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.http import content_disposition_header
 
 from .models import (
     Command,
     CommandStatus,
     Event,
     ListenerCursor,
+    Media,
     Message,
     MessageStatus,
     Session,
@@ -145,6 +150,94 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Media)
+class MediaAdmin(admin.ModelAdmin):
+    """wa_media rows: read-only. The bytes are never rendered in the page; "download" hands them
+    over as an attachment to whoever may view media (the admin's own view permission)."""
+
+    list_display = (
+        "id",
+        "session",
+        "kind",
+        "mime",
+        "size",
+        "short_sha256",
+        "error_code",
+        "created_at",
+        "download",
+    )
+    list_filter = ("kind", "error_code")
+    search_fields = ("session__id", "wa_message_id", "sha256", "filename")
+    exclude = ("data",)
+    readonly_fields = (
+        "session",
+        "event",
+        "wa_message_id",
+        "kind",
+        "mime",
+        "filename",
+        "caption",
+        "size",
+        "sha256",
+        "error_code",
+        "error",
+        "created_at",
+        "download",
+    )
+
+    def get_queryset(self, request):
+        # Lists and detail pages never load the bytes.
+        return super().get_queryset(request).defer("data")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="sha256")
+    def short_sha256(self, obj):
+        return f"{obj.sha256[:12]}…" if obj.sha256 else "-"
+
+    @admin.display(description="file")
+    def download(self, obj):
+        if obj is None or obj.pk is None or obj.error_code is not None:
+            return "-"
+        url = reverse(f"admin:{obj._meta.app_label}_media_download", args=[obj.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:media_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name=f"{self.model._meta.app_label}_media_download",
+            ),
+        ] + super().get_urls()
+
+    def download_view(self, request, media_id: int):
+        obj = Media.objects.using(self.get_queryset(request).db).filter(pk=media_id).first()
+        if obj is None:
+            raise Http404("no such media")
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        if obj.data is None:
+            raise Http404(f"not stored: {obj.error_code}")
+        # Always an attachment, never rendered by the browser under the admin's origin (an SVG or
+        # HTML file from a stranger must not run there).
+        resp = HttpResponse(bytes(obj.data), content_type="application/octet-stream")
+        name = "".join(c for c in (obj.filename or "") if c.isprintable())[:200]
+        resp["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=name or f"media-{obj.pk}"
+        )
+        resp["X-Content-Type-Options"] = "nosniff"
+        resp["Content-Length"] = str(len(obj.data))
+        return resp
 
 
 @admin.register(ListenerCursor)

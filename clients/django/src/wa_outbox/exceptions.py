@@ -53,6 +53,13 @@ class CommandNotFoundError(WhatsAppServiceError, LookupError):
     def __init__(self, command_id):
         self.command_id = command_id
         super().__init__(f"no WhatsApp command {command_id!r}")
+class MediaNotFoundError(WhatsAppServiceError, LookupError):
+    code = "media_not_found"
+    http_status = 404
+
+    def __init__(self, what):
+        self.what = what
+        super().__init__(f"no incoming media {what}")
 
 
 class SessionConflictError(WhatsAppServiceError):

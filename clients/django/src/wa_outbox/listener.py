@@ -180,6 +180,7 @@ class EventListener:
                 wa_message_id=event.wa_message_id,
                 sender_jid=payload.get("from"),
                 body=payload.get("body"),
+                media=signals.media_of(payload),
             )
         elif event.kind == "ack":
             ack = payload.get("ack")

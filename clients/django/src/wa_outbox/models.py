@@ -466,6 +466,67 @@ class Event(RunnerTableModel):
         return self.payload.get(key)
 
 
+class MediaKind(models.TextChoices):
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+    AUDIO = "audio", "Audio"
+    VOICE = "voice", "Voice note"
+    DOCUMENT = "document", "Document"
+    STICKER = "sticker", "Sticker"
+
+
+class Media(RunnerTableModel):
+    """wa_media (migrations/20261204000200_media.sql): a file someone sent to a session,
+    downloaded by a runner through the session's page. Read-only for Django. Either `data` (with
+    `sha256` and `size`) or no bytes and an `error_code` (media_too_large, media_fetch_failed).
+    Fetch `data` only when needed: `Media.objects.defer("data")` for lists."""
+
+    CALLER_FIELDS = ()
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(
+        Session,
+        on_delete=models.DO_NOTHING,  # the database cascades
+        db_column="session_id",
+        db_constraint=False,
+        related_name="media",
+    )
+    event = models.OneToOneField(
+        Event,
+        on_delete=models.DO_NOTHING,  # the database cascades
+        db_column="event_id",
+        db_constraint=False,
+        related_name="media",
+    )
+    wa_message_id = models.TextField()
+    kind = models.CharField(max_length=16, choices=MediaKind.choices)
+    mime = models.TextField(null=True, blank=True)
+    filename = models.TextField(null=True, blank=True)
+    caption = models.TextField(null=True, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, null=True, blank=True)
+    data = models.BinaryField(null=True, blank=True)
+    error_code = models.CharField(max_length=32, choices=ErrorCode.choices, null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now(), blank=True)
+    updated_at = models.DateTimeField(db_default=Now(), blank=True)
+
+    class Meta:
+        managed = False
+        db_table = "wa_media"
+        ordering = ["-id"]
+        verbose_name = "WhatsApp media"
+        verbose_name_plural = "WhatsApp media"
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} ({self.session_id})"
+
+    @property
+    def stored(self) -> bool:
+        """Whether the bytes are here (else see error_code)."""
+        return self.error_code is None
+
+
 class Command(RunnerTableModel):
     """wa_command (migrations/20261202000005_commands.sql): ask a session's page to do something
     that is not a message. Insert a row; the runner fills in status, result or error."""

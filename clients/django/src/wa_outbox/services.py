@@ -21,6 +21,7 @@ from . import conf, pgnotify
 from .exceptions import (
     InTransactionError,
     InvalidInputError,
+    MediaNotFoundError,
     MessageNotFoundError,
     QRTimeoutError,
     SessionConflictError,
@@ -38,6 +39,7 @@ from .models import (
     CommandKind,
     CommandStatus,
     DesiredState,
+    Media,
     Message,
     MessageKind,
     MessageStatus,
@@ -1106,6 +1108,64 @@ class WhatsAppService:
         return self._command(
             session_id, CommandKind.GROUP_LEAVE, {"group": _group_arg(group)}, timeout=timeout
         )
+
+    # ---- incoming media (wa_media) -----------------------------------------------------------
+
+    def get_media(
+        self,
+        media_id: int | None = None,
+        *,
+        session_id: str | None = None,
+        wa_message_id: str | None = None,
+        with_data: bool = True,
+    ) -> dict:
+        """A file someone sent to a session: by its wa_media id (an incoming message's
+        payload["media_id"], or the `media` of the message_received signal), or by session and
+        WhatsApp message id. {"success": True, "mediaId", "sessionId", "eventId", "waMessageId",
+        "kind", "mimetype", "filename", "caption", "size", "sha256", "stored", "data" (bytes, or
+        None when not stored or with_data=False), "errorCode", "error"}; "success" is False when
+        the bytes were not stored (errorCode media_too_large or media_fetch_failed). Raises
+        MediaNotFoundError for an unknown (or pruned) one."""
+        rows = Media.objects.using(self.using)
+        if media_id is not None:
+            if isinstance(media_id, str) and media_id.isdigit():
+                media_id = int(media_id)
+            if isinstance(media_id, bool) or not isinstance(media_id, int):
+                raise InvalidInputError("media_id", f"expected an integer, got {media_id!r}")
+            rows = rows.filter(pk=media_id)
+            what = f"#{media_id}"
+        elif session_id is not None and wa_message_id is not None:
+            session_id = validate_session_id(session_id)
+            if not isinstance(wa_message_id, str) or not wa_message_id:
+                raise InvalidInputError("wa_message_id", "expected a WhatsApp message id")
+            rows = rows.filter(session_id=session_id, wa_message_id=wa_message_id)
+            what = f"for {wa_message_id!r} in session {session_id!r}"
+        else:
+            raise InvalidInputError(
+                "media_id", "give media_id, or session_id and wa_message_id"
+            )
+        if not with_data:
+            rows = rows.defer("data")
+        m = rows.first()
+        if m is None:
+            raise MediaNotFoundError(what)
+        return {
+            "success": m.error_code is None,
+            "mediaId": m.pk,
+            "sessionId": m.session_id,
+            "eventId": m.event_id,
+            "waMessageId": m.wa_message_id,
+            "kind": m.kind,
+            "mimetype": m.mime,
+            "filename": m.filename,
+            "caption": m.caption,
+            "size": m.size,
+            "sha256": m.sha256,
+            "stored": m.error_code is None,
+            "data": bytes(m.data) if with_data and m.data is not None else None,
+            "errorCode": m.error_code,
+            "error": m.error,
+        }
 
     def get_command_status(self, command_id: int) -> dict:
         """{"success", "commandId", "status", "result", "errorCode", "error"} of a command row."""

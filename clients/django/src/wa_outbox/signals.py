@@ -5,7 +5,11 @@ Every signal is sent with sender=Event and these keyword arguments:
     session_id  the session it belongs to
     payload     the event's JSON payload (dict), as the runner wrote it
 plus, per signal:
-    message_received  wa_message_id, sender_jid (payload "from"), body (payload "body")
+    message_received  wa_message_id, sender_jid (payload "from"), body (payload "body"),
+                      media: None for a message without a file, else {"media_id", "type"
+                      (image, video, audio, voice, document, sticker), "mimetype", "filename",
+                      "caption"}; the bytes are WhatsAppService().get_media(media["media_id"])
+                      (or the Media model), which also says whether they were stored
     message_ack       message_id (our wa_message row id or None), wa_message_id, ack
                       (-1 error, 0 pending, 1 server, 2 device, 3 read, 4 played)
     session_status    status (payload "status", e.g. "qr_pending", "connected")
@@ -23,6 +27,22 @@ session_status = Signal()
 # Calls and group changes from the other side (issue 14).
 call_received = Signal()
 group_updated = Signal()
+
+MEDIA_TYPES = ("image", "video", "audio", "voice", "document", "sticker")
+
+
+def media_of(payload: dict) -> dict | None:
+    """The media part of an incoming message's payload (README, wa_event), or None."""
+    if payload.get("media_id") is None or payload.get("type") not in MEDIA_TYPES:
+        return None
+    return {
+        "media_id": payload["media_id"],
+        "type": payload["type"],
+        "mimetype": payload.get("mimetype"),
+        "filename": payload.get("filename"),
+        "caption": payload.get("caption"),
+    }
+
 
 BY_KIND = {
     "message": message_received,
