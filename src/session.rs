@@ -25,6 +25,7 @@ use crate::error_code::ErrorCode;
 use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
 
 mod backlog;
+mod typed_events;
 mod writes;
 
 pub use backlog::BACKLOG_CAP;
@@ -592,6 +593,7 @@ impl Page<'_> {
                 ack,
             }),
             DriverEvent::Incoming(msg) => self.push(PageWrite::Incoming(msg)),
+            DriverEvent::Typed(ev) => self.push(PageWrite::Typed(ev)),
             DriverEvent::Crashed { reason } => {
                 self.close().await;
                 return Step::End(Exit::Restart(reason));

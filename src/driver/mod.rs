@@ -16,6 +16,9 @@ use crate::error_code::ErrorCode;
 pub mod chromium;
 pub mod memory;
 pub mod proxy;
+pub mod typed;
+
+pub use typed::{TypedEvent, TypedKind};
 
 /// What a driver needs to start one session's page.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub enum DriverEvent {
     Ack { wa_message_id: String, ack: i32 },
     /// A message this account received.
     Incoming(IncomingMessage),
+    /// The other side reacted, voted, edited or revoked (issue 13).
+    Typed(TypedEvent),
     /// The page or the browser died. The runner closes the session and restarts it with back-off.
     Crashed { reason: String },
     /// The page is in a state it never leaves by itself (another page took the login, the account

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::db::bounded;
-use crate::driver::IncomingMessage;
+use crate::driver::{IncomingMessage, TypedEvent};
 use crate::error_code::ErrorCode;
 use crate::shared::{backoff, Shared};
 
@@ -29,6 +29,8 @@ pub(super) enum PageWrite {
         ack: i32,
     },
     Incoming(IncomingMessage),
+    /// A reaction, poll vote, edit or revoke from the other side.
+    Typed(TypedEvent),
 }
 
 impl PageWrite {
@@ -41,6 +43,7 @@ impl PageWrite {
             PageWrite::Connected { .. } => "connected",
             PageWrite::Ack { .. } => "ack",
             PageWrite::Incoming(_) => "incoming_message",
+            PageWrite::Typed(ev) => ev.kind.as_str(),
         }
     }
 }
@@ -86,6 +89,7 @@ pub(super) async fn write_page_event(
         }
         PageWrite::Ack { key, ack } => apply_ack(shared, id, key, *ack).await,
         PageWrite::Incoming(msg) => record_incoming(shared, id, msg).await,
+        PageWrite::Typed(ev) => super::typed_events::record_typed(shared, id, ev).await,
     }
 }
 
@@ -236,10 +240,14 @@ async fn write_qr(shared: &Shared, id: &str, payload: &str, first: bool) -> sqlx
 /// newest recorded message moves forward for the next backfill. Ok(false) when the session is no
 /// longer ours.
 async fn record_incoming(shared: &Shared, id: &str, msg: &IncomingMessage) -> sqlx::Result<bool> {
-    let payload = serde_json::json!({
+    let (typed, extra) = crate::driver::typed::message_fields(&msg.kind, &msg.extra);
+    let mut payload = serde_json::json!({
         "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
-        "timestamp": msg.timestamp, "extra": msg.extra,
+        "timestamp": msg.timestamp, "extra": extra,
     });
+    if let Some(p) = payload.as_object_mut() {
+        p.extend(typed);
+    }
     let owned: bool = bounded(
         sqlx::query_scalar(
             "with own as (select id from wa_session where id = $1 and runner_id = $4),

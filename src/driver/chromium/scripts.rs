@@ -20,6 +20,8 @@ const JS_SEND: &str = include_str!("send.js");
 const JS_NUMBER_EXISTS: &str = include_str!("number_exists.js");
 const JS_FIND_MESSAGE: &str = include_str!("find_message.js");
 const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
+// Typed inbound events (issue 13): reactions, poll votes, edits, revokes from the other side.
+const JS_INBOUND_TYPED: &str = include_str!("inbound_typed.js");
 const JS_MARK_READ: &str = include_str!("mark_read.js");
 const JS_PRESENCE: &str = include_str!("presence.js");
 // Contacts and profile pictures (issue 14).
@@ -58,6 +60,7 @@ fn with_lib(source: &str) -> String {
 }
 
 static FN_INSTALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_INSTALL));
+static FN_INBOUND_TYPED: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_TYPED));
 pub(super) static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND));
 pub(super) static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
 pub(super) static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
@@ -192,6 +195,12 @@ pub(super) async fn install(
         };
         DriverError::transient(ErrorCode::PageLoadFailed, m)
     })?;
+    missing_modules(&r)?;
+    install_typed(page, config).await
+}
+
+/// A `{missing: [names]}` answer of an install function, as the session's permanent failure.
+fn missing_modules(r: &serde_json::Value) -> Result<(), DriverError> {
     if let Some(missing) = r.get("missing").and_then(|m| m.as_array()) {
         let names: Vec<&str> = missing.iter().filter_map(|m| m.as_str()).collect();
         return Err(DriverError::permanent(
@@ -203,6 +212,27 @@ pub(super) async fn install(
         ));
     }
     Ok(())
+}
+
+/// The hooks for typed inbound events (inbound_typed.js), once install.js's are in place.
+async fn install_typed(page: &Page, config: &ChromiumConfig) -> Result<(), DriverError> {
+    let r = call_function(
+        page,
+        &FN_INBOUND_TYPED,
+        vec![serde_json::json!(BINDING)],
+        config.cdp_timeout,
+    )
+    .await
+    .map_err(|e| {
+        let m = match e {
+            CallError::Timeout => "installing typed-event hooks timed out".to_string(),
+            CallError::Js(m) | CallError::Cdp(m) => {
+                format!("installing typed-event hooks failed: {m}")
+            }
+        };
+        DriverError::transient(ErrorCode::PageLoadFailed, m)
+    })?;
+    missing_modules(&r)
 }
 
 #[cfg(test)]
@@ -219,6 +249,7 @@ mod tests {
             JS_NUMBER_EXISTS,
             JS_FIND_MESSAGE,
             JS_INBOUND_SINCE,
+            JS_INBOUND_TYPED,
             JS_MARK_READ,
             JS_PRESENCE,
             JS_CONTACT_INFO,
