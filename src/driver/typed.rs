@@ -82,7 +82,10 @@ impl TypedEvent {
 pub fn message_fields(
     kind: &str,
     extra: &serde_json::Value,
-) -> (serde_json::Map<String, serde_json::Value>, serde_json::Value) {
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Value,
+) {
     let mut extra = extra.clone();
     let typed = extra
         .as_object_mut()

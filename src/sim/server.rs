@@ -26,6 +26,8 @@ use super::world::{
 };
 use crate::driver::MAX_BODY_CHARS;
 
+mod other_side;
+
 const APP_HTML: &str = include_str!("app.html");
 /// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
 const MAX_WS_MESSAGE: usize = 160 << 20;
@@ -104,6 +106,13 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/reload", post(reload))
         .route("/_sim/state", post(set_state))
         .route("/_sim/media/{id}", get(media))
+        // The other side of a chat (issue 13).
+        .route("/_sim/react", post(other_side::react))
+        .route("/_sim/vote", post(other_side::vote))
+        .route("/_sim/edit", post(other_side::edit))
+        .route("/_sim/revoke", post(other_side::revoke))
+        .route("/_sim/location", post(other_side::location))
+        .route("/_sim/contact", post(other_side::contact))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::cors::CorsLayer::permissive())

@@ -222,6 +222,14 @@ pub struct InMsg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ciphertext_ms: Option<u64>,
     pub time: chrono::DateTime<chrono::Utc>,
+    /// A typed message's own attributes as the page keeps them (a `location`'s `lat`, `lng`,
+    /// `loc`; a `vcard`'s body and name, a `multi_vcard`'s `vcardList`), from the other side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<Value>,
+    /// Not a message of its own: the other side's reaction, poll vote, edit or revoke of
+    /// `parent_id` (`kind`, `parent_id`, `parent_from_me`, `text` / `options`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addon: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -737,6 +745,8 @@ impl World {
             body,
             ciphertext_ms,
             time,
+            attrs: None,
+            addon: None,
         };
         p.inbox.push(msg.clone());
         msg

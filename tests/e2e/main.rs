@@ -6,6 +6,7 @@
 mod commands;
 mod faults;
 mod fleet;
+mod inbound_kinds;
 mod kinds;
 mod lifecycle;
 mod proxy;
