@@ -345,6 +345,14 @@ pub trait Session: Send + Sync + 'static {
         since: i64,
         limit: usize,
     ) -> Result<Vec<IncomingMessage>, DriverError>;
+    /// The typed inbound events (reactions, poll votes, edits, revokes of the other side) the
+    /// page holds from `since` on (seconds since the epoch), oldest first, at most `limit`: what
+    /// the page took in while its hooks were not watching. Part of the backfill after every
+    /// (re)connect; each is stored once per key. A driver without them has none.
+    async fn typed_since(&self, since: i64, limit: usize) -> Result<Vec<TypedEvent>, DriverError> {
+        let _ = (since, limit);
+        Ok(Vec::new())
+    }
     /// Send read receipts for a chat's unread messages (a normalised JID), as opening the chat
     /// does. A chat with nothing unread sends nothing.
     async fn mark_read(&self, chat_id: &str) -> Result<MarkedRead, DriverError> {

@@ -3,7 +3,6 @@
 //! `wa_event` of its kind (once, even when the page raises it again after a reload), with
 //! `message_id` pointing at our row where the target is one of ours.
 
-
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use wa_outbox::dispatcher::bare_id;
@@ -353,5 +352,120 @@ async fn incoming_locations_and_contact_cards_become_typed_message_events() {
     .await;
     let msgs = wait_events(p, s, "message", 6).await;
     assert_eq!(msgs.len(), 6, "nothing from the refused calls");
+    r.shutdown().await.unwrap();
+}
+
+async fn set_desired(p: &PgPool, s: &str, desired: &str) {
+    sqlx::query("update wa_session set desired_state = $2 where id = $1")
+        .bind(s)
+        .bind(desired)
+        .execute(p)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_other_side_did_while_the_session_was_down_is_backfilled_once() {
+    let db = test_db().await;
+    let (r, _) = start_runner(&db).await;
+    let p = &db.pool;
+    let (s, me, them) = ("e2e_in_backfill", "15550800103", "15550810103");
+    link(p, s, me).await;
+    let sim = sim().await;
+    let (text_row, text_wa) = sent_row(p, s, them, "text", Some("hello"), json!({})).await;
+    let (poll_row, poll_wa) = sent_row(
+        p,
+        s,
+        them,
+        "poll",
+        None,
+        json!({"question": "When?", "choices": ["Now", "Later"]}),
+    )
+    .await;
+    for body in ["to edit", "to delete"] {
+        sim.post(
+            "/_sim/incoming",
+            json!({"to": me, "from": them, "body": body}),
+        )
+        .await;
+    }
+    let msgs = wait_events(p, s, "message", 2).await;
+    let (to_edit, to_delete) = (msgs[0].1.clone().unwrap(), msgs[1].1.clone().unwrap());
+
+    set_desired(p, s, "stopped").await;
+    wait_status(p, s, "stopped").await;
+    // While no page is up: held by the server, the page's offline queue at the next login.
+    for (path, body) in [
+        (
+            "/_sim/react",
+            json!({"to": me, "from": them, "id": text_wa, "emoji": "🎉"}),
+        ),
+        (
+            "/_sim/vote",
+            json!({"to": me, "from": them, "poll": poll_wa, "options": ["Later"]}),
+        ),
+        (
+            "/_sim/edit",
+            json!({"to": me, "from": them, "id": to_edit, "body": "edited"}),
+        ),
+        (
+            "/_sim/revoke",
+            json!({"to": me, "from": them, "id": to_delete}),
+        ),
+    ] {
+        let a = sim.post(path, body).await;
+        assert_eq!(a["delivered_to"], 0, "{path}: {a}");
+    }
+    // The next page of this account cannot reach the add-on table modes for a while, so the
+    // hooks come too late for the offline queue: only the backfill can see what it held.
+    sim.post(
+        "/_sim/faults",
+        json!({"late_modules": ["WAWebAddonReactionTableMode", "WAWebAddonPollVoteTableMode"],
+               "late_ms": 4000, "phone": me}),
+    )
+    .await;
+    for round in 0..2 {
+        set_desired(p, s, "running").await;
+        wait_status(p, s, "connected").await;
+        // A live message after the reconnect: once it is in, the backfill has run (the session
+        // backfills before it takes the page's next event).
+        let marker = format!("after reconnect {round}");
+        sim.post(
+            "/_sim/incoming",
+            json!({"to": me, "from": them, "body": marker}),
+        )
+        .await;
+        wait_for("the message after the reconnect", STEP, || async {
+            events(p, s, "message")
+                .await
+                .iter()
+                .any(|e| e.2["body"] == marker.as_str())
+                .then_some(())
+        })
+        .await;
+        let reactions = events(p, s, "reaction").await;
+        assert_eq!(reactions.len(), 1, "round {round}: {reactions:?}");
+        assert_eq!(reactions[0].0, Some(text_row));
+        assert_eq!(reactions[0].2["emoji"], "🎉");
+        let votes = events(p, s, "poll_vote").await;
+        assert_eq!(votes.len(), 1, "round {round}: {votes:?}");
+        assert_eq!(votes[0].0, Some(poll_row));
+        assert_eq!(votes[0].2["selected_options"], json!(["Later"]));
+        let edits = events(p, s, "edit").await;
+        assert_eq!(edits.len(), 1, "round {round}: {edits:?}");
+        assert_eq!(edits[0].2["target_wa_id"], to_edit.as_str());
+        assert_eq!(edits[0].2["body"], "edited");
+        let revokes = events(p, s, "revoke").await;
+        assert_eq!(revokes.len(), 1, "round {round}: {revokes:?}");
+        assert_eq!(revokes[0].2["target_wa_id"], to_delete.as_str());
+        if round == 0 {
+            sim.post("/_sim/faults", json!({"late_modules": [], "phone": me}))
+                .await;
+            // The page comes back from its profile: it reads its history (the add-ons again)
+            // with its hooks in place; the backfill reads them once more. Still one each.
+            set_desired(p, s, "stopped").await;
+            wait_status(p, s, "stopped").await;
+        }
+    }
     r.shutdown().await.unwrap();
 }

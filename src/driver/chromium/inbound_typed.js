@@ -20,18 +20,27 @@
 // Only the other side's doings are reported: our own reactions, votes, edits and revokes (sent by
 // the runner's rows, or by the account's phone) are not. Returns {missing} when the page lacks a
 // module it needs, like install.js.
-function (lib, bindingName) {
+async function (lib, bindingName, probeMs) {
     const MARK = Symbol.for('wa-outbox.typed-hooks');
     if (window[MARK]) return 'already';
     const NEEDED = [
         ['WAWebAddonReactionTableMode', 'reactionTableMode'],
         ['WAWebAddonPollVoteTableMode', 'pollVoteTableMode'],
     ];
-    const missing = NEEDED.filter(([mod, member]) => {
+    const missingNow = () => NEEDED.filter(([mod, member]) => {
         const m = lib.maybe(mod);
         return !m || m[member] == null || typeof m[member].bulkUpsert !== 'function';
     }).map(([mod, member]) => mod + '.' + member + '.bulkUpsert');
+    // Today's page registers modules progressively (install.js): wait for them as it does. What
+    // the page takes in meanwhile is read back by the backfill (typed_since.js).
+    const started = Date.now();
+    let missing = missingNow();
+    while (missing.length && Date.now() - started < probeMs) {
+        await new Promise((r) => setTimeout(r, 250));
+        missing = missingNow();
+    }
     if (missing.length) return { missing: missing };
+    if (window[MARK]) return 'already';
     window[MARK] = true;
 
     const push = (data) => {

@@ -22,6 +22,7 @@ const JS_FIND_MESSAGE: &str = include_str!("find_message.js");
 const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
 // Typed inbound events (issue 13): reactions, poll votes, edits, revokes from the other side.
 const JS_INBOUND_TYPED: &str = include_str!("inbound_typed.js");
+const JS_TYPED_SINCE: &str = include_str!("typed_since.js");
 const JS_MARK_READ: &str = include_str!("mark_read.js");
 const JS_PRESENCE: &str = include_str!("presence.js");
 // Contacts and profile pictures (issue 14).
@@ -61,6 +62,7 @@ fn with_lib(source: &str) -> String {
 
 static FN_INSTALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_INSTALL));
 static FN_INBOUND_TYPED: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_TYPED));
+pub(super) static FN_TYPED_SINCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_TYPED_SINCE));
 pub(super) static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND));
 pub(super) static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
 pub(super) static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
@@ -216,11 +218,15 @@ fn missing_modules(r: &serde_json::Value) -> Result<(), DriverError> {
 
 /// The hooks for typed inbound events (inbound_typed.js), once install.js's are in place.
 async fn install_typed(page: &Page, config: &ChromiumConfig) -> Result<(), DriverError> {
+    let probe = MODULE_PROBE_MAX.min(config.start_timeout);
     let r = call_function(
         page,
         &FN_INBOUND_TYPED,
-        vec![serde_json::json!(BINDING)],
-        config.cdp_timeout,
+        vec![
+            serde_json::json!(BINDING),
+            serde_json::json!(probe.as_millis() as u64),
+        ],
+        probe + config.cdp_timeout,
     )
     .await
     .map_err(|e| {
@@ -250,6 +256,7 @@ mod tests {
             JS_FIND_MESSAGE,
             JS_INBOUND_SINCE,
             JS_INBOUND_TYPED,
+            JS_TYPED_SINCE,
             JS_MARK_READ,
             JS_PRESENCE,
             JS_CONTACT_INFO,
