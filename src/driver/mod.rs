@@ -100,6 +100,8 @@ pub enum MessageKind {
     Revoke,
     /// Forward a message to the row's chat: `OutgoingMessage::data` (`KindData::Forward`).
     Forward,
+    /// An image sent as a sticker (the page converts it to a 512x512 WebP): `OutgoingMessage::media`.
+    Sticker,
 }
 
 impl MessageKind {
@@ -118,6 +120,7 @@ impl MessageKind {
             "edit" => Self::Edit,
             "revoke" => Self::Revoke,
             "forward" => Self::Forward,
+            "sticker" => Self::Sticker,
             _ => return None,
         })
     }
@@ -159,6 +162,7 @@ impl MessageKind {
             Self::Edit => "edit",
             Self::Revoke => "revoke",
             Self::Forward => "forward",
+            Self::Sticker => "sticker",
         }
     }
 }

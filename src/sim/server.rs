@@ -27,6 +27,9 @@ use super::world::{
 use crate::driver::MAX_BODY_CHARS;
 
 mod other_side;
+mod sticker;
+
+pub use sticker::SentSticker;
 
 const APP_HTML: &str = include_str!("app.html");
 /// Large enough for WhatsApp's 100 MB media limit sent as base64 over the socket.
@@ -1282,7 +1285,25 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
             return;
         }
     };
+    let sticker = if kind == "sticker" {
+        let up = s(&msg, "direct_path")
+            .and_then(|dp| w.uploads.get(dp.rsplit('/').next().unwrap_or("")));
+        let checked = match up {
+            Some(u) => sticker::check(&u.media.mime, &u.bytes),
+            None => Err("a sticker needs its uploaded image"),
+        };
+        match checked {
+            Ok(st) => Some(st),
+            Err(why) => {
+                reply(&w, conn, &req, json!({ "error": why }));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let record = SentMsg {
+        sticker,
         id,
         serialized,
         to: to.clone(),

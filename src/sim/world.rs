@@ -177,6 +177,9 @@ pub struct SentMsg {
     /// WhatsApp's wire).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded: Option<SentForward>,
+    /// A `sticker` message's image size (the server takes 512x512 WebP only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticker: Option<super::server::SentSticker>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
 }

@@ -11,6 +11,7 @@ mod kinds;
 mod lifecycle;
 mod proxy;
 mod rows;
+mod sticker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -478,6 +478,9 @@ impl ChromiumSession {
 #[derive(Debug, Deserialize)]
 struct SendResult {
     error: Option<String>,
+    /// With `error`: the page's own words (a sticker image it cannot read).
+    #[serde(default)]
+    message: Option<String>,
     id: Option<String>,
     chat: Option<String>,
     ack: Option<i32>,
@@ -732,6 +735,15 @@ impl Session for ChromiumSession {
             )
         })?;
         if let Some(err) = r.error {
+            if err == "bad_image" {
+                return Err(DriverError::permanent(
+                    ErrorCode::MediaInvalid,
+                    format!(
+                        "the page cannot read the sticker's image: {}",
+                        r.message.unwrap_or_default()
+                    ),
+                ));
+            }
             return Err(DriverError::permanent(
                 ErrorCode::InvalidRecipient,
                 format!("the page has no chat for {}: {err}", msg.chat_id),
