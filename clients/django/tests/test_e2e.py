@@ -487,6 +487,61 @@ def test_send_location_against_a_real_runner(stack, user_client):
     }
 
 
+def tiny_png(width: int = 3, height: int = 2) -> bytes:
+    """A valid RGBA PNG, made here (no image library needed)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\0" + b"\xff\x00\x00\xff" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_send_sticker_against_a_real_runner(stack, user_client):
+    """WhatsAppService.send_sticker with a PNG: the page turns it into a 512x512 WebP sticker that
+    the simulated server records once; bytes that are no image fail with media_invalid."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_sticker")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        good = svc.send_sticker("e2e_sticker", RECIPIENT, file=tiny_png())
+        bad = svc.send_sticker(
+            "e2e_sticker", RECIPIENT, file=b"not a picture", mimetype="image/png"
+        )
+    assert good["success"] is True, f"{good}\n{stack.logs()}"
+    assert (bad["success"], bad["status"], bad.get("errorCode")) == (
+        False,
+        "failed",
+        "media_invalid",
+    ), bad
+    row = wait_until(
+        lambda: Message.objects.filter(
+            pk=good["messageId"], status__in=["sent", "delivered", "read", "played"]
+        ).first(),
+        timeout=60,
+        interval=0.25,
+        what="sticker sent",
+    )
+    bare = row.wa_message_id.split("_")[2]
+    sent = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+    hits = [m for m in sent if m["id"] == bare]
+    assert len(hits) == 1, sent
+    assert hits[0]["kind"] == "sticker"
+    assert hits[0]["media"]["mime"] == "image/webp"
+    assert hits[0]["sticker"] == {"width": 512, "height": 512}
+    assert [m for m in sent if m["kind"] == "sticker"] == hits
+
+
 VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15550300001:+1 555 030 0001\r\nEND:VCARD"
 
 
