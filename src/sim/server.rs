@@ -594,19 +594,44 @@ fn edit(st: &SimState, conn: ConnId, v: &Value) {
         return;
     }
     let chat = orig.to.clone();
-    let p = w.phones.entry(phone).or_default();
     let mark = crate::sim::world::EditMark {
         parent_id,
         chat,
         text,
         time: now,
     };
-    if revoke {
-        p.revokes.push(mark);
-    } else {
-        p.edits.push(mark);
+    let record = move |w: &mut World, phone: String, mark: crate::sim::world::EditMark| {
+        let p = w.phones.entry(phone).or_default();
+        if revoke {
+            p.revokes.push(mark);
+        } else {
+            p.edits.push(mark);
+        }
+    };
+    // The `edit_delay_ms` fault: done and answered later, whatever happens to the page.
+    let delay = w
+        .faults
+        .edit_delay_by_phone
+        .get(&phone)
+        .copied()
+        .unwrap_or(0);
+    if delay == 0 {
+        record(&mut w, phone, mark);
+        reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+        return;
     }
-    reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+    *w.faults.edits_held.entry(phone.clone()).or_default() += 1;
+    drop(w);
+    let st = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let mut w = st.world();
+        if let Some(n) = w.faults.edits_held.get_mut(&phone) {
+            *n = n.saturating_sub(1);
+        }
+        record(&mut w, phone, mark);
+        reply(&w, conn, &req, json!({"ok": true, "t": now.timestamp()}));
+    });
 }
 
 fn chat_mark(st: &SimState, conn: ConnId, v: &Value) {
@@ -1641,6 +1666,9 @@ struct FaultsReq {
     lose_sends: Option<bool>,
     /// Group creations are done and answered this long after the page asked (0: at once).
     group_delay_ms: Option<u64>,
+    /// With `phone`: that account's edits and revokes are done and answered this long after the
+    /// page asked, even if the page is gone by then (0: at once).
+    edit_delay_ms: Option<u64>,
 }
 
 async fn get_faults(State(st): State<SimState>) -> ApiResult {
@@ -1694,6 +1722,18 @@ async fn faults(State(st): State<SimState>, body: Result<Bytes, BytesRejection>)
             w.faults.group_delay_by_phone.insert(p.clone(), d);
         }
         (Some(d), None) => w.faults.group_delay_ms = d,
+        (None, _) => {}
+    }
+    match (r.edit_delay_ms, &phone) {
+        (Some(0), Some(p)) => {
+            w.faults.edit_delay_by_phone.remove(p);
+        }
+        (Some(d), Some(p)) => {
+            w.faults
+                .edit_delay_by_phone
+                .insert(p.clone(), d.min(600_000));
+        }
+        (Some(_), None) => return Err(bad("edit_delay_ms needs phone")),
         (None, _) => {}
     }
     if let Some(lose) = r.lose_sends {

@@ -337,6 +337,11 @@ pub struct Faults {
     pub group_delay_ms: u64,
     /// The same for one account's creations (by phone).
     pub group_delay_by_phone: std::collections::BTreeMap<String, u64>,
+    /// One account's edits and revokes (by phone) are done and answered only this long after
+    /// its page asked, even if the page is gone by then.
+    pub edit_delay_by_phone: std::collections::BTreeMap<String, u64>,
+    /// Edits and revokes held that way right now, by phone.
+    pub edits_held: std::collections::BTreeMap<String, u64>,
 }
 
 impl Faults {
@@ -457,6 +462,8 @@ impl World {
                 lost_sends: 0,
                 group_delay_ms: 0,
                 group_delay_by_phone: Default::default(),
+                edit_delay_by_phone: Default::default(),
+                edits_held: Default::default(),
             },
         }
     }

@@ -4,6 +4,7 @@
 //! processes, killed and drained as Kubernetes would.
 
 mod commands;
+mod edit_kill;
 mod faults;
 mod fleet;
 mod inbound_kinds;
