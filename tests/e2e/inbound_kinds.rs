@@ -382,15 +382,22 @@ async fn what_the_other_side_did_while_the_session_was_down_is_backfilled_once()
         json!({"question": "When?", "choices": ["Now", "Later"]}),
     )
     .await;
-    for body in ["to edit", "to delete"] {
-        sim.post(
-            "/_sim/incoming",
-            json!({"to": me, "from": them, "body": body}),
-        )
-        .await;
-    }
+    // The one they will delete was written an hour ago (its sender's time): older than where
+    // the backfill starts, which follows the newest message recorded.
+    let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
+    sim.post(
+        "/_sim/incoming",
+        json!({"to": me, "from": them, "body": "to delete", "t": an_hour_ago}),
+    )
+    .await;
+    wait_events(p, s, "message", 1).await;
+    sim.post(
+        "/_sim/incoming",
+        json!({"to": me, "from": them, "body": "to edit"}),
+    )
+    .await;
     let msgs = wait_events(p, s, "message", 2).await;
-    let (to_edit, to_delete) = (msgs[0].1.clone().unwrap(), msgs[1].1.clone().unwrap());
+    let (to_delete, to_edit) = (msgs[0].1.clone().unwrap(), msgs[1].1.clone().unwrap());
 
     set_desired(p, s, "stopped").await;
     wait_status(p, s, "stopped").await;

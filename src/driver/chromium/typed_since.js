@@ -24,8 +24,10 @@ async function (lib, since, limit, waitMs) {
     const ev = lib.typedEvents;
     const out = [];
     const seen = new Set();
+    // A revoke carries no time of its own on the page (its timestamp is the revoked message's),
+    // so every revoked message of theirs the page holds is returned; the runner stores each once.
     const keep = (e) => {
-        if (!e || !(Number(e.t) >= since)) return;
+        if (!e || (e.kind !== 'revoke' && !(Number(e.t) >= since))) return;
         const id = e.kind + ' ' + e.key;
         if (seen.has(id)) return;
         seen.add(id);
