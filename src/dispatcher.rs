@@ -358,6 +358,7 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
                             | MessageKind::Edit
                             | MessageKind::Revoke
                             | MessageKind::Forward
+                            | MessageKind::Sticker
                     )
             }
             "mentions" => v.is_array(),
@@ -454,6 +455,9 @@ async fn prepare(shared: &Shared, row: &Claimed) -> Result<OutgoingMessage, Driv
             format!("a {} message needs media_url or media_data", row.kind),
         ));
     };
+    if kind == MessageKind::Sticker {
+        crate::kinds::check_sticker(row.body.as_deref(), media.as_ref())?;
+    }
     let id = row
         .wa_message_id
         .rsplit_once('_')

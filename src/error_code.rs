@@ -27,6 +27,7 @@ error_codes! {
     MediaFetchFailed => "media_fetch_failed": "media_url could not be fetched (status, network or timeout); an incoming file could not be downloaded through the page",
     MediaTooLarge => "media_too_large": "media larger than WA_MEDIA_MAX_BYTES (incoming: WA_INBOUND_MEDIA_MAX_BYTES)",
     MediaHostForbidden => "media_host_forbidden": "media host not allow-listed, or a loopback/private/link-local address",
+    MediaInvalid => "media_invalid": "the media is not what the kind needs (a sticker from bytes that are not a PNG, JPEG, GIF or WebP image the page can read)",
     InvalidOptions => "invalid_options": "options holds a key or value the runner does not understand",
     SessionLoggedOut => "session_logged_out": "the session is logged out; the message was not sent",
     SendTimeout => "send_timeout": "the page did not confirm the send in time (retried)",
@@ -64,7 +65,7 @@ mod tests {
     #[test]
     fn every_code_is_in_the_migration_domain() {
         // The latest definition of the domain's check.
-        let sql = include_str!("../migrations/20261203000050_proxy.sql");
+        let sql = include_str!("../migrations/20261204000301_sticker.sql");
         let start = sql
             .find("alter domain wa_error_code add constraint")
             .unwrap();

@@ -538,6 +538,51 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A `sticker` row (issue 13): no caption, and media that is a PNG, JPEG, GIF or WebP image (by
+/// its bytes, whatever `media_mime` says), which the page converts to WhatsApp's 512x512 WebP.
+/// Anything else fails before the page sees it: a body with `invalid_options`, other bytes with
+/// `media_invalid`.
+pub fn check_sticker(
+    body: Option<&str>,
+    media: Option<&crate::driver::Media>,
+) -> Result<(), DriverError> {
+    if body.is_some_and(|b| !b.is_empty()) {
+        return Err(bad("a sticker has no caption: leave body empty".to_string()));
+    }
+    let Some(m) = media else {
+        return Err(DriverError::permanent(
+            ErrorCode::MediaMissing,
+            "a sticker needs media_url or media_data",
+        ));
+    };
+    match sniff_image(&m.data) {
+        Some(_) => Ok(()),
+        None => Err(DriverError::permanent(
+            ErrorCode::MediaInvalid,
+            format!(
+                "a sticker is made from a PNG, JPEG, GIF or WebP image; these {} bytes ({}) are none of them",
+                m.data.len(),
+                m.mime
+            ),
+        )),
+    }
+}
+
+/// The image format of `b` by its magic bytes, for the kinds the page can draw.
+pub fn sniff_image(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

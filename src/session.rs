@@ -27,6 +27,7 @@ use crate::shared::{backoff, SessionCmd, SessionEntry, Shared};
 mod backlog;
 mod calls;
 mod media_in;
+mod typed_events;
 mod writes;
 
 pub use backlog::BACKLOG_CAP;
@@ -42,6 +43,9 @@ const LIVE_SAVE_EVERY: Duration = Duration::from_secs(60);
 /// How long the page may take to confirm an unlink before the login is forgotten anyway.
 const LOGOUT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Typed events (reactions, votes, edits, revokes) asked from the page per backfill: the newest
+/// since the last recorded message, bounded so one answer stays small.
+const BACKFILL_TYPED_MAX: usize = 2_000;
 /// Incoming messages asked from the page per backfill call.
 const BACKFILL_BATCH: usize = 500;
 
@@ -456,6 +460,7 @@ impl Page<'_> {
                 return;
             }
         };
+        let typed_from = since;
         let mut found = 0usize;
         loop {
             let batch = match tokio::time::timeout(
@@ -494,7 +499,44 @@ impl Page<'_> {
         if found > 0 {
             tracing::info!(session = %self.id, found, "backfill: incoming messages the page holds since the last one recorded");
         }
+        if !self.backfill_typed(typed_from).await {
+            return;
+        }
         self.backlog.backfill_due = false;
+    }
+
+    /// The typed events (reactions, votes, edits, revokes) the page holds from `since` on, queued
+    /// like the incoming messages (each stored once per key). False when the page did not answer:
+    /// the backfill stays due.
+    async fn backfill_typed(&mut self, since: i64) -> bool {
+        let batch = match tokio::time::timeout(
+            self.shared.cfg.send_timeout,
+            self.session.typed_since(since, BACKFILL_TYPED_MAX),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::warn!(session = %self.id, error = %e, "backfill of typed events: the page did not answer; retried later");
+                self.backlog.fail(self.shared, self.id, &e);
+                return false;
+            }
+            Err(_) => {
+                self.backlog.fail(
+                    self.shared,
+                    self.id,
+                    &"backfill of typed events: the page did not answer in time",
+                );
+                return false;
+            }
+        };
+        if !batch.is_empty() {
+            tracing::info!(session = %self.id, found = batch.len(), "backfill: reactions, votes, edits and revokes the page holds");
+        }
+        for ev in batch {
+            self.push(PageWrite::Typed(ev));
+        }
+        true
     }
 
     fn detach(&self) {
@@ -623,6 +665,7 @@ impl Page<'_> {
             DriverEvent::Incoming(msg) => self.incoming(msg).await,
             DriverEvent::Call(call) => self.on_call(call).await,
             DriverEvent::GroupUpdate(u) => self.push(PageWrite::GroupUpdate(u)),
+            DriverEvent::Typed(ev) => self.push(PageWrite::Typed(ev)),
             DriverEvent::Crashed { reason } => {
                 self.close().await;
                 return Step::End(Exit::Restart(reason));

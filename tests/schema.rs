@@ -48,7 +48,7 @@ async fn check_constraints_refuse_bad_rows() {
         "insert into wa_session (id, status) values ('s3', 'online')",
         "insert into wa_session (id, pair_phone) values ('s4', 'call me')",
         "insert into wa_session (id, error_code) values ('s5', 'oops')",
-        "insert into wa_message (session_id, recipient, kind) values ('s1', '1555', 'sticker')",
+        "insert into wa_message (session_id, recipient, kind) values ('s1', '1555', 'carrier_pigeon')",
         "insert into wa_message (session_id, recipient, status) values ('s1', '1555', 'lost')",
         "insert into wa_message (session_id, recipient) values ('s1', '')",
         "insert into wa_message (session_id, recipient) values ('nope', '1555')",

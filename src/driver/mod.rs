@@ -17,6 +17,9 @@ pub mod chromium;
 pub mod inbound_media;
 pub mod memory;
 pub mod proxy;
+pub mod typed;
+
+pub use typed::{TypedEvent, TypedKind};
 
 /// What a driver needs to start one session's page.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub enum DriverEvent {
     Ack { wa_message_id: String, ack: i32 },
     /// A message this account received.
     Incoming(IncomingMessage),
+    /// The other side reacted, voted, edited or revoked (issue 13).
+    Typed(TypedEvent),
     /// The page or the browser died. The runner closes the session and restarts it with back-off.
     Crashed { reason: String },
     /// A call to this account: each incoming call the page adds, once per page document.
@@ -147,6 +152,8 @@ pub enum MessageKind {
     Revoke,
     /// Forward a message to the row's chat: `OutgoingMessage::data` (`KindData::Forward`).
     Forward,
+    /// An image sent as a sticker (the page converts it to a 512x512 WebP): `OutgoingMessage::media`.
+    Sticker,
 }
 
 impl MessageKind {
@@ -165,6 +172,7 @@ impl MessageKind {
             "edit" => Self::Edit,
             "revoke" => Self::Revoke,
             "forward" => Self::Forward,
+            "sticker" => Self::Sticker,
             _ => return None,
         })
     }
@@ -206,6 +214,7 @@ impl MessageKind {
             Self::Edit => "edit",
             Self::Revoke => "revoke",
             Self::Forward => "forward",
+            Self::Sticker => "sticker",
         }
     }
 }
@@ -392,6 +401,14 @@ pub trait Session: Send + Sync + 'static {
         since: i64,
         limit: usize,
     ) -> Result<Vec<IncomingMessage>, DriverError>;
+    /// The typed inbound events (reactions, poll votes, edits, revokes of the other side) the
+    /// page holds from `since` on (seconds since the epoch), oldest first, at most `limit`: what
+    /// the page took in while its hooks were not watching. Part of the backfill after every
+    /// (re)connect; each is stored once per key. A driver without them has none.
+    async fn typed_since(&self, since: i64, limit: usize) -> Result<Vec<TypedEvent>, DriverError> {
+        let _ = (since, limit);
+        Ok(Vec::new())
+    }
     /// Send read receipts for a chat's unread messages (a normalised JID), as opening the chat
     /// does. A chat with nothing unread sends nothing.
     async fn mark_read(&self, chat_id: &str) -> Result<MarkedRead, DriverError> {

@@ -175,12 +175,13 @@ pub(super) async fn record_incoming_media(
     msg: &IncomingMessage,
     media: &InboundMedia,
 ) -> sqlx::Result<bool> {
-    let payload = serde_json::json!({
-        "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
-        "timestamp": msg.timestamp, "extra": msg.extra,
-        "type": media.kind, "mimetype": media.mime, "filename": media.filename,
-        "caption": media.caption,
-    });
+    let mut payload = super::writes::message_payload(msg);
+    if let Some(p) = payload.as_object_mut() {
+        p.insert("type".into(), serde_json::json!(media.kind));
+        p.insert("mimetype".into(), serde_json::json!(media.mime));
+        p.insert("filename".into(), serde_json::json!(media.filename));
+        p.insert("caption".into(), serde_json::json!(media.caption));
+    }
     let sha256 = media.data.as_ref().map(|d| hex::encode(Sha256::digest(d)));
     let owned: bool = bounded(
         sqlx::query_scalar(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::db::bounded;
-use crate::driver::{GroupUpdate, IncomingCall, IncomingMessage};
+use crate::driver::{GroupUpdate, IncomingCall, IncomingMessage, TypedEvent};
 use crate::error_code::ErrorCode;
 use crate::shared::{backoff, Shared};
 
@@ -39,6 +39,8 @@ pub(super) enum PageWrite {
     GroupUpdate(GroupUpdate),
     /// An incoming message with a file, and what was downloaded of it (src/session/media_in.rs).
     IncomingMedia(IncomingMessage, Box<super::media_in::InboundMedia>),
+    /// A reaction, poll vote, edit or revoke from the other side.
+    Typed(TypedEvent),
 }
 
 impl PageWrite {
@@ -54,6 +56,7 @@ impl PageWrite {
             PageWrite::Call { .. } => "call",
             PageWrite::GroupUpdate(_) => "group_update",
             PageWrite::IncomingMedia(..) => "incoming_media",
+            PageWrite::Typed(ev) => ev.kind.as_str(),
         }
     }
 }
@@ -119,6 +122,7 @@ pub(super) async fn write_page_event(
         PageWrite::IncomingMedia(msg, media) => {
             super::media_in::record_incoming_media(shared, id, msg, media).await
         }
+        PageWrite::Typed(ev) => super::typed_events::record_typed(shared, id, ev).await,
     }
 }
 
@@ -265,15 +269,33 @@ async fn write_qr(shared: &Shared, id: &str, payload: &str, first: bool) -> sqlx
     set_status(shared, id, "qr_pending", None).await
 }
 
+/// An incoming message's `wa_event` payload: who, where, what, and its `type` with the typed
+/// fields of a location or contact cards (`crate::driver::typed::message_fields`). A media kind's
+/// `type` is ours (`voice` for the page's `ptt`; src/session/media_in.rs), the rest the page's
+/// reading of it.
+pub(super) fn message_payload(msg: &IncomingMessage) -> serde_json::Value {
+    let (typed, extra) = crate::driver::typed::message_fields(&msg.kind, &msg.extra);
+    let mut payload = serde_json::json!({
+        "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
+        "timestamp": msg.timestamp, "extra": extra,
+    });
+    if let Some(p) = payload.as_object_mut() {
+        p.extend(typed);
+        if crate::driver::inbound_media::media_kind(&msg.kind).is_some() {
+            p.insert(
+                "type".into(),
+                super::media_in::payload_type(&msg.kind).into(),
+            );
+        }
+    }
+    payload
+}
+
 /// An incoming message, stored once per WhatsApp message id (a unique index); the session's
 /// newest recorded message moves forward for the next backfill. Ok(false) when the session is no
 /// longer ours.
 async fn record_incoming(shared: &Shared, id: &str, msg: &IncomingMessage) -> sqlx::Result<bool> {
-    let payload = serde_json::json!({
-        "from": msg.from, "chat_id": msg.chat_id, "kind": msg.kind, "body": msg.body,
-        "timestamp": msg.timestamp, "extra": msg.extra,
-        "type": super::media_in::payload_type(&msg.kind),
-    });
+    let payload = message_payload(msg);
     let owned: bool = bounded(
         sqlx::query_scalar(
             "with own as (select id from wa_session where id = $1 and runner_id = $4),

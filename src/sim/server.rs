@@ -27,6 +27,10 @@ use super::world::{
 use crate::driver::MAX_BODY_CHARS;
 
 mod calls;
+mod other_side;
+mod sticker;
+
+pub use sticker::SentSticker;
 
 const APP_HTML: &str = include_str!("app.html");
 /// The page's side of calls and group notifications (issue 14), spliced into the app's script.
@@ -119,6 +123,13 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/calls", get(calls::list))
         .route("/_sim/group_update", post(calls::group_update))
         .route("/mms/{kind}/{file}", get(mms))
+        // The other side of a chat (issue 13).
+        .route("/_sim/react", post(other_side::react))
+        .route("/_sim/vote", post(other_side::vote))
+        .route("/_sim/edit", post(other_side::edit))
+        .route("/_sim/revoke", post(other_side::revoke))
+        .route("/_sim/location", post(other_side::location))
+        .route("/_sim/contact", post(other_side::contact))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::cors::CorsLayer::permissive())
@@ -1318,7 +1329,25 @@ fn send(st: &SimState, conn: ConnId, v: &Value) {
             return;
         }
     };
+    let sticker = if kind == "sticker" {
+        let up = s(&msg, "direct_path")
+            .and_then(|dp| w.uploads.get(dp.rsplit('/').next().unwrap_or("")));
+        let checked = match up {
+            Some(u) => sticker::check(&u.media.mime, &u.bytes),
+            None => Err("a sticker needs its uploaded image"),
+        };
+        match checked {
+            Ok(st) => Some(st),
+            Err(why) => {
+                reply(&w, conn, &req, json!({ "error": why }));
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let record = SentMsg {
+        sticker,
         id,
         serialized,
         to: to.clone(),

@@ -177,6 +177,9 @@ pub struct SentMsg {
     /// WhatsApp's wire).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded: Option<SentForward>,
+    /// A `sticker` message's image size (the server takes 512x512 WebP only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticker: Option<super::server::SentSticker>,
     pub ack: i8,
     pub time: chrono::DateTime<chrono::Utc>,
 }
@@ -225,6 +228,14 @@ pub struct InMsg {
     /// A file the phone sent (issue 13), as the page's message carries it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<super::media_in::InMedia>,
+    /// A typed message's own attributes as the page keeps them (a `location`'s `lat`, `lng`,
+    /// `loc`; a `vcard`'s body and name, a `multi_vcard`'s `vcardList`), from the other side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<Value>,
+    /// Not a message of its own: the other side's reaction, poll vote, edit or revoke of
+    /// `parent_id` (`kind`, `parent_id`, `parent_from_me`, `text` / `options`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addon: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -783,6 +794,8 @@ impl World {
             ciphertext_ms,
             time,
             media: None,
+            attrs: None,
+            addon: None,
         };
         p.inbox.push(msg.clone());
         msg

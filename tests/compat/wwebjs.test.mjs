@@ -131,6 +131,42 @@ test('whatsapp-web.js 1.34.7 against the simulator', { timeout: 240000 }, async 
     assert.equal(msg.fromMe, false);
   });
 
+  // The other side (issue 13): the simulator's control API plays the contact, and the page raises
+  // each where whatsapp-web.js hooks the real page (its table-mode bulkUpsert wrappers, Msg
+  // change:body / change:type).
+  await t.test("the contact's reaction, vote, edit and revoke fire whatsapp-web.js's events", async () => {
+    const reacted = once(client, 'message_reaction', 20000, (r) => r.reaction === '👍');
+    await api('POST', '/_sim/react', { to: ME, from: FRIEND, id: textId, emoji: '👍' });
+    const [reaction] = await reacted;
+    assert.equal(reaction.msgId._serialized, textId);
+    assert.equal(reaction.senderId, `${FRIEND}@c.us`);
+
+    const poll = await withTimeout(
+      client.sendMessage(`${FRIEND}@c.us`, new wwebjs.Poll('Lunch?', ['Pizza', 'Sushi'])),
+      30000,
+      'sendMessage(poll)',
+    );
+    const voted = once(client, 'vote_update', 20000);
+    await api('POST', '/_sim/vote', { to: ME, from: FRIEND, poll: poll.id._serialized, options: ['Sushi'] });
+    const [vote] = await voted;
+    assert.deepEqual(vote.selectedOptions.map((o) => o.name), ['Sushi']);
+    assert.equal(vote.voter._serialized ?? vote.voter, `${FRIEND}@c.us`);
+
+    const got = once(client, 'message', 20000, (m) => m.body === 'tpyo');
+    await api('POST', '/_sim/incoming', { to: ME, from: FRIEND, body: 'tpyo' });
+    const [theirs] = await got;
+    const edited = once(client, 'message_edit', 20000);
+    await api('POST', '/_sim/edit', { to: ME, from: FRIEND, id: theirs.id._serialized, body: 'typo' });
+    const [editedMsg, newBody] = await edited;
+    assert.equal(editedMsg.id._serialized, theirs.id._serialized);
+    assert.equal(newBody, 'typo');
+    const revoked = once(client, 'message_revoke_everyone', 20000);
+    await api('POST', '/_sim/revoke', { to: ME, from: FRIEND, id: theirs.id._serialized });
+    const [after] = await revoked;
+    assert.equal(after.id._serialized, theirs.id._serialized);
+    assert.equal(after.type, 'revoked');
+  });
+
   await t.test('getNumberId: unregistered → null, registered → wid', async () => {
     await api('POST', '/_sim/unregistered', { numbers: [NOBODY] });
     assert.equal(await withTimeout(client.getNumberId(NOBODY), 20000, 'getNumberId'), null);

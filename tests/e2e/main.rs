@@ -7,11 +7,13 @@ mod calls;
 mod commands;
 mod faults;
 mod fleet;
+mod inbound_kinds;
 mod kinds;
 mod lifecycle;
 mod media_in;
 mod proxy;
 mod rows;
+mod sticker;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -309,6 +309,112 @@ def test_listener_signals_for_a_live_session(stack, user_client):
             getattr(signals, name).disconnect(handler)
 
 
+def test_listener_signals_for_the_other_sides_reactions_votes_edits_and_revokes(
+    stack, user_client
+):
+    """The simulated contact reacts to our message, votes in our poll, edits and deletes its own
+    message: the real runner records each once and the listener sends one signal per kind."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_typed")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        text = svc.send_text_message("e2e_typed", RECIPIENT, "react to me")
+        poll = svc.send_poll("e2e_typed", RECIPIENT, "Lunch?", ["Pizza", "Sushi"], 1)
+    rows = []
+    for answer in (text, poll):
+        assert answer["success"] is True, f"{answer}\n{stack.logs()}"
+        rows.append(
+            wait_until(
+                lambda pk=answer["messageId"]: Message.objects.filter(
+                    pk=pk, status__in=["sent", "delivered", "read", "played"]
+                ).first(),
+                timeout=60,
+                interval=0.25,
+                what="message sent",
+            )
+        )
+    text_row, poll_row = rows
+    theirs = stack.sim_call("/_sim/incoming", {"to": PHONE, "from": RECIPIENT, "body": "tpyo"})
+
+    names = (
+        "message_received",
+        "reaction_received",
+        "poll_vote_received",
+        "message_edited",
+        "message_revoked",
+    )
+    got: list[tuple[str, dict]] = []
+    lock = threading.Lock()
+
+    def recorder(name):
+        def handle(sender, **kwargs):
+            with lock:
+                got.append((name, kwargs))
+
+        return handle
+
+    handlers = {name: recorder(name) for name in names}
+    for name, handler in handlers.items():
+        getattr(signals, name).connect(handler, weak=False)
+    stop, ready = threading.Event(), threading.Event()
+    listener = EventListener(name="e2e_typed", poll_interval=0.5)
+    thread = threading.Thread(target=listener.run, args=(stop, ready), daemon=True)
+    thread.start()
+
+    def seen(name):
+        with lock:
+            return [kw for n, kw in got if n == name and kw["session_id"] == "e2e_typed"]
+
+    def wait_signal(name, n=1):
+        try:
+            return wait_until(
+                lambda: seen(name) if len(seen(name)) >= n else None,
+                timeout=60,
+                what=f"{n} {name} signal(s)",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stack.logs()}") from None
+
+    try:
+        assert ready.wait(30), "listener did not start"
+        their_key = wait_signal("message_received")[0]["wa_message_id"]
+        assert their_key.split("_")[2] == theirs["id"]
+        stack.sim_call(
+            "/_sim/react",
+            {"to": PHONE, "from": RECIPIENT, "id": text_row.wa_message_id, "emoji": "👍"},
+        )
+        stack.sim_call(
+            "/_sim/vote",
+            {"to": PHONE, "from": RECIPIENT, "poll": poll_row.wa_message_id, "options": ["Sushi"]},
+        )
+        stack.sim_call(
+            "/_sim/edit", {"to": PHONE, "from": RECIPIENT, "id": their_key, "body": "typo"}
+        )
+        stack.sim_call("/_sim/revoke", {"to": PHONE, "from": RECIPIENT, "id": their_key})
+        reaction = wait_signal("reaction_received")[0]
+        vote = wait_signal("poll_vote_received")[0]
+        edit = wait_signal("message_edited")[0]
+        revoke = wait_signal("message_revoked")[0]
+        sender = f"{RECIPIENT}@c.us"
+        assert (reaction["message_id"], reaction["emoji"], reaction["sender_jid"]) == (
+            text_row.pk,
+            "👍",
+            sender,
+        )
+        assert (vote["message_id"], vote["selected_options"]) == (poll_row.pk, ["Sushi"])
+        assert (edit["target_wa_id"], edit["body"]) == (their_key, "typo")
+        assert revoke["target_wa_id"] == their_key
+        # One signal each: the runner recorded each once.
+        for name in names[1:]:
+            assert len(seen(name)) == 1, (name, seen(name))
+    finally:
+        stop.set()
+        thread.join(20)
+        for name, handler in handlers.items():
+            getattr(signals, name).disconnect(handler)
+
+
 def test_commands_check_numbers_mark_read_and_typing_against_a_real_runner(stack, user_client):
     """WhatsAppService's commands through a real runner, Chromium and the simulator: the answer
     the call returns, and what the simulated WhatsApp server saw."""
@@ -385,6 +491,61 @@ def test_send_location_against_a_real_runner(stack, user_client):
         "name": "Tour Eiffel",
         "address": "Paris",
     }
+
+
+def tiny_png(width: int = 3, height: int = 2) -> bytes:
+    """A valid RGBA PNG, made here (no image library needed)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\0" + b"\xff\x00\x00\xff" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_send_sticker_against_a_real_runner(stack, user_client):
+    """WhatsAppService.send_sticker with a PNG: the page turns it into a 512x512 WebP sticker that
+    the simulated server records once; bytes that are no image fail with media_invalid."""
+    from wa_outbox.services import WhatsAppService
+
+    link(stack, user_client, "e2e_sticker")
+    svc = WhatsAppService()
+    with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
+        good = svc.send_sticker("e2e_sticker", RECIPIENT, file=tiny_png())
+        bad = svc.send_sticker(
+            "e2e_sticker", RECIPIENT, file=b"not a picture", mimetype="image/png"
+        )
+    assert good["success"] is True, f"{good}\n{stack.logs()}"
+    assert (bad["success"], bad["status"], bad.get("errorCode")) == (
+        False,
+        "failed",
+        "media_invalid",
+    ), bad
+    row = wait_until(
+        lambda: Message.objects.filter(
+            pk=good["messageId"], status__in=["sent", "delivered", "read", "played"]
+        ).first(),
+        timeout=60,
+        interval=0.25,
+        what="sticker sent",
+    )
+    bare = row.wa_message_id.split("_")[2]
+    sent = stack.sim_call(f"/_sim/messages?phone={PHONE}")["messages"]
+    hits = [m for m in sent if m["id"] == bare]
+    assert len(hits) == 1, sent
+    assert hits[0]["kind"] == "sticker"
+    assert hits[0]["media"]["mime"] == "image/webp"
+    assert hits[0]["sticker"] == {"width": 512, "height": 512}
+    assert [m for m in sent if m["kind"] == "sticker"] == hits
 
 
 VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Ann Lee\r\nTEL;type=CELL;waid=15550300001:+1 555 030 0001\r\nEND:VCARD"

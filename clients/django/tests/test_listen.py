@@ -33,12 +33,18 @@ class Received:
 
         return handle
 
+    NAMES = (
+        "message_received",
+        "message_ack",
+        "session_status",
+        "reaction_received",
+        "poll_vote_received",
+        "message_edited",
+        "message_revoked",
+    )
+
     def __enter__(self):
-        self._handlers = {
-            "message_received": self.receiver("message_received"),
-            "message_ack": self.receiver("message_ack"),
-            "session_status": self.receiver("session_status"),
-        }
+        self._handlers = {name: self.receiver(name) for name in self.NAMES}
         for name, handler in self._handlers.items():
             getattr(signals, name).connect(handler, weak=False)
         return self
@@ -109,6 +115,75 @@ def test_signals_carry_each_kind(sql, session):
         "false_15559999999@c.us_XYZ",
     )
     assert ListenerCursor.objects.get(name="default").last_event_id == e3
+
+
+def test_typed_events_become_their_own_signals(sql, session):
+    poll_id = sql.execute(
+        "insert into wa_message (session_id, recipient, kind, options) values ('s1', '15551234567',"
+        " 'poll', '{\"question\": \"Lunch?\", \"choices\": [\"Pizza\", \"Sushi\"]}') returning id"
+    ).fetchone()[0]
+    them = "15551234567@c.us"
+    ids = [
+        runner_side.event(
+            sql,
+            "s1",
+            "reaction",
+            {"from": them, "chat_id": them, "target_wa_id": "false_x@c.us_M1", "emoji": "👍"},
+            None,
+            "false_15551234567@c.us_R1",
+        ),
+        runner_side.event(
+            sql,
+            "s1",
+            "poll_vote",
+            {"from": them, "poll_wa_id": "true_x@c.us_P1", "selected_options": ["Sushi"]},
+            poll_id,
+            "false_15551234567@c.us_V1",
+        ),
+        runner_side.event(
+            sql,
+            "s1",
+            "edit",
+            {"from": them, "target_wa_id": "false_x@c.us_M1", "body": "fixed"},
+            None,
+            "false_15551234567@c.us_E1",
+        ),
+        runner_side.event(
+            sql,
+            "s1",
+            "revoke",
+            {"from": them, "target_wa_id": "false_x@c.us_M1"},
+            None,
+            "false_15551234567@c.us_D1",
+        ),
+    ]
+    with Received() as got:
+        assert "handled 4 event(s)" in run_command("--once")
+    assert [name for name, _ in got.calls] == [
+        "reaction_received",
+        "poll_vote_received",
+        "message_edited",
+        "message_revoked",
+    ]
+    reaction, vote, edit, revoke = (kw for _, kw in got.calls)
+    assert [kw["event"].id for _, kw in got.calls] == ids
+    assert (reaction["message_id"], reaction["sender_jid"], reaction["target_wa_id"]) == (
+        None,
+        them,
+        "false_x@c.us_M1",
+    )
+    assert reaction["emoji"] == "👍" and reaction["wa_message_id"] == "false_15551234567@c.us_R1"
+    assert (vote["message_id"], vote["poll_wa_id"], vote["selected_options"]) == (
+        poll_id,
+        "true_x@c.us_P1",
+        ["Sushi"],
+    )
+    assert (edit["target_wa_id"], edit["body"], edit["sender_jid"]) == (
+        "false_x@c.us_M1",
+        "fixed",
+        them,
+    )
+    assert revoke["target_wa_id"] == "false_x@c.us_M1" and "body" not in revoke
 
 
 def test_resumes_after_the_last_event_handled(sql, session):

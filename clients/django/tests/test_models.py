@@ -80,7 +80,7 @@ def test_bulk_create_messages():
         (Session, {"id": "s2", "pair_phone": "12ab"}, "wa_session_pair_phone_check"),
         (
             Message,
-            {"session_id": "s1", "recipient": "155", "kind": "sticker"},
+            {"session_id": "s1", "recipient": "155", "kind": "carrier_pigeon"},
             "wa_message_kind_check",
         ),
         (

@@ -457,6 +457,41 @@ def test_send_location_accepts_the_edges_and_integers():
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_send_sticker_stores_an_image_row_and_refuses_what_is_not_an_image():
+    Session.objects.create(id="s1")
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+    by_bytes = svc.send_sticker("s1", "15551234567", file=png, reply_to="false_1@c.us_X")
+    row = Message.objects.get(pk=by_bytes["messageId"])
+    assert (row.kind, bytes(row.media_data), row.media_mime, row.body, row.options) == (
+        "sticker",
+        png,
+        "image/png",
+        None,
+        {"reply_to": "false_1@c.us_X"},
+    )
+    by_url = svc.send_sticker("s1", "15551234567", "https://cdn.example.com/s.webp")
+    row = Message.objects.get(pk=by_url["messageId"])
+    assert (row.kind, row.media_url, row.media_data, row.options) == (
+        "sticker",
+        "https://cdn.example.com/s.webp",
+        None,
+        {},
+    )
+    for kwargs, field in [
+        ({}, "media_url"),
+        ({"media_url": "https://cdn.example.com/s.webp", "file": png}, "media_url"),
+        ({"file": b"just text"}, "file"),
+        ({"file": png, "mimetype": "text/plain"}, "mimetype"),
+        ({"media_url": "ftp://cdn.example.com/s.webp"}, "media_url"),
+    ]:
+        with pytest.raises(InvalidInputError) as info:
+            svc.send_sticker("s1", "15551234567", **kwargs)
+        assert info.value.field == field, kwargs
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
 def test_send_media_by_url_guesses_kind_and_mime():
     Session.objects.create(id="s1")
     result = svc.send_media_message(

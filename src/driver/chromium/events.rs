@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::config::ChromiumConfig;
 use super::scripts::{cdp_call, install, listen_failed, BINDING};
-use crate::driver::{DriverError, DriverEvent, IncomingMessage};
+use crate::driver::{DriverError, DriverEvent, IncomingMessage, TypedEvent};
 use crate::error_code::ErrorCode;
 
 #[derive(Default)]
@@ -128,6 +128,8 @@ enum PagePush {
     Call(PageCall),
     /// call_hooks.js: a group notification.
     GroupUpdate(PageGroupUpdate),
+    /// A reaction, poll vote, edit or revoke from the other side (inbound_typed.js).
+    Typed(PageTyped),
     /// A state the page never leaves by itself.
     Terminal {
         state: String,
@@ -152,10 +154,17 @@ pub(super) struct PageIncoming {
     t: Option<f64>,
     #[serde(default)]
     extra: serde_json::Value,
+    /// A location's or contact card's typed fields (lib.js `typedOf`), kept in `extra.typed`
+    /// for the payload (see `crate::driver::typed::message_fields`).
+    #[serde(default)]
+    typed: Option<serde_json::Value>,
 }
 
 impl From<PageIncoming> for IncomingMessage {
-    fn from(m: PageIncoming) -> Self {
+    fn from(mut m: PageIncoming) -> Self {
+        if let (Some(t), Some(extra)) = (m.typed.take(), m.extra.as_object_mut()) {
+            extra.insert("typed".into(), t);
+        }
         let chat_id = m.chat_id.unwrap_or_default();
         IncomingMessage {
             wa_message_id: m.id,
@@ -236,6 +245,36 @@ impl From<PageGroupUpdate> for crate::driver::GroupUpdate {
     }
 }
 
+/// A typed inbound event as inbound_typed.js describes it: pushed live, and returned by its
+/// backfill.
+#[derive(Debug, Deserialize)]
+pub(super) struct PageTyped {
+    kind: crate::driver::TypedKind,
+    key: String,
+    target: String,
+    from: Option<String>,
+    #[serde(rename = "chatId")]
+    chat_id: Option<String>,
+    t: Option<f64>,
+    #[serde(default)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<PageTyped> for TypedEvent {
+    fn from(m: PageTyped) -> Self {
+        let chat_id = m.chat_id.unwrap_or_default();
+        TypedEvent {
+            kind: m.kind,
+            key: m.key,
+            target: m.target,
+            from: m.from.unwrap_or_else(|| chat_id.clone()),
+            chat_id,
+            timestamp: m.t.unwrap_or(0.0) as i64,
+            fields: m.fields,
+        }
+    }
+}
+
 /// The error code a terminal page state ends the session with.
 pub fn terminal_state_code(state: &str) -> ErrorCode {
     match state {
@@ -272,6 +311,7 @@ impl PagePush {
             PagePush::Incoming(m) => DriverEvent::Incoming(m.into()),
             PagePush::Call(c) => DriverEvent::Call(c.into()),
             PagePush::GroupUpdate(g) => DriverEvent::GroupUpdate(g.into()),
+            PagePush::Typed(m) => DriverEvent::Typed(m.into()),
             PagePush::Terminal { state } => DriverEvent::Failed {
                 code: terminal_state_code(&state),
                 reason: format!(

@@ -27,6 +27,8 @@ async function (lib, bindingName, pairPhone, probeMs) {
         ['WAWebMediaStorage', 'getOrCreateMediaObject'], ['WAWebMmsMediaTypes', 'msgToMediaType'],
         ['WAWebMediaDataUtils', 'shouldUseMediaCache'], ['WAWebMediaInMemoryBlobCache', 'InMemoryMediaBlobCache'],
         ['WAWebMediaMmsV4Upload', 'uploadMedia'],
+        // Stickers (issue 13): the page's own conversion to a sticker WebP.
+        ['WAWebImageUtils', 'toWebpSticker'],
     ];
     if (pairPhone) NEEDED.push(['WAWebAltDeviceLinkingApi', 'startAltLinkingFlow']);
     const missingNow = () => NEEDED.filter(([mod, member]) => {

@@ -182,7 +182,142 @@ function () {
                 hasMedia: !!(msg.mediaObject || msg.directPath),
                 quotedMsgId: msg.quotedStanzaID || null,
             },
+            typed: typedOf(msg),
         };
     };
-    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, findTarget, dropStale, incomingOf };
+    // ---- typed inbound (issue 13): see inbound_typed.js for where the page surfaces each.
+    const widOf = (x) => {
+        if (x && typeof x === 'object' && typeof x.isUser === 'function') return x;
+        if (typeof x !== 'string' || !x) return null;
+        try {
+            return req('WAWebWidFactory').createWid(x);
+        } catch (e) {
+            return null;
+        }
+    };
+    const remoteOf = (k) => {
+        if (k && typeof k === 'object' && k.remote) return widOf(k.remote);
+        const parts = String(keyStr(k) || '').split('_');
+        return parts.length >= 3 ? widOf(parts[1]) : null;
+    };
+    const isMe = (w) => {
+        const s = keyStr(w);
+        if (!s) return false;
+        const Me = req('WAWebUserPrefsMeUser');
+        return [Me.getMaybeMePnUser(), Me.getMaybeMeLidUser()].some((m) => !!m && keyStr(m) === s);
+    };
+    const seconds = (ms, fallback) => {
+        const v = Number(ms);
+        return v > 0 ? Math.floor(v / 1000) : Number(fallback) || Math.floor(Date.now() / 1000);
+    };
+    // The common part of a typed event: who (phone number where the page knows it), in which chat,
+    // and the LIDs the page used.
+    const typedBase = (kind, key, target, sender, chat, t) => ({
+        kind: kind,
+        key: key,
+        target: target,
+        from: keyStr(pn(sender)),
+        chatId: keyStr(pn(chat)),
+        t: t,
+        fields: { from_lid: lidOf(sender), chat_lid: lidOf(chat) },
+    });
+    const typedEvents = {
+        // A row of WAWebAddonReactionTableMode.reactionTableMode.bulkUpsert.
+        reaction: (row) => {
+            if (!row) return null;
+            const keyObj = row.id || row.msgKey;
+            const key = keyStr(keyObj);
+            const parent = row.reactionParentKey || row.parentMsgKey;
+            const target = keyStr(parent);
+            const sender = widOf(row.author || row.from || row.senderUserJid);
+            if (!key || !target || (keyObj && keyObj.fromMe === true) || isMe(sender)) return null;
+            const e = typedBase('reaction', key, target, sender, remoteOf(parent), seconds(row.reactionTimestamp, row.t));
+            e.fields.emoji = row.reactionText != null ? String(row.reactionText) : '';
+            return e;
+        },
+        // A row of WAWebAddonPollVoteTableMode.pollVoteTableMode.bulkUpsert; option ids named from
+        // the poll's own pollOptions.
+        pollVote: async (row) => {
+            if (!row) return null;
+            const keyObj = row.id || row.msgKey;
+            const key = keyStr(keyObj);
+            const parent = row.pollUpdateParentKey || row.parentMsgKey;
+            const target = keyStr(parent);
+            const sender = widOf(row.author || row.from || row.sender || row.senderUserJid);
+            if (!key || !target || (keyObj && keyObj.fromMe === true) || isMe(sender)) return null;
+            const Msg = req('WAWebCollections').Msg;
+            let poll = Msg.get(target) || null;
+            if (!poll && typeof Msg.getMessagesById === 'function') {
+                try {
+                    const r = await Msg.getMessagesById([target]);
+                    poll = (r && r.messages && r.messages[0]) || null;
+                } catch (e) {
+                    poll = null;
+                }
+            }
+            const ids = Array.from(row.selectedOptionLocalIds || []).map(Number);
+            const options = (poll && poll.pollOptions) || null;
+            const e = typedBase('poll_vote', key, target, sender, remoteOf(parent), seconds(row.senderTimestampMs, row.t));
+            e.fields.selected_local_ids = ids;
+            // Null when the page no longer holds the poll (its option names are unknown).
+            e.fields.selected_options = options
+                ? ids.map((id) => {
+                      const o = options.find((x) => Number(x.localId) === id);
+                      return o ? String(o.name) : null;
+                  })
+                : null;
+            return e;
+        },
+        // An edited message of the other side's (latestEditMsgKey set by the edit).
+        edit: (msg) => {
+            if (!msg || !msg.id || msg.id.fromMe !== false || msg.type === 'revoked') return null;
+            const key = keyStr(msg.latestEditMsgKey);
+            const target = keyStr(msg.id);
+            if (!key || !target || key === target) return null;
+            const sender = msg.author || msg.from;
+            const e = typedBase('edit', key, target, sender, msg.id.remote, seconds(msg.latestEditSenderTimestampMs, msg.t));
+            const body = msg.type === 'chat' ? msg.body : msg.caption;
+            e.fields.body = body != null ? String(body) : null;
+            return e;
+        },
+        // A message of the other side's turned `revoked` (protocolMessageKey: the revoke's key).
+        revoke: (msg) => {
+            if (!msg || !msg.id || msg.id.fromMe !== false || msg.type !== 'revoked') return null;
+            const target = keyStr(msg.id);
+            if (!target) return null;
+            const key = keyStr(msg.protocolMessageKey) || target;
+            const sender = msg.author || msg.from;
+            return typedBase('revoke', key, target, sender, msg.id.remote, Number(msg.t) || Math.floor(Date.now() / 1000));
+        },
+    };
+    // The typed fields of an incoming location or contact card (the page's attributes as
+    // docs/sim-surface.md "Locations" and "Contact cards" describe them); null for other types.
+    const typedOf = (msg) => {
+        if (msg.type === 'location') {
+            const loc = typeof msg.loc === 'string' ? msg.loc : '';
+            const cut = loc.indexOf('\n');
+            const name = cut >= 0 ? loc.slice(0, cut) : loc;
+            const address = cut >= 0 ? loc.slice(cut + 1) : '';
+            return {
+                type: 'location',
+                location: {
+                    latitude: Number(msg.lat),
+                    longitude: Number(msg.lng),
+                    name: name || null,
+                    address: address || null,
+                },
+            };
+        }
+        if (msg.type === 'vcard') {
+            return { type: 'contact', vcards: [{ display_name: msg.vcardFormattedName != null ? String(msg.vcardFormattedName) : null, vcard: String(msg.body || '') }] };
+        }
+        if (msg.type === 'multi_vcard') {
+            return {
+                type: 'contact',
+                vcards: Array.from(msg.vcardList || []).map((c) => ({ display_name: c.displayName != null ? String(c.displayName) : null, vcard: String(c.vcard || '') })),
+            };
+        }
+        return null;
+    };
+    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, findTarget, dropStale, incomingOf, typedEvents, typedOf };
 }

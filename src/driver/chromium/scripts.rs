@@ -20,6 +20,9 @@ const JS_SEND: &str = include_str!("send.js");
 const JS_NUMBER_EXISTS: &str = include_str!("number_exists.js");
 const JS_FIND_MESSAGE: &str = include_str!("find_message.js");
 const JS_INBOUND_SINCE: &str = include_str!("inbound_since.js");
+// Typed inbound events (issue 13): reactions, poll votes, edits, revokes from the other side.
+const JS_INBOUND_TYPED: &str = include_str!("inbound_typed.js");
+const JS_TYPED_SINCE: &str = include_str!("typed_since.js");
 const JS_MARK_READ: &str = include_str!("mark_read.js");
 const JS_PRESENCE: &str = include_str!("presence.js");
 // Contacts and profile pictures (issue 14).
@@ -64,6 +67,8 @@ fn with_lib(source: &str) -> String {
 }
 
 static FN_INSTALL: LazyLock<String> = LazyLock::new(|| with_lib(JS_INSTALL));
+static FN_INBOUND_TYPED: LazyLock<String> = LazyLock::new(|| with_lib(JS_INBOUND_TYPED));
+pub(super) static FN_TYPED_SINCE: LazyLock<String> = LazyLock::new(|| with_lib(JS_TYPED_SINCE));
 pub(super) static FN_SEND: LazyLock<String> = LazyLock::new(|| with_lib(JS_SEND));
 pub(super) static FN_NUMBER_EXISTS: LazyLock<String> = LazyLock::new(|| with_lib(JS_NUMBER_EXISTS));
 pub(super) static FN_FIND_MESSAGE: LazyLock<String> = LazyLock::new(|| with_lib(JS_FIND_MESSAGE));
@@ -205,7 +210,15 @@ pub(super) async fn install(
         DriverError::transient(ErrorCode::PageLoadFailed, m)
     })?;
     missing_modules(&r)?;
-    install_call_hooks(page, config, probe).await
+    install_hooks(page, config, probe, &FN_CALL_HOOKS, "the call hooks").await?;
+    install_hooks(
+        page,
+        config,
+        probe,
+        &FN_INBOUND_TYPED,
+        "the typed-event hooks",
+    )
+    .await
 }
 
 /// `{missing: [...]}` from an install function: the session cannot work on this build.
@@ -223,15 +236,19 @@ fn missing_modules(r: &serde_json::Value) -> Result<(), DriverError> {
     Ok(())
 }
 
-/// The call and group-notification hooks (call_hooks.js), after install.js, on the same binding.
-async fn install_call_hooks(
+/// Hooks installed after install.js on the same binding, each probing for its own modules:
+/// call_hooks.js (calls and group notifications) and inbound_typed.js (reactions, poll votes,
+/// edits and revokes from the other side). `what` names them in an error.
+async fn install_hooks(
     page: &Page,
     config: &ChromiumConfig,
     probe: Duration,
+    source: &str,
+    what: &str,
 ) -> Result<(), DriverError> {
     let r = call_function(
         page,
-        &FN_CALL_HOOKS,
+        source,
         vec![
             serde_json::json!(BINDING),
             serde_json::json!(probe.as_millis() as u64),
@@ -241,10 +258,8 @@ async fn install_call_hooks(
     .await
     .map_err(|e| {
         let m = match e {
-            CallError::Timeout => "installing the call hooks timed out".to_string(),
-            CallError::Js(m) | CallError::Cdp(m) => {
-                format!("installing the call hooks failed: {m}")
-            }
+            CallError::Timeout => format!("installing {what} timed out"),
+            CallError::Js(m) | CallError::Cdp(m) => format!("installing {what} failed: {m}"),
         };
         DriverError::transient(ErrorCode::PageLoadFailed, m)
     })?;
@@ -265,6 +280,8 @@ mod tests {
             JS_NUMBER_EXISTS,
             JS_FIND_MESSAGE,
             JS_INBOUND_SINCE,
+            JS_INBOUND_TYPED,
+            JS_TYPED_SINCE,
             JS_MARK_READ,
             JS_PRESENCE,
             JS_CONTACT_INFO,

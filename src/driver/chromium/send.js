@@ -57,14 +57,32 @@ async function (lib, chatId, id, kind, body, media, options, location, data) {
             const binary = window.atob(media.data);
             const bytes = new Uint8Array(binary.length);
             for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-            const file = new File([new Blob([bytes], { type: media.mimetype })], media.filename || 'file', {
+            let file = new File([new Blob([bytes], { type: media.mimetype })], media.filename || 'file', {
                 type: media.mimetype,
                 lastModified: Date.now(),
             });
+            if (kind === 'sticker') {
+                // As whatsapp-web.js's WWebJS.toStickerData: the page's own
+                // WAWebImageUtils.toWebpSticker turns the image into a sticker WebP; one that is
+                // already a 512x512 WebP goes as it is. An image the page cannot draw is refused.
+                let bitmap;
+                try {
+                    bitmap = await createImageBitmap(file);
+                } catch (e) {
+                    return { error: 'bad_image', message: String((e && e.message) || e) };
+                }
+                const ready = media.mimetype === 'image/webp' && bitmap.width === 512 && bitmap.height === 512;
+                if (typeof bitmap.close === 'function') bitmap.close();
+                if (!ready) {
+                    const webp = await req('WAWebImageUtils').toWebpSticker(file);
+                    file = new File([webp], 'sticker.webp', { type: 'image/webp', lastModified: Date.now() });
+                }
+                media = { mimetype: 'image/webp', filename: null };
+            }
             const OpaqueData = req('WAWebMediaOpaqueData');
             const opaqueData = await OpaqueData.createFromData(file, media.mimetype);
             const mediaParams = {
-                asSticker: false,
+                asSticker: kind === 'sticker',
                 asGif: false,
                 isPtt: kind === 'voice',
                 asDocument: kind === 'document',

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use super::config::ChromiumConfig;
-use super::events::{EventSink, PageIncoming, PageListeners};
+use super::events::{EventSink, PageIncoming, PageListeners, PageTyped};
 use super::process::{group_pss_bytes, kill_group, Owner};
 use super::proxy_auth;
 use super::scripts::{
@@ -26,12 +26,12 @@ use super::scripts::{
     FN_EDIT, FN_FIND_MESSAGE, FN_FORWARD, FN_GROUPS_ALL, FN_GROUP_CREATE, FN_GROUP_INFO,
     FN_GROUP_INVITE, FN_GROUP_LEAVE, FN_GROUP_PARTICIPANTS, FN_HISTORY, FN_INBOUND_SINCE,
     FN_MARK_READ, FN_NUMBER_EXISTS, FN_PRESENCE, FN_PROFILE_PICTURE, FN_REACT, FN_REJECT_CALL,
-    FN_SEND, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
+    FN_SEND, FN_TYPED_SINCE, JS_KEY_SHADOW, JS_LIVENESS, JS_LOGOUT,
 };
 use super::storage::{self, restore_storage};
 use crate::driver::{
     bare_id, ChatState, DriverError, DriverEvent, IncomingMessage, MarkedRead, MessageKind,
-    OutgoingMessage, RejectOutcome, Sent, Session, SessionSpec, MAX_BODY_CHARS,
+    OutgoingMessage, RejectOutcome, Sent, Session, SessionSpec, TypedEvent, MAX_BODY_CHARS,
 };
 use crate::error_code::ErrorCode;
 
@@ -452,6 +452,9 @@ impl ChromiumSession {
 #[derive(Debug, Deserialize)]
 struct SendResult {
     error: Option<String>,
+    /// With `error`: the page's own words (a sticker image it cannot read).
+    #[serde(default)]
+    message: Option<String>,
     id: Option<String>,
     chat: Option<String>,
     ack: Option<i32>,
@@ -714,6 +717,15 @@ impl Session for ChromiumSession {
         ];
         let r = self.page_action(&FN_SEND, args, "sending").await?;
         if let Some(err) = r.error {
+            if err == "bad_image" {
+                return Err(DriverError::permanent(
+                    ErrorCode::MediaInvalid,
+                    format!(
+                        "the page cannot read the sticker's image: {}",
+                        r.message.unwrap_or_default()
+                    ),
+                ));
+            }
             return Err(DriverError::permanent(
                 ErrorCode::InvalidRecipient,
                 format!("the page has no chat for {}: {err}", msg.chat_id),
@@ -842,6 +854,41 @@ impl Session for ChromiumSession {
             self.config.cdp_timeout,
         )
         .await
+    }
+
+    async fn typed_since(&self, since: i64, limit: usize) -> Result<Vec<TypedEvent>, DriverError> {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let wait_ms = (self.config.cdp_timeout / 2).as_millis() as u64;
+        let v = match self
+            .call(
+                &FN_TYPED_SINCE,
+                vec![
+                    serde_json::json!(since),
+                    serde_json::json!(limit),
+                    serde_json::json!(wait_ms),
+                ],
+                self.config.cdp_timeout,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(self
+                    .map_call_error(e, ErrorCode::BrowserCrashed, "reading the typed events")
+                    .await)
+            }
+        };
+        let page: Vec<PageTyped> = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("reading the typed events: unexpected answer: {e}"),
+            )
+        })?;
+        let mut out: Vec<TypedEvent> = page.into_iter().map(Into::into).collect();
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn logout(&self) -> Result<(), DriverError> {

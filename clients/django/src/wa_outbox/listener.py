@@ -195,6 +195,8 @@ class EventListener:
             kwargs.update(message_id=event.message_id, wa_message_id=event.wa_message_id, ack=ack)
         elif event.kind in _TYPED_KWARGS:
             kwargs.update(_TYPED_KWARGS[event.kind](event, payload))
+        elif event.kind in signals.TYPED_KINDS:
+            kwargs.update(signals.typed_kwargs(event, payload))
         else:
             status = payload.get("status")
             if status is None:

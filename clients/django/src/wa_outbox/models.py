@@ -49,6 +49,7 @@ class MessageKind(models.TextChoices):
     EDIT = "edit", "Edit"
     REVOKE = "revoke", "Delete for everyone"
     FORWARD = "forward", "Forward"
+    STICKER = "sticker", "Sticker"
 
 
 class MessageStatus(models.TextChoices):
@@ -110,6 +111,8 @@ class ErrorCode(models.TextChoices):
     # A session's proxy_url the browser cannot use, or a proxy that refused (migrations/20261203000050).
     PROXY_INVALID = "proxy_invalid"
     PROXY_FAILED = "proxy_failed"
+    # A sticker from bytes that are no image the page can draw (migrations/20261204000301).
+    MEDIA_INVALID = "media_invalid"
 
 
 class CommandKind(models.TextChoices):
