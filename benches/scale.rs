@@ -20,10 +20,9 @@
 //! so throughput and insert→claim latency are read from the rows (`sending_at - created_at`, the
 //! database's clock), not from a driver in this process.
 //!
-//! Also, before the runners start, `plans`: the two statements behind the throughput fall at
-//! 10 M rows (migrations/20261204000400_scale_plans.sql), old and new form side by side on the
-//! same data and statistics, in a rolled-back transaction; and before the prune, one prune batch
-//! under EXPLAIN ANALYZE (the plan's nodes, so a scan would show).
+//! Also `burst_profile`: the statements that took the burst's database time (pg_stat_statements),
+//! and before the prune, one prune batch under EXPLAIN ANALYZE (the plan's nodes, so a scan
+//! would show).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -353,11 +352,13 @@ async fn trickle(db: &TestDb, ids: &[String], n: usize, tag: &str) -> Duration {
             .unwrap();
     }
     wait_for("trickle sent", Duration::from_secs(300), || async {
-        let left: i64 = sqlx::query_scalar("/* bench */ select count(*) from wa_message where status in ('queued', 'sending') and body like $1")
-            .bind(format!("{tag} %"))
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        // The trickle is the only traffic: done when the kept counts show nothing queued or in
+        // flight (cheap at any size, unlike a count over wa_message).
+        let left = count(
+            &db.pool,
+            "/* bench */ select coalesce(sum(n), 0)::bigint from wa_message_count where status in ('queued', 'sending')",
+        )
+        .await;
         (left == 0).then_some(())
     })
     .await;
@@ -396,112 +397,6 @@ async fn latency(db: &TestDb, ids: &[String], samples: usize) -> Value {
     let r = |v: f64| (v * 100.0).round() / 100.0;
     json!({"measure": "insert_to_claim_latency", "samples": samples,
            "p50_ms": r(pct(&t, 0.5)), "p99_ms": r(pct(&t, 0.99))})
-}
-
-/// Wall-clock ms of one statement.
-async fn timed(conn: &mut sqlx::PgConnection, sql: &str) -> f64 {
-    let t0 = Instant::now();
-    sqlx::query(sql).execute(&mut *conn).await.unwrap();
-    ms(t0.elapsed())
-}
-
-/// The channel lookup behind every message insert as it was before
-/// migrations/20261204000400_scale_plans.sql (found through wa_session_runner_idx when the
-/// statistics see no owned session).
-const OLD_CHANNEL: &str = "create or replace function wa_outbox_channel(p_session_id text) returns text
-language plpgsql stable as $$
-declare
-  owner uuid;
-begin
-  select s.runner_id into owner from wa_session s
-   where s.id = p_session_id and s.runner_id is not null and s.lease_until > now();
-  return case when owner is null then 'wa_outbox' else 'wa_outbox_' || owner::text end;
-end $$";
-
-/// The dispatcher's completion write (src/dispatcher.rs write_batch, its parts that choose the
-/// plan) for every `sending` row of runner ...01, with the fence old or new.
-fn completion_sql(fence: &str) -> String {
-    format!(
-        "with c as (select id, 'sent'::text as status from wa_message
-                    where status = 'sending' and runner_id = '00000000-0000-0000-0000-000000000001'),
-         ids as (select array_agg(id) as i, array_agg(status) as st from c),
-         done as (
-           update wa_message m set status = c.status, sent_at = coalesce(m.sent_at, now()), finished_at = now()
-           from unnest((select i from ids), (select st from ids)) as c(id, status)
-           where m.id = c.id and m.status = 'sending' and {fence}
-           returning m.session_id, c.status)
-         update wa_session s set last_active_at = now()
-         where s.id in (select session_id from done where status = 'sent')"
-    )
-}
-
-/// Before/after of the two statements behind the throughput fall, on this size's data and
-/// statistics (taken by the load's ANALYZE, when no session was owned: the state the runners
-/// work in until autovacuum re-analyzes). In one transaction, rolled back: the live sessions
-/// are given to ten runners (rows only), then
-/// - one message inserted per live session, with today's channel lookup and with the old one;
-/// - one `sending` row per session of one runner completed, with today's fence (a primary-key
-///   lookup, no wa_message_sending_idx) and with the old (a semi-join, the index back).
-async fn plans(db: &TestDb, live: i64) -> Value {
-    let mut tx = db.pool.begin().await.unwrap();
-    let c = &mut *tx;
-    timed(c, "set local statement_timeout = 0").await;
-    timed(
-        c,
-        "insert into wa_runner (id, host, pid, version, capacity)
-         select ('00000000-0000-0000-0000-0000000000' || lpad(n::text, 2, '0'))::uuid, 'bench', n, 'bench', 100000
-         from generate_series(0, 9) n",
-    )
-    .await;
-    timed(c, "update wa_session set status = 'connected', lease_until = now() + interval '1 hour',
-                runner_id = ('00000000-0000-0000-0000-0000000000' || lpad((substr(id, 3)::int % 10)::text, 2, '0'))::uuid
-              where status = 'new'").await;
-    let insert = "insert into wa_message (session_id, recipient, body)
-                  select id, '15551234567', 'plan' from wa_session where status = 'connected'";
-    timed(c, "savepoint p").await;
-    let insert_new = timed(c, insert).await;
-    timed(c, "rollback to savepoint p").await;
-    timed(c, OLD_CHANNEL).await;
-    let insert_old = timed(c, insert).await;
-    timed(c, "rollback to savepoint p").await;
-    // One runner's sessions with a message in flight, the way the claim leaves them.
-    timed(c, "insert into wa_message (session_id, recipient, body) select id, '15551234567', 'plan'
-              from wa_session where runner_id = '00000000-0000-0000-0000-000000000001'").await;
-    timed(c, "update wa_message set status = 'sending', runner_id = '00000000-0000-0000-0000-000000000001',
-                sending_at = now(), attempts = 1
-              where body = 'plan' and status = 'queued'").await;
-    let batch: i64 = sqlx::query_scalar("select count(*) from wa_message where status = 'sending'")
-        .fetch_one(&mut *c)
-        .await
-        .unwrap();
-    timed(c, "savepoint q").await;
-    let complete_new = timed(
-        c,
-        &completion_sql(
-            "(select s.runner_id from wa_session s where s.id = m.session_id) = '00000000-0000-0000-0000-000000000001'",
-        ),
-    )
-    .await;
-    timed(c, "rollback to savepoint q").await;
-    let index_s = timed(
-        c,
-        "create index wa_message_sending_idx on wa_message (session_id, id) where status = 'sending'",
-    )
-    .await
-        / 1000.0;
-    let complete_old = timed(
-        c,
-        &completion_sql(
-            "exists (select 1 from wa_session s where s.id = m.session_id and s.runner_id = '00000000-0000-0000-0000-000000000001')",
-        ),
-    )
-    .await;
-    tx.rollback().await.unwrap();
-    let per = |t: f64, n: i64| (t / n.max(1) as f64 * 1000.0).round() / 1000.0;
-    json!({"measure": "plans", "owned_sessions": live, "inserts": live,
-           "insert_ms_per_row_old": per(insert_old, live), "insert_ms_per_row_new": per(insert_new, live),
-           "completion_batch": batch, "completion_ms_old": complete_old, "completion_ms_new": complete_new,
-           "index_rebuilt_for_old_s": (index_s * 10.0).round() / 10.0})
 }
 
 /// One prune batch (maintenance's statement, src/maintenance/prune.rs) under EXPLAIN ANALYZE,
@@ -569,7 +464,6 @@ async fn scale_run(sessions: i64, rows: i64, runners: usize, quick: bool) -> Vec
     let per = (live / runners as i64) as u32;
     emit(load(&db, sessions, rows, live).await, &mut out);
     emit(views(&db).await, &mut out);
-    emit(plans(&db, live).await, &mut out);
 
     // Runner processes join one by one, each taking `per` of the live sessions; wake-ups are
     // measured with 1, 2, 5 and N of them.
@@ -650,15 +544,21 @@ async fn scale_run(sessions: i64, rows: i64, runners: usize, quick: bool) -> Vec
     .await
     .unwrap();
     let insert_s = t0.elapsed().as_secs_f64();
-    wait_for("burst written", Duration::from_secs(600), || async {
+    // Done when nothing is queued or in flight, read from the counts the writes keep (a count
+    // over wa_message every 20 ms would be a full index scan each at 10 M rows: the bench
+    // itself would load the database it measures). Every 50 ms.
+    loop {
         let left = count(
             &db.pool,
-            "/* bench */ select count(*) from wa_message where status in ('queued', 'sending')",
+            "/* bench */ select coalesce(sum(n), 0)::bigint from wa_message_count where status in ('queued', 'sending')",
         )
         .await;
-        (left == 0).then_some(())
-    })
-    .await;
+        if left == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(1800), "burst not sent in 30 min");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let secs = t0.elapsed().as_secs_f64();
     let x1 = xacts(&db.pool).await;
     let st = statements(&db.pool).await;
@@ -763,10 +663,6 @@ async fn main() {
     }
     // Side by side: one line per figure, one column per size.
     let figures: &[(&str, &str)] = &[
-        ("plans", "insert_ms_per_row_old"),
-        ("plans", "insert_ms_per_row_new"),
-        ("plans", "completion_ms_old"),
-        ("plans", "completion_ms_new"),
         ("prune_plan", "batch_ms"),
         ("prune_plan", "seq_scan"),
         ("views", "status_cli_ms"),

@@ -179,7 +179,7 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
          update wa_command c set status = 'running', attempts = c.attempts + 1, runner_id = $1,
            started_at = now()
          from picked p
-         where c.id = p.id
+         where c.id = any(array(select id from picked)) and c.id = p.id
            and (select s.runner_id from wa_session s where s.id = c.session_id and s.lease_until > now()) = $1
          returning c.id, c.session_id, c.kind, c.args, c.attempts,
            c.started_at, p.status = 'running' as was_running, p.started_at as prev_started",

@@ -212,26 +212,25 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
     let rows = sqlx::query(
         "with ready as (select unnest($2::text[]) as sid),
          picked as (
-           select m.id from ready r
-           cross join lateral (
-             select id from wa_message
-             where session_id = r.sid and status = 'queued' and not_before <= now()
-             order by priority, id limit 1
-             for update skip locked) m
-         ),
-         chats as (
            select m.id,
              case when m.recipient like '%@%' then trim(m.recipient)
                   else regexp_replace(m.recipient, '[^0-9]', '', 'g') || '@c.us' end as chat
-           from wa_message m join picked p on p.id = m.id
+           from ready r
+           cross join lateral (
+             select id, recipient from wa_message
+             where session_id = r.sid and status = 'queued' and not_before <= now()
+             order by priority, id limit 1
+             for update skip locked) m
          )
          update wa_message m set status = 'sending', attempts = m.attempts + 1, runner_id = $1, sending_at = now(),
            chat_id = c.chat,
            wa_message_id = coalesce(m.wa_message_id, 'true_' || c.chat || '_3EB0' ||
              upper(substr(md5(m.id::text || ':' || m.session_id || ':' || extract(epoch from m.created_at)::text
                                || case when m.attempts > 0 then ':' || (m.attempts + 1)::text else '' end), 1, 16)))
-         from chats c
-         where m.id = c.id
+         from picked c
+         -- The picked ids as an array: the rows are found by primary key whatever the table's
+         -- size and statistics (joined, the planner may read the whole table to hash it).
+         where m.id = any(array(select id from picked)) and m.id = c.id
            and (select s.runner_id from wa_session s where s.id = m.session_id and s.lease_until > now()) = $1
          returning m.id, m.session_id, m.recipient, m.kind, m.body, m.media_url, m.media_data, m.media_mime,
                    m.media_filename, m.options, m.attempts, m.max_attempts, m.chat_id, m.wa_message_id",
@@ -826,7 +825,8 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
            -- statistics that see no owned session (an ANALYZE before the runners claimed them)
            -- a join read all of this runner's sessions once per row (issue 16,
            -- migrations/20261204000400_scale_plans.sql).
-           where m.id = c.id and m.status = 'sending'
+           -- `m.id = any($1)`: found by primary key, never by a scan joined to the batch.
+           where m.id = any($1) and m.id = c.id and m.status = 'sending'
              and (select s.runner_id from wa_session s where s.id = m.session_id) = $10
            returning m.session_id, c.status)
          update wa_session s set last_active_at = now()
