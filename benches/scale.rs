@@ -104,7 +104,11 @@ impl ChildRunner {
             .await
             .expect("runner process ready within 60 s")
             .unwrap();
-        assert_eq!(first.as_deref(), Some("ready"), "runner process did not start");
+        assert_eq!(
+            first.as_deref(),
+            Some("ready"),
+            "runner process did not start"
+        );
         ChildRunner(child)
     }
 
@@ -434,7 +438,13 @@ async fn prune_plan(db: &TestDb, age_s: f64) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| format!("{} {} ms", t["Trigger Name"].as_str().unwrap_or_default(), t["Time"]))
+        .map(|t| {
+            format!(
+                "{} {} ms",
+                t["Trigger Name"].as_str().unwrap_or_default(),
+                t["Time"]
+            )
+        })
         .collect();
     json!({"measure": "prune_plan", "batch_ms": plan[0]["Execution Time"],
            "nodes": out.join(" > "), "seq_scan": out.iter().any(|n| n.starts_with("Seq Scan")),
@@ -556,7 +566,10 @@ async fn scale_run(sessions: i64, rows: i64, runners: usize, quick: bool) -> Vec
         if left == 0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(1800), "burst not sent in 30 min");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1800),
+            "burst not sent in 30 min"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
