@@ -195,6 +195,11 @@ async fn main() {
         println!("{r}");
         results.push(r);
     }
+    // BENCH_OUTBOX_THROUGHPUT_ONLY=1: the throughput figures alone (bench/run.sh's side-by-side
+    // comparison with graphile-worker, when the scale benchmark follows in the same run).
+    if std::env::var("BENCH_OUTBOX_THROUGHPUT_ONLY").is_ok() {
+        return;
+    }
     for sessions in [1, 8, 64] {
         let r = latency_at(sessions, samples, 0).await;
         println!("{r}");

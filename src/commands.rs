@@ -178,8 +178,9 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
          )
          update wa_command c set status = 'running', attempts = c.attempts + 1, runner_id = $1,
            started_at = now()
-         from picked p, wa_session s
-         where c.id = p.id and s.id = c.session_id and s.runner_id = $1 and s.lease_until > now()
+         from picked p
+         where c.id = any(array(select id from picked)) and c.id = p.id
+           and (select s.runner_id from wa_session s where s.id = c.session_id and s.lease_until > now()) = $1
          returning c.id, c.session_id, c.kind, c.args, c.attempts,
            c.started_at, p.status = 'running' as was_running, p.started_at as prev_started",
     )
@@ -207,7 +208,7 @@ async fn unclaim(shared: &Shared, ids: &[i64]) {
         sqlx::query(
             "update wa_command c set status = 'queued', attempts = greatest(c.attempts - 1, 0)
              where c.id = any($1) and c.status = 'running'
-               and exists (select 1 from wa_session s where s.id = c.session_id and s.runner_id = $2)",
+               and (select s.runner_id from wa_session s where s.id = c.session_id) = $2",
         )
         .bind(ids)
         .bind(shared.id)
@@ -251,7 +252,7 @@ async fn complete(shared: &Shared, row: &Claimed, outcome: Outcome) {
                  not_before = case when $6::float8 is null then c.not_before
                                    else now() + make_interval(secs => $6::float8 / 1000) end
                where c.id = $1 and c.status = 'running' and c.runner_id = $7
-                 and exists (select 1 from wa_session s where s.id = c.session_id and s.runner_id = $7)
+                 and (select s.runner_id from wa_session s where s.id = c.session_id) = $7
                returning c.session_id, c.status)
              update wa_session s set last_active_at = now()
              where s.id in (select session_id from done where status = 'done')",

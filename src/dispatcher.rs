@@ -212,26 +212,26 @@ async fn claim(shared: &Shared, ready: &[String]) -> sqlx::Result<Vec<Claimed>> 
     let rows = sqlx::query(
         "with ready as (select unnest($2::text[]) as sid),
          picked as (
-           select m.id from ready r
-           cross join lateral (
-             select id from wa_message
-             where session_id = r.sid and status = 'queued' and not_before <= now()
-             order by priority, id limit 1
-             for update skip locked) m
-         ),
-         chats as (
            select m.id,
              case when m.recipient like '%@%' then trim(m.recipient)
                   else regexp_replace(m.recipient, '[^0-9]', '', 'g') || '@c.us' end as chat
-           from wa_message m join picked p on p.id = m.id
+           from ready r
+           cross join lateral (
+             select id, recipient from wa_message
+             where session_id = r.sid and status = 'queued' and not_before <= now()
+             order by priority, id limit 1
+             for update skip locked) m
          )
          update wa_message m set status = 'sending', attempts = m.attempts + 1, runner_id = $1, sending_at = now(),
            chat_id = c.chat,
            wa_message_id = coalesce(m.wa_message_id, 'true_' || c.chat || '_3EB0' ||
              upper(substr(md5(m.id::text || ':' || m.session_id || ':' || extract(epoch from m.created_at)::text
                                || case when m.attempts > 0 then ':' || (m.attempts + 1)::text else '' end), 1, 16)))
-         from chats c, wa_session s
-         where m.id = c.id and s.id = m.session_id and s.runner_id = $1 and s.lease_until > now()
+         from picked c
+         -- The picked ids as an array: the rows are found by primary key whatever the table's
+         -- size and statistics (joined, the planner may read the whole table to hash it).
+         where m.id = any(array(select id from picked)) and m.id = c.id
+           and (select s.runner_id from wa_session s where s.id = m.session_id and s.lease_until > now()) = $1
          returning m.id, m.session_id, m.recipient, m.kind, m.body, m.media_url, m.media_data, m.media_mime,
                    m.media_filename, m.options, m.attempts, m.max_attempts, m.chat_id, m.wa_message_id",
     )
@@ -710,7 +710,7 @@ async fn give_back(shared: Arc<Shared>, ids: Vec<i64>) {
             sqlx::query(
                 "update wa_message m set status = 'queued', attempts = greatest(attempts - 1, 0)
                  where id = any($1) and status = 'sending'
-                   and exists (select 1 from wa_session s where s.id = m.session_id and s.runner_id = $2)",
+                   and (select s.runner_id from wa_session s where s.id = m.session_id) = $2",
             )
             .bind(&ids)
             .bind(shared.id)
@@ -825,9 +825,13 @@ async fn write_batch(shared: &Shared, batch: &[Completion]) -> sqlx::Result<()> 
                        $8::text[], $9::text[])
              as c(id, status, code, err, retry_ms, ack, new_id, key, chat)
            -- Fenced: a runner that lost the session writes nothing (its next owner settles the
-           -- row by id, from the page).
-           where m.id = c.id and m.status = 'sending'
-             and exists (select 1 from wa_session s where s.id = m.session_id and s.runner_id = $10)
+           -- row by id, from the page). The fence is a primary-key lookup, not a join: with
+           -- statistics that see no owned session (an ANALYZE before the runners claimed them)
+           -- a join read all of this runner's sessions once per row (issue 16,
+           -- migrations/20261204000400_scale_plans.sql).
+           -- `m.id = any($1)`: found by primary key, never by a scan joined to the batch.
+           where m.id = any($1) and m.id = c.id and m.status = 'sending'
+             and (select s.runner_id from wa_session s where s.id = m.session_id) = $10
            returning m.session_id, c.status)
          update wa_session s set last_active_at = now()
          where s.id in (select session_id from done where status in ('sent', 'delivered', 'read', 'played'))",
@@ -992,7 +996,7 @@ async fn settle(
                finished_at = case when $2 = 'queued' then null else now() end,
                wa_message_id = case when $6 then null else m.wa_message_id end
              where m.id = $1 and m.status = 'sending'
-               and exists (select 1 from wa_session s where s.id = $7 and s.runner_id = $8 and m.session_id = s.id)",
+               and m.session_id = $7 and (select s.runner_id from wa_session s where s.id = $7) = $8",
         )
         .bind(id)
         .bind(status)
