@@ -33,12 +33,7 @@ async function (lib, bindingName, probeMs) {
     }).map(([mod, member]) => mod + '.' + member + '.bulkUpsert');
     // Today's page registers modules progressively (install.js): wait for them as it does. What
     // the page takes in meanwhile is read back by the backfill (typed_since.js).
-    const started = Date.now();
-    let missing = missingNow();
-    while (missing.length && Date.now() - started < probeMs) {
-        await new Promise((r) => setTimeout(r, 250));
-        missing = missingNow();
-    }
+    const missing = await lib.waitFor(missingNow, probeMs);
     if (missing.length) return { missing: missing };
     if (window[MARK]) return 'already';
     window[MARK] = true;

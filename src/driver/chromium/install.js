@@ -31,16 +31,7 @@ async function (lib, bindingName, pairPhone, probeMs) {
         ['WAWebImageUtils', 'toWebpSticker'],
     ];
     if (pairPhone) NEEDED.push(['WAWebAltDeviceLinkingApi', 'startAltLinkingFlow']);
-    const missingNow = () => NEEDED.filter(([mod, member]) => {
-        const m = lib.maybe(mod);
-        return !m || (member != null && m[member] == null);
-    }).map(([mod, member]) => (member ? mod + '.' + member : mod));
-    const started = Date.now();
-    let missing = missingNow();
-    while (missing.length && Date.now() - started < probeMs) {
-        await new Promise((r) => setTimeout(r, 250));
-        missing = missingNow();
-    }
+    const missing = await lib.waitFor(() => lib.lacking(NEEDED), probeMs);
     if (missing.length) return { missing: missing };
     if (window[MARK]) return 'already';
     window[MARK] = true;

@@ -18,6 +18,23 @@ function () {
             return null;
         }
     };
+    // The [module, member] pairs of `needed` the page lacks (member null: the module alone),
+    // named `module.member`.
+    const lacking = (needed) => needed.filter(([mod, member]) => {
+        const m = maybe(mod);
+        return !m || (member != null && m[member] == null);
+    }).map(([mod, member]) => (member ? mod + '.' + member : mod));
+    // Today's page registers its modules progressively (wa-js PR #3476): ask `missingNow()` every
+    // 250 ms until it names nothing or `probeMs` have passed; what is still missing then.
+    const waitFor = async (missingNow, probeMs) => {
+        const started = Date.now();
+        let missing = missingNow();
+        while (missing.length && Date.now() - started < probeMs) {
+            await new Promise((r) => setTimeout(r, 250));
+            missing = missingNow();
+        }
+        return missing;
+    };
     const keyStr = (k) => {
         if (k == null) return null;
         if (typeof k === 'string') return k;
@@ -319,5 +336,5 @@ function () {
         }
         return null;
     };
-    return { req, maybe, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, findTarget, dropStale, incomingOf, typedEvents, typedOf };
+    return { req, maybe, lacking, waitFor, keyStr, widStr: keyStr, bareId, sibling, inflight, findSent, findTarget, dropStale, incomingOf, typedEvents, typedOf };
 }

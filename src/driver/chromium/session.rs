@@ -365,6 +365,49 @@ impl ChromiumSession {
         }
     }
 
+    /// A backfill read (inbound_since.js, typed_since.js): what the page holds since `since`
+    /// (seconds), at most `limit`, each page record turned into the driver's own. The page waits
+    /// for its offline delivery to end within half the call's own bound, so that it answers (or
+    /// says it could not) before the call times out.
+    async fn read_since<P, T>(
+        &self,
+        source: &str,
+        since: i64,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<T>, DriverError>
+    where
+        P: serde::de::DeserializeOwned + Into<T>,
+    {
+        if let Some(dead) = self.dead_error() {
+            return Err(dead);
+        }
+        let wait_ms = (self.config.cdp_timeout / 2).as_millis() as u64;
+        let args = vec![
+            serde_json::json!(since),
+            serde_json::json!(limit),
+            serde_json::json!(wait_ms),
+        ];
+        let v = match self.call(source, args, self.config.cdp_timeout).await {
+            Ok(v) => v,
+            Err(e) => {
+                let what = format!("reading {what}");
+                return Err(self
+                    .map_call_error(e, ErrorCode::BrowserCrashed, &what)
+                    .await);
+            }
+        };
+        let page: Vec<P> = serde_json::from_value(v).map_err(|e| {
+            DriverError::transient(
+                ErrorCode::SendFailed,
+                format!("reading {what}: unexpected answer: {e}"),
+            )
+        })?;
+        let mut out: Vec<T> = page.into_iter().map(Into::into).collect();
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// A page function that sends something (send.js, edit.js, react.js, forward.js): one at a
     /// time per page, since the page's send path is not built for interleaving, bounded by the
     /// send timeout (a timeout is `send_timeout`), its answer read as a [`SendResult`].
@@ -797,44 +840,8 @@ impl Session for ChromiumSession {
         since: i64,
         limit: usize,
     ) -> Result<Vec<IncomingMessage>, DriverError> {
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        // The page waits for its offline delivery to end within half the call's own bound, so
-        // that it answers (or says it could not) before the call times out.
-        let wait_ms = (self.config.cdp_timeout / 2).as_millis() as u64;
-        let v = match self
-            .call(
-                &FN_INBOUND_SINCE,
-                vec![
-                    serde_json::json!(since),
-                    serde_json::json!(limit),
-                    serde_json::json!(wait_ms),
-                ],
-                self.config.cdp_timeout,
-            )
+        self.read_since::<PageIncoming, _>(&FN_INBOUND_SINCE, since, limit, "the incoming messages")
             .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(
-                        e,
-                        ErrorCode::BrowserCrashed,
-                        "reading the incoming messages",
-                    )
-                    .await)
-            }
-        };
-        let page: Vec<PageIncoming> = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("reading the incoming messages: unexpected answer: {e}"),
-            )
-        })?;
-        let mut out: Vec<IncomingMessage> = page.into_iter().map(Into::into).collect();
-        out.truncate(limit);
-        Ok(out)
     }
 
     async fn download_media(
@@ -857,38 +864,8 @@ impl Session for ChromiumSession {
     }
 
     async fn typed_since(&self, since: i64, limit: usize) -> Result<Vec<TypedEvent>, DriverError> {
-        if let Some(dead) = self.dead_error() {
-            return Err(dead);
-        }
-        let wait_ms = (self.config.cdp_timeout / 2).as_millis() as u64;
-        let v = match self
-            .call(
-                &FN_TYPED_SINCE,
-                vec![
-                    serde_json::json!(since),
-                    serde_json::json!(limit),
-                    serde_json::json!(wait_ms),
-                ],
-                self.config.cdp_timeout,
-            )
+        self.read_since::<PageTyped, _>(&FN_TYPED_SINCE, since, limit, "the typed events")
             .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(self
-                    .map_call_error(e, ErrorCode::BrowserCrashed, "reading the typed events")
-                    .await)
-            }
-        };
-        let page: Vec<PageTyped> = serde_json::from_value(v).map_err(|e| {
-            DriverError::transient(
-                ErrorCode::SendFailed,
-                format!("reading the typed events: unexpected answer: {e}"),
-            )
-        })?;
-        let mut out: Vec<TypedEvent> = page.into_iter().map(Into::into).collect();
-        out.truncate(limit);
-        Ok(out)
     }
 
     async fn logout(&self) -> Result<(), DriverError> {
