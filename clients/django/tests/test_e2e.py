@@ -513,14 +513,24 @@ def tiny_png(width: int = 3, height: int = 2) -> bytes:
 
 
 def test_send_sticker_against_a_real_runner(stack, user_client):
-    """WhatsAppService.send_sticker with a PNG: the page turns it into a 512x512 WebP sticker that
-    the simulated server records once; bytes that are no image fail with media_invalid."""
+    """A PNG uploaded to the send-sticker view (WhatsAppService.send_sticker): the page turns it
+    into a 512x512 WebP sticker that the simulated server records once; bytes that are no image
+    fail with media_invalid."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
     from wa_outbox.services import WhatsAppService
 
     link(stack, user_client, "e2e_sticker")
     svc = WhatsAppService()
     with override_settings(WA_OUTBOX_SEND_TIMEOUT=60):
-        good = svc.send_sticker("e2e_sticker", RECIPIENT, file=tiny_png())
+        good = user_client.post(
+            reverse("wa_outbox:send-sticker"),
+            {
+                "sessionId": "e2e_sticker",
+                "recipient": RECIPIENT,
+                "file": SimpleUploadedFile("s.png", tiny_png(), content_type="image/png"),
+            },
+        ).json()
         bad = svc.send_sticker(
             "e2e_sticker", RECIPIENT, file=b"not a picture", mimetype="image/png"
         )

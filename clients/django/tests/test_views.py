@@ -436,3 +436,26 @@ def test_message_kind_endpoints_answer_another_users_session_like_an_unknown_one
         )
         assert (r.status_code, r.json()["code"]) == (404, "session_not_found"), (name, r.json())
     assert not Message.objects.exists()
+
+
+@override_settings(WA_OUTBOX_SEND_TIMEOUT=0)
+def test_send_sticker_by_url_and_by_upload(user_client):
+    Session.objects.create(id="s1", user_id=user_client.user.pk)
+    r = post(
+        user_client,
+        "send-sticker",
+        {"sessionId": "s1", "recipient": "15551234567", "mediaUrl": "https://cdn.example.com/s.webp"},
+    )
+    assert r.status_code == 200, r.content
+    row = Message.objects.get(pk=r.json()["messageId"])
+    assert (row.kind, row.media_url, row.body) == ("sticker", "https://cdn.example.com/s.webp", None)
+    upload = SimpleUploadedFile("s.gif", b"GIF89a....", content_type="image/gif")
+    r = user_client.post(
+        reverse("wa_outbox:send-sticker"),
+        {"sessionId": "s1", "recipient": "15551234567", "file": upload},
+    )
+    assert r.status_code == 200, r.content
+    row = Message.objects.get(pk=r.json()["messageId"])
+    assert (row.kind, row.media_mime, bytes(row.media_data)) == ("sticker", "image/gif", b"GIF89a....")
+    r = post(user_client, "send-sticker", {"sessionId": "s1", "recipient": "15551234567"})
+    assert (r.status_code, r.json()["field"]) == (400, "media_url")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("message/send-location", views.send_location, name="send-location"),
     path("message/send-contact", views.send_contact, name="send-contact"),
     path("message/send-poll", views.send_poll, name="send-poll"),
+    path("message/send-sticker", views.send_sticker, name="send-sticker"),
     path("message/react", views.react, name="react"),
     path("message/edit", views.edit_message, name="edit-message"),
     path("message/delete", views.delete_message, name="delete-message"),

@@ -501,6 +501,26 @@ def send_poll(request: HttpRequest):
 
 @require_POST
 @_json_view
+def send_sticker(request: HttpRequest):
+    """POST JSON {"sessionId", "recipient", "mediaUrl", "replyTo"?, "idempotencyKey"?}, or
+    multipart with the same fields and the image as the `file` part instead of mediaUrl: a PNG,
+    JPEG, GIF or WebP the page turns into a 512x512 WebP sticker."""
+    data = _body(request)
+    session_id = _session_of(request, data)
+    upload = request.FILES.get("file")
+    return WhatsAppService().send_sticker(
+        session_id,
+        _required(data, "recipient"),
+        data.get("mediaUrl") or None,
+        file=upload,
+        mimetype=getattr(upload, "content_type", None) if upload else None,
+        reply_to=data.get("replyTo") or None,
+        idempotency_key=data.get("idempotencyKey"),
+    )
+
+
+@require_POST
+@_json_view
 def react(request: HttpRequest):
     """POST {"sessionId", "recipient", "messageId" | "waMessageId", "emoji" ("" removes ours),
     "idempotencyKey"?}."""
