@@ -1097,14 +1097,6 @@ class WhatsAppService:
             )
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in subject):
             raise InvalidInputError("subject", "must not hold control characters")
-        if (
-            isinstance(participants, str)
-            or not isinstance(participants, (list, tuple))
-            or not 1 <= len(participants) <= MAX_PARTICIPANTS
-        ):
-            raise InvalidInputError(
-                "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
-            )
         _check_participants(participants)
         return self._command(
             session_id,
@@ -1153,14 +1145,6 @@ class WhatsAppService:
                 "action", f"expected one of {', '.join(PARTICIPANT_ACTIONS)}, got {action!r}"
             )
         g = _group_arg(group)
-        if (
-            isinstance(participants, str)
-            or not isinstance(participants, (list, tuple))
-            or not 1 <= len(participants) <= MAX_PARTICIPANTS
-        ):
-            raise InvalidInputError(
-                "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
-            )
         _check_participants(participants)
         return self._command(
             session_id,
@@ -1340,7 +1324,16 @@ PARTICIPANT_ACTIONS = ("add", "remove", "promote", "demote")
 
 
 def _check_participants(participants) -> None:
-    """People (no groups), none named twice, as the runner checks them."""
+    """A list of 1 to MAX_PARTICIPANTS people (no groups), none named twice, as the runner
+    checks them."""
+    if (
+        isinstance(participants, str)
+        or not isinstance(participants, (list, tuple))
+        or not 1 <= len(participants) <= MAX_PARTICIPANTS
+    ):
+        raise InvalidInputError(
+            "participants", f"expected a list of 1 to {MAX_PARTICIPANTS} phone numbers"
+        )
     seen = set()
     for p in participants:
         r = validate_recipient(p, field="participants")
